@@ -1,0 +1,160 @@
+"""The pairwise part of the non-local operation, eq. (1) of the paper, on grouped position sets.
+
+Every function here takes the embeddings of one or more independent position sets ("groups", folded into the
+leading axis) and returns y_i = 1/C(x) * sum_j f(x_i, x_j) g(x_j) for every query i:
+
+    q: (G, Nq, Dq)   θ(x_i), or x_i itself for the Gaussian
+    k: (G, Nk, Dq)   φ(x_j), or x_j itself for the Gaussian
+    v: (G, Nk, Dv)   g(x_j)
+
+The implementations compute the same function and differ only in what they keep in memory:
+
+- ``naive``: materialises the (G, Nq, Nk) affinity; autodiff keeps it (and its softmax) for the backward pass.
+- ``chunked``: query block by query block under ``jax.checkpoint``; no (Nq, Nk) array is ever alive, in the
+  forward or the backward pass (each block's affinity is recomputed when its gradient is needed).
+- ``reassociated`` (dot product only): θ (φᵀ g) / N, cost O(N·C'²) and memory O(C'²) instead of O(N²).
+- ``fused``: ``jax.nn.dot_product_attention`` (softmax functions only), which uses fused kernels on GPU.
+
+The softmax always runs in float32, whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+PAIRWISE_FUNCTIONS = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
+SOFTMAX_FUNCTIONS = ('gaussian', 'embedded_gaussian')
+IMPLEMENTATIONS = ('auto', 'naive', 'chunked', 'reassociated', 'fused')
+
+
+def pairwise_weights(pairwise: str, q, k, *, logit_scale: float = 1.0, concat_kernel=None):
+  """Returns the normalised pairwise weights f(x_i, x_j) / C(x), shape (G, Nq, Nk), in float32.
+
+  For the softmax functions these are a distribution over j; for dot product and concatenation they are
+  f / N, which is what multiplies g(x_j) in eq. (1) (not a distribution).
+  """
+  n_keys = k.shape[1]
+  if pairwise in SOFTMAX_FUNCTIONS:
+    logits = jnp.einsum('gqc,gkc->gqk', q, k, preferred_element_type=jnp.float32)
+    return jax.nn.softmax(logits * logit_scale, axis=-1)
+  if pairwise == 'dot_product':
+    logits = jnp.einsum('gqc,gkc->gqk', q, k, preferred_element_type=jnp.float32)
+    return logits / n_keys
+  if pairwise == 'concatenation':
+    a, b = _concat_terms(q, k, concat_kernel)
+    return jax.nn.relu(a[:, :, None] + b[:, None, :]) / n_keys
+  raise ValueError(f'pairwise must be one of {PAIRWISE_FUNCTIONS}, got {pairwise!r}.')
+
+
+def _concat_terms(q, k, concat_kernel):
+  """Splits ReLU(w_fᵀ [θ_i, φ_j]) into w_θᵀ θ_i + w_φᵀ φ_j, so no (Nq, Nk, 2C') array is ever formed."""
+  d = q.shape[-1]
+  w = concat_kernel.astype(jnp.float32)
+  a = jnp.einsum('gqc,c->gq', q.astype(jnp.float32), w[:d, 0])
+  b = jnp.einsum('gkc,c->gk', k.astype(jnp.float32), w[d:, 0])
+  return a, b
+
+
+def _naive(pairwise, q, k, v, logit_scale, concat_kernel):
+  weights = pairwise_weights(pairwise, q, k, logit_scale=logit_scale, concat_kernel=concat_kernel)
+  return jnp.einsum('gqk,gkc->gqc', weights.astype(v.dtype), v)
+
+
+def _reassociated(q, k, v):
+  # (θ φᵀ) g / N == θ (φᵀ g) / N: the N×N product is never formed.
+  kv = jnp.einsum('gkc,gkd->gcd', k, v, preferred_element_type=jnp.float32) / k.shape[1]
+  return jnp.einsum('gqc,gcd->gqd', q, kv.astype(q.dtype))
+
+
+def _fused(pairwise, q, k, v, logit_scale):
+  if pairwise not in SOFTMAX_FUNCTIONS:
+    raise ValueError("implementation='fused' supports the softmax pairwise functions "
+                     f"{SOFTMAX_FUNCTIONS}; got pairwise={pairwise!r}.")
+  # jax.nn.dot_product_attention wants one head size for q, k and v; zero padding is exact for both the
+  # logits (q·k) and the output (the padded value channels are sliced off).
+  dq, dv = q.shape[-1], v.shape[-1]
+  width = max(dq, dv)
+  pad = lambda t, d: t if d == width else jnp.pad(t, ((0, 0), (0, 0), (0, width - d)))
+  out = jax.nn.dot_product_attention(pad(q, dq)[:, :, None], pad(k, dq)[:, :, None], pad(v, dv)[:, :, None],
+                                     scale=logit_scale)
+  return out[:, :, 0, :dv]
+
+
+def _chunked(pairwise, q, k, v, logit_scale, concat_kernel, chunk_size):
+  g, n_q, d_q = q.shape
+  chunk = max(1, min(chunk_size, n_q))
+  n_chunks = -(-n_q // chunk)
+  padded = n_chunks * chunk
+  if padded != n_q:
+    # Padded queries are independent rows whose outputs are sliced off: exact.
+    q = jnp.pad(q, ((0, 0), (0, padded - n_q), (0, 0)))
+  q_blocks = q.reshape(g, n_chunks, chunk, d_q).transpose(1, 0, 2, 3)
+
+  # Under jax.checkpoint the backward pass of each block recomputes its (chunk, Nk) affinity instead of
+  # storing it, so the memory held between forward and backward is O(N·C), never O(N²).
+  @jax.checkpoint
+  def one_block(q_block):
+    return _naive(pairwise, q_block, k, v, logit_scale, concat_kernel)
+
+  out = jax.lax.map(one_block, q_blocks)
+  return out.transpose(1, 0, 2, 3).reshape(g, padded, v.shape[-1])[:, :n_q]
+
+
+def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_query: int, n_key: int,
+                           inter_dim: int, max_affinity_bytes: int) -> str:
+  """Returns the concrete implementation that ``implementation`` stands for at this size.
+
+  'auto' reassociates the dot product when it is cheaper in multiply-adds (N > 2·C'-ish), and computes the
+  other functions query-block by query-block when the full float32 affinity would exceed
+  ``max_affinity_bytes``. Explicit choices are validated against the pairwise function.
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}.')
+  if implementation == 'reassociated' and pairwise != 'dot_product':
+    raise ValueError("implementation='reassociated' only applies to pairwise='dot_product' "
+                     f"(the others are not linear in φ); got pairwise={pairwise!r}.")
+  if implementation == 'fused' and pairwise not in SOFTMAX_FUNCTIONS:
+    raise ValueError("implementation='fused' supports the softmax pairwise functions "
+                     f"{SOFTMAX_FUNCTIONS}; got pairwise={pairwise!r}.")
+  if implementation != 'auto':
+    return implementation
+  if pairwise == 'dot_product':
+    # naive: Nq·Nk·(Dq + Dv) multiply-adds; reassociated: (Nq + Nk)·Dq·Dv.
+    naive_cost = n_query * n_key * 2 * inter_dim
+    reassoc_cost = (n_query + n_key) * inter_dim * inter_dim
+    return 'reassociated' if reassoc_cost < naive_cost else 'naive'
+  affinity_bytes = 4 * n_groups * n_query * n_key
+  return 'chunked' if affinity_bytes > max_affinity_bytes else 'naive'
+
+
+def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive', logit_scale: float = 1.0,
+                       concat_kernel=None, chunk_size: int = 512):
+  """y = (1/C(x)) Σ_j f(q_i, k_j) v_j for grouped positions; see the module docstring for the shapes.
+
+  Args:
+    pairwise: one of ``PAIRWISE_FUNCTIONS``.
+    q, k, v: (G, Nq, Dq), (G, Nk, Dq), (G, Nk, Dv).
+    implementation: a concrete implementation (not 'auto'; see ``resolve_implementation``).
+    logit_scale: multiplies q·k before the softmax (softmax functions only).
+    concat_kernel: (2·Dq, 1) weights w_f of the concatenation function.
+    chunk_size: queries per block for the chunked implementation.
+  Returns:
+    (G, Nq, Dv) in the dtype of ``v``.
+  """
+  if pairwise not in PAIRWISE_FUNCTIONS:
+    raise ValueError(f'pairwise must be one of {PAIRWISE_FUNCTIONS}, got {pairwise!r}.')
+  if pairwise == 'concatenation' and concat_kernel is None:
+    raise ValueError('pairwise=concatenation needs concat_kernel of shape (2*C\', 1).')
+  if implementation == 'naive':
+    return _naive(pairwise, q, k, v, logit_scale, concat_kernel)
+  if implementation == 'chunked':
+    return _chunked(pairwise, q, k, v, logit_scale, concat_kernel, chunk_size)
+  if implementation == 'reassociated':
+    if pairwise != 'dot_product':
+      raise ValueError(f"implementation='reassociated' needs pairwise='dot_product', got {pairwise!r}.")
+    return _reassociated(q, k, v)
+  if implementation == 'fused':
+    return _fused(pairwise, q, k, v, logit_scale).astype(v.dtype)
+  raise ValueError(f"implementation must be one of {IMPLEMENTATIONS[1:]} here, got {implementation!r} "
+                   "(resolve 'auto' with resolve_implementation first).")

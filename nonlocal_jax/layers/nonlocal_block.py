@@ -1,0 +1,266 @@
+"""The non-local block of Wang et al., *Non-local Neural Networks* (CVPR 2018), for 1D, 2D and 3D inputs.
+
+    y_i = (1 / C(x)) Σ_j f(x_i, x_j) g(x_j)        (eq. 1)
+    z_i = W_z y_i + x_i                            (eq. 6)
+
+Input and output are channels-last of any spatial rank: (B, L, C), (B, H, W, C) or (B, T, H, W, C).
+
+Parameters (names are stable: checkpoint loading and the Caffe2 conversion depend on them). Every 1×1(×1)
+convolution is stored as a ``Dense`` kernel of shape (C_in, C_out), with a ``bias`` of shape (C_out,) unless
+``use_bias=False``; the official Caffe2 blob ``nonlocal_conv4_3_theta_w`` of shape (C', C, 1, 1, 1) is the
+transpose of ``theta/kernel``.
+
+    theta/kernel, theta/bias   θ: C -> C'      (absent for pairwise='gaussian')
+    phi/kernel, phi/bias       φ: C -> C'      (absent for pairwise='gaussian')
+    g/kernel, g/bias           g: C -> C'
+    concat_project/kernel      w_f: (2·C', 1), no bias, followed by ReLU (pairwise='concatenation' only)
+    out/kernel, out/bias       W_z: C' -> C
+    bn/scale, bn/bias          the BatchNorm after W_z (norm='batch'; scale initialised to 0), or the
+                               per-channel affine transform of frozen-BN models (norm='affine')
+    batch_stats: bn/mean, bn/var   BatchNorm running statistics (norm='batch')
+
+With ``norm='batch'`` (the paper) the block is the identity at initialisation because the BN scale γ starts
+at 0; with ``norm='affine'`` or ``'none'`` (the official frozen-BN models) the W_z kernel starts at 0 instead.
+
+The normalised attention weights of the block can be collected the Flax way:
+
+    z, state = block.apply(variables, x, train=False, mutable=['intermediates'])
+    weights = state['intermediates']['attention'][0]    # (B·groups, N_query, N_key)
+
+They are computed only when 'intermediates' is mutable, so the memory-frugal paths stay frugal otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nonlocal_jax.layers import attention
+
+POOL_POSITIONS = ('before', 'after')
+POSITION_SETS = ('spacetime', 'space', 'time')
+NORMS = ('batch', 'affine', 'none')
+INITS = ('official', 'he')
+
+# Official code: GaussianFill std 0.01 for θ, φ, g and W_z. He (MSRA) as Caffe2's MSRAFill: fan_out.
+_OFFICIAL_INIT = nn.initializers.normal(stddev=0.01)
+_HE_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+class Affine(nn.Module):
+  """A per-channel ``x * scale + bias``: the frozen BatchNorm of the official 'affine' models.
+
+  Attributes:
+    scale_init: initialiser of ``scale`` (C,).
+    bias_init: initialiser of ``bias`` (C,).
+    dtype: compute dtype.
+  """
+  scale_init: Any = nn.initializers.ones
+  bias_init: Any = nn.initializers.zeros
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    scale = self.param('scale', self.scale_init, (channels,), jnp.float32)
+    bias = self.param('bias', self.bias_init, (channels,), jnp.float32)
+    dtype = self.dtype or x.dtype
+    return x.astype(dtype) * scale.astype(dtype) + bias.astype(dtype)
+
+
+class ConcatProjection(nn.Module):
+  """Holds w_f of the concatenation function, f = ReLU(w_fᵀ [θ(x_i), φ(x_j)]), as ``kernel`` (2·C', 1).
+
+  Attributes:
+    in_features: 2·C', the width of the concatenated [θ, φ].
+    kernel_init: initialiser of the kernel.
+  """
+  in_features: int
+  kernel_init: Any = _OFFICIAL_INIT
+
+  @nn.compact
+  def __call__(self):
+    """Returns the kernel; the block applies it to θ and φ separately so no (N, N, 2·C') array exists."""
+    return self.param('kernel', self.kernel_init, (self.in_features, 1), jnp.float32)
+
+
+class NonLocalBlock(nn.Module):
+  """Residual non-local block z = norm(W_z y) + x, with y from eq. (1) of the paper.
+
+  Attributes:
+    pairwise: 'gaussian' | 'embedded_gaussian' | 'dot_product' | 'concatenation' (paper §3.2).
+    inter_channels: C', the width of θ, φ, g; defaults to C // 2 (the paper's bottleneck).
+    subsample: max-pool window (= stride) over the non-channel axes of the key/value path, e.g. (1, 2, 2) for
+      video or (2, 2) for images; None for no subsampling. Windows are applied with VALID padding.
+    pool_position: 'before' pools x before the φ and g convs (official code, default); 'after' pools the
+      outputs of φ and g (the paper's description).
+    scale: multiply θᵀφ by C'^-0.5 before the softmax of the embedded Gaussian (official USE_SCALE).
+    positions: for 3D input only: 'spacetime' (all positions, the default when None), 'space' (each frame
+      attends within itself) or 'time' (each spatial location attends across frames).
+    temporal_groups: for 3D input only: attend inside groups of this many consecutive frames (the official
+      grouped non-local of the 128-frame models). None for no grouping.
+    norm: 'batch' (BatchNorm after W_z, scale initialised to 0: the paper), 'affine' (a per-channel affine
+      after a zero-initialised W_z: frozen-BN models), or 'none' (zero-initialised W_z only).
+    weight_init: 'official' (weights N(0, 0.01²), biases 0) or 'he' (He/MSRA normal, fan-out; biases 0).
+    use_bias: whether θ, φ, g and W_z have biases (official: yes).
+    bn_momentum: BatchNorm running-average momentum (running = m·running + (1-m)·batch).
+    bn_epsilon: BatchNorm epsilon.
+    bn_axis_name: mapped axis over which BatchNorm statistics are averaged (synchronised BN), or None.
+    implementation: 'auto' | 'naive' | 'chunked' | 'reassociated' | 'fused'; see ``layers.attention``.
+    chunk_size: queries per block for the chunked implementation.
+    max_affinity_bytes: 'auto' switches to the chunked path when the float32 affinity would exceed this.
+    dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32 and the softmax runs in float32.
+  """
+  pairwise: str = 'embedded_gaussian'
+  inter_channels: Optional[int] = None
+  subsample: Optional[Sequence[int]] = None
+  pool_position: str = 'before'
+  scale: bool = True
+  positions: Optional[str] = None
+  temporal_groups: Optional[int] = None
+  norm: str = 'batch'
+  weight_init: str = 'official'
+  use_bias: bool = True
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  bn_axis_name: Optional[str] = None
+  implementation: str = 'auto'
+  chunk_size: int = 512
+  max_affinity_bytes: int = 32 * 2**20
+  dtype: Any = None
+
+  def _check_arguments(self, x) -> Tuple[int, ...]:
+    """Validates the attributes against the input; returns the pooling window (or ())."""
+    if x.ndim not in (3, 4, 5):
+      raise ValueError(f'NonLocalBlock expects channels-last input of rank 3, 4 or 5 ((B, L, C), (B, H, W, C) or '
+                       f'(B, T, H, W, C)); got shape {tuple(x.shape)}.')
+    if self.pairwise not in attention.PAIRWISE_FUNCTIONS:
+      raise ValueError(f'pairwise must be one of {attention.PAIRWISE_FUNCTIONS}, got {self.pairwise!r}.')
+    if self.pool_position not in POOL_POSITIONS:
+      raise ValueError(f'pool_position must be one of {POOL_POSITIONS}, got {self.pool_position!r}.')
+    if self.norm not in NORMS:
+      raise ValueError(f'norm must be one of {NORMS}, got {self.norm!r}.')
+    if self.weight_init not in INITS:
+      raise ValueError(f'weight_init must be one of {INITS}, got {self.weight_init!r}.')
+    if self.implementation not in attention.IMPLEMENTATIONS:
+      raise ValueError(f'implementation must be one of {attention.IMPLEMENTATIONS}, got {self.implementation!r}.')
+    if self.inter_channels is not None and self.inter_channels < 1:
+      raise ValueError(f'inter_channels must be a positive integer or None, got {self.inter_channels!r}.')
+    if self.chunk_size < 1:
+      raise ValueError(f'chunk_size must be a positive integer, got {self.chunk_size!r}.')
+    spatial = tuple(x.shape[1:-1])
+    if self.positions is not None:
+      if x.ndim != 5:
+        raise ValueError(f'positions={self.positions!r} applies to 3D input (B, T, H, W, C) only; got shape '
+                         f'{tuple(x.shape)}. Leave positions=None for 1D and 2D input.')
+      if self.positions not in POSITION_SETS:
+        raise ValueError(f'positions must be one of {POSITION_SETS} or None, got {self.positions!r}.')
+    window = ()
+    if self.subsample is not None:
+      window = tuple(int(w) for w in self.subsample)
+      if len(window) != len(spatial) or any(w < 1 for w in window):
+        raise ValueError(f'subsample must be a window of {len(spatial)} positive integers for input of shape '
+                         f'{tuple(x.shape)} (one per non-channel axis, e.g. {(1, 2, 2)[-len(spatial):]}); '
+                         f'got {self.subsample!r}.')
+      if any(w > s for w, s in zip(window, spatial)):
+        raise ValueError(f'subsample window {window} does not fit the input positions {spatial}: use a smaller '
+                         'window or subsample=None.')
+      if all(w == 1 for w in window):
+        window = ()
+    positions = self.positions or 'spacetime'
+    if window and positions == 'space' and window[0] != 1:
+      raise ValueError(f"positions='space' attends within each frame, so subsample must not pool time; got "
+                       f'{window}. Use a window like (1, 2, 2).')
+    if window and positions == 'time' and any(w != 1 for w in window[1:]):
+      raise ValueError(f"positions='time' attends across frames at each location, so subsample must not pool "
+                       f'space; got {window}. Use a window like (2, 1, 1) or None.')
+    if self.temporal_groups is not None:
+      if x.ndim != 5:
+        raise ValueError(f'temporal_groups applies to 3D input (B, T, H, W, C) only; got shape {tuple(x.shape)}.')
+      if positions != 'spacetime':
+        raise ValueError(f"temporal_groups needs positions='spacetime' (or None), got {self.positions!r}.")
+      k = self.temporal_groups
+      if k < 1 or x.shape[1] % k:
+        raise ValueError(f'temporal_groups={k!r} must be a positive divisor of the number of frames '
+                         f'{x.shape[1]}.')
+      if window and window[0] != 1:
+        raise ValueError(f'temporal_groups needs a subsample window that does not pool time, got {window}.')
+    return window
+
+  def _fold(self, t, positions: str):
+    """(B, *positions, D) -> (B·groups, N, D): the position sets that attend among themselves."""
+    b, d = t.shape[0], t.shape[-1]
+    if t.ndim != 5 or positions == 'spacetime' and self.temporal_groups is None:
+      return t.reshape(b, -1, d)
+    _, frames, h, w, _ = t.shape
+    if positions == 'space':
+      return t.reshape(b * frames, h * w, d)
+    if positions == 'time':
+      return t.transpose(0, 2, 3, 1, 4).reshape(b * h * w, frames, d)
+    k = self.temporal_groups
+    return t.reshape(b * (frames // k), k * h * w, d)
+
+  def _unfold(self, y, like_shape, positions: str):
+    """Inverse of ``_fold`` for the query positions."""
+    if len(like_shape) != 5 or positions == 'spacetime' and self.temporal_groups is None:
+      return y.reshape(like_shape)
+    b, frames, h, w, d = like_shape
+    if positions == 'time':
+      return y.reshape(b, h, w, frames, d).transpose(0, 3, 1, 2, 4)
+    return y.reshape(like_shape)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    """Applies the block; ``train`` selects batch statistics (True) or running statistics for BatchNorm."""
+    window = self._check_arguments(x)
+    positions = self.positions or 'spacetime'
+    channels = x.shape[-1]
+    inter = self.inter_channels or max(1, channels // 2)
+    dtype = self.dtype or x.dtype
+    kernel_init = _OFFICIAL_INIT if self.weight_init == 'official' else _HE_INIT
+    dense = lambda features, name, k_init=kernel_init: nn.Dense(
+        features, use_bias=self.use_bias, kernel_init=k_init, bias_init=nn.initializers.zeros,
+        dtype=dtype, param_dtype=jnp.float32, name=name)
+    pool = lambda t: nn.max_pool(t, window, strides=window, padding='VALID') if window else t
+
+    # Key/value path: official code pools x, then convolves; the paper convolves, then pools.
+    kv_input = pool(x) if self.pool_position == 'before' else x
+    if self.pairwise == 'gaussian':
+      # θ and φ are the identity: f(x_i, x_j) = exp(x_iᵀ x_j).
+      q, k = x.astype(dtype), kv_input.astype(dtype)
+    else:
+      q = dense(inter, 'theta')(x)
+      k = dense(inter, 'phi')(kv_input)
+    v = dense(inter, 'g')(kv_input)
+    if self.pool_position == 'after':
+      k, v = pool(k), pool(v)
+
+    q_shape = q.shape[:-1] + (inter,)
+    qg, kg, vg = (self._fold(t, positions) for t in (q, k, v))
+    w_f = None
+    if self.pairwise == 'concatenation':
+      w_f = ConcatProjection(2 * inter, kernel_init, name='concat_project')()
+    logit_scale = inter ** -0.5 if (self.scale and self.pairwise == 'embedded_gaussian') else 1.0
+
+    if self.is_mutable_collection('intermediates'):
+      weights = attention.pairwise_weights(self.pairwise, qg, kg, logit_scale=logit_scale, concat_kernel=w_f)
+      self.sow('intermediates', 'attention', weights)
+
+    impl = attention.resolve_implementation(self.implementation, self.pairwise, qg.shape[0], qg.shape[1],
+                                            kg.shape[1], inter, self.max_affinity_bytes)
+    y = attention.nonlocal_attention(self.pairwise, qg, kg, vg, implementation=impl, logit_scale=logit_scale,
+                                     concat_kernel=w_f, chunk_size=self.chunk_size)
+    y = self._unfold(y, q_shape, positions)
+
+    out_init = kernel_init if self.norm == 'batch' else nn.initializers.zeros
+    wz = dense(channels, 'out', out_init)(y)
+    if self.norm == 'batch':
+      wz = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                        scale_init=nn.initializers.zeros, axis_name=self.bn_axis_name, dtype=dtype,
+                        param_dtype=jnp.float32, name='bn')(wz)
+    elif self.norm == 'affine':
+      wz = Affine(dtype=dtype, name='bn')(wz)
+    return (wz + x.astype(dtype)).astype(dtype)
