@@ -10,8 +10,9 @@ leading axis) and returns y_i = 1/C(x) * sum_j f(x_i, x_j) g(x_j) for every quer
 The implementations compute the same function and differ only in what they keep in memory:
 
 - ``naive``: materialises the (G, Nq, Nk) affinity; autodiff keeps it (and its softmax) for the backward pass.
-- ``chunked``: query block by query block under ``jax.checkpoint``; no (Nq, Nk) array is ever alive, in the
-  forward or the backward pass (each block's affinity is recomputed when its gradient is needed).
+- ``chunked``: query block by query block, with a custom VJP that keeps only q, k, v between the passes and
+  recomputes each block's affinity in the backward pass (as FlashAttention does): no (Nq, Nk) array is ever
+  alive, forward or backward; the memory beyond the inputs and outputs is O(block·Nk).
 - ``reassociated`` (dot product only): θ (φᵀ g) / N, cost O(N·C'²) and memory O(C'²) instead of O(N²).
 - ``fused``: ``jax.nn.dot_product_attention`` (softmax functions only), which uses fused kernels on GPU.
 
@@ -19,6 +20,8 @@ The softmax always runs in float32, whatever the compute dtype.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -81,24 +84,61 @@ def _fused(pairwise, q, k, v, logit_scale):
   return out[:, :, 0, :dv]
 
 
-def _chunked(pairwise, q, k, v, logit_scale, concat_kernel, chunk_size):
-  g, n_q, d_q = q.shape
-  chunk = max(1, min(chunk_size, n_q))
-  n_chunks = -(-n_q // chunk)
-  padded = n_chunks * chunk
-  if padded != n_q:
-    # Padded queries are independent rows whose outputs are sliced off: exact.
-    q = jnp.pad(q, ((0, 0), (0, padded - n_q), (0, 0)))
-  q_blocks = q.reshape(g, n_chunks, chunk, d_q).transpose(1, 0, 2, 3)
+def _for_each_query_block(n_query: int, block: int, body, carry):
+  """Runs ``body(start, size, carry)`` over consecutive query blocks; the remainder block has a static size."""
+  n_full = n_query // block
+  if n_full > 1:
+    carry = jax.lax.fori_loop(0, n_full, lambda i, c: body(i * block, block, c), carry)
+  elif n_full == 1:
+    carry = body(0, block, carry)
+  if n_query % block:
+    carry = body(n_full * block, n_query % block, carry)
+  return carry
 
-  # Under jax.checkpoint the backward pass of each block recomputes its (chunk, Nk) affinity instead of
-  # storing it, so the memory held between forward and backward is O(N·C), never O(N²).
-  @jax.checkpoint
-  def one_block(q_block):
-    return _naive(pairwise, q_block, k, v, logit_scale, concat_kernel)
 
-  out = jax.lax.map(one_block, q_blocks)
-  return out.transpose(1, 0, 2, 3).reshape(g, padded, v.shape[-1])[:, :n_q]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5, 6))
+def _chunked(pairwise, q, k, v, w, logit_scale, chunk_size):
+  return _chunked_forward(pairwise, q, k, v, w, logit_scale, chunk_size)
+
+
+def _chunked_forward(pairwise, q, k, v, w, logit_scale, chunk_size):
+  # Each query block sees every key, so its softmax is complete and exact; only a (block, Nk) affinity
+  # is alive at any time, written into the output in place.
+  def body(start, size, y):
+    q_block = jax.lax.dynamic_slice_in_dim(q, start, size, axis=1)
+    y_block = _naive(pairwise, q_block, k, v, logit_scale, w)
+    return jax.lax.dynamic_update_slice_in_dim(y, y_block, start, axis=1)
+
+  y = jnp.zeros(q.shape[:2] + v.shape[2:], v.dtype)
+  return _for_each_query_block(q.shape[1], chunk_size, body, y)
+
+
+def _chunked_fwd(pairwise, q, k, v, w, logit_scale, chunk_size):
+  # Residuals are the inputs only: the backward pass recomputes each block's affinity (as FlashAttention
+  # does), so neither pass ever holds an (Nq, Nk) array.
+  return _chunked_forward(pairwise, q, k, v, w, logit_scale, chunk_size), (q, k, v, w)
+
+
+def _chunked_bwd(pairwise, logit_scale, chunk_size, residuals, dy):
+  q, k, v, w = residuals
+
+  def body(start, size, carry):
+    dq, dk, dv, dw = carry
+    q_block = jax.lax.dynamic_slice_in_dim(q, start, size, axis=1)
+    dy_block = jax.lax.dynamic_slice_in_dim(dy, start, size, axis=1)
+    _, vjp = jax.vjp(lambda qb, kk, vv, ww: _naive(pairwise, qb, kk, vv, logit_scale, ww), q_block, k, v, w)
+    dq_block, dk_block, dv_block, dw_block = vjp(dy_block)
+    dq = jax.lax.dynamic_update_slice_in_dim(dq, dq_block.astype(dq.dtype), start, axis=1)
+    return (dq, dk + dk_block.astype(jnp.float32), dv + dv_block.astype(jnp.float32),
+            dw + dw_block.astype(jnp.float32))
+
+  zeros = lambda t: jnp.zeros(t.shape, jnp.float32)
+  carry = (jnp.zeros_like(q), zeros(k), zeros(v), zeros(w))
+  dq, dk, dv, dw = _for_each_query_block(q.shape[1], chunk_size, body, carry)
+  return dq, dk.astype(k.dtype), dv.astype(v.dtype), dw.astype(w.dtype)
+
+
+_chunked.defvjp(_chunked_fwd, _chunked_bwd)
 
 
 def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_query: int, n_key: int,
@@ -129,7 +169,7 @@ def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_
 
 
 def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive', logit_scale: float = 1.0,
-                       concat_kernel=None, chunk_size: int = 512):
+                       concat_kernel=None, chunk_size: int = 256):
   """y = (1/C(x)) Σ_j f(q_i, k_j) v_j for grouped positions; see the module docstring for the shapes.
 
   Args:
@@ -149,7 +189,9 @@ def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive',
   if implementation == 'naive':
     return _naive(pairwise, q, k, v, logit_scale, concat_kernel)
   if implementation == 'chunked':
-    return _chunked(pairwise, q, k, v, logit_scale, concat_kernel, chunk_size)
+    # A placeholder kernel keeps one custom-VJP signature for every pairwise function; it is not read.
+    w = concat_kernel if concat_kernel is not None else jnp.zeros((2 * q.shape[-1], 1), jnp.float32)
+    return _chunked(pairwise, q, k, v, w, float(logit_scale), max(1, int(chunk_size)))
   if implementation == 'reassociated':
     if pairwise != 'dot_product':
       raise ValueError(f"implementation='reassociated' needs pairwise='dot_product', got {pairwise!r}.")

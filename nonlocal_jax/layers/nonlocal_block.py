@@ -128,7 +128,7 @@ class NonLocalBlock(nn.Module):
   bn_epsilon: float = 1e-5
   bn_axis_name: Optional[str] = None
   implementation: str = 'auto'
-  chunk_size: int = 512
+  chunk_size: int = 256
   max_affinity_bytes: int = 32 * 2**20
   dtype: Any = None
 
