@@ -1,0 +1,150 @@
+"""Prepares a dataset in a TFDS data directory, once, before training.
+
+Kinetics, from a local copy (videos flat or in class folders, the official CSVs)::
+
+  python -m nonlocal_jax.data.prepare kinetics400 --videos=DIR --annotations=DIR --data_dir=DIR \\
+      [--short_side=256] [--max_fps=30] [--num_workers=N] [--keep_cache]
+
+The synthetic long-range benchmark (generated locally in seconds)::
+
+  python -m nonlocal_jax.data.prepare synthetic_long_range/same_different --data_dir=DIR [--num_train=4000 ...]
+
+Any other TFDS dataset (``ucf101``, ``cifar10``, ...) is handed to TFDS's own ``download_and_prepare``, which
+needs network access or ``--manual_dir`` for datasets that TFDS cannot download itself.
+
+Interrupted? Run the same command again: decoded Kinetics videos are cached, so only the rest is decoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from typing import Optional, Sequence
+
+import tensorflow_datasets as tfds
+
+from nonlocal_jax.data import kinetics as kinetics_lib
+from nonlocal_jax.data import pipeline
+from nonlocal_jax.data import synthetic as synthetic_lib
+
+
+@dataclasses.dataclass
+class KineticsSummary:
+  """What a Kinetics preparation did."""
+  used: dict  # Videos written, per split.
+  total: dict  # Annotation rows, per split.
+  skipped: list  # One dict per skipped video (split, video_id, reason, detail, path).
+  report_path: str  # CSV file listing the skipped videos.
+  seconds: float  # Wall time of the preparation.
+  already_prepared: bool  # True when the dataset was there already and nothing was done.
+  from_cache: dict = dataclasses.field(default_factory=dict)  # Videos reused from an interrupted run, per split.
+
+  def message(self, name: str) -> str:
+    """A one-paragraph account for the console."""
+    if self.already_prepared:
+      return f'{name} is already prepared; nothing to do (delete its folder to prepare it again).'
+    per_split = ', '.join(f'{s} {self.used[s]}/{self.total[s]}' for s in self.total)
+    resumed = sum(self.from_cache.values())
+    return (f'{name}: used {sum(self.used.values())} of {sum(self.total.values())} videos ({per_split}); '
+            f'{len(self.skipped)} skipped, listed in {self.report_path}; '
+            + (f'{resumed} taken from an interrupted run; ' if resumed else '') + f'{self.seconds:.1f} s.')
+
+
+def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_dir: str, *,
+                     short_side: Optional[int] = 256, max_fps: Optional[float] = 30.0, jpeg_quality: int = 90,
+                     num_workers: Optional[int] = None, keep_cache: bool = False) -> KineticsSummary:
+  """Builds ``kinetics/<variant>`` in ``data_dir`` from local files; see ``nonlocal_jax.data.kinetics``."""
+  variant = variant.replace('kinetics', '').strip('/') or '400'
+  if variant not in ('400', '600', '700'):
+    raise ValueError(f'Unknown Kinetics variant {variant!r}: use kinetics400, kinetics600 or kinetics700.')
+  data_dir = os.path.expanduser(data_dir)
+  builder = kinetics_lib.Kinetics(config=variant, data_dir=data_dir, videos_dir=videos_dir,
+                                  annotations_dir=annotations_dir, short_side=short_side, max_fps=max_fps,
+                                  jpeg_quality=jpeg_quality, num_workers=num_workers)
+  start = time.time()
+  if builder.is_prepared():
+    return KineticsSummary({}, {}, [], kinetics_lib.report_path(data_dir, variant), 0.0, True)
+  try:
+    builder.download_and_prepare()
+  except AssertionError as e:
+    if 'No examples were yielded' not in str(e):
+      raise
+    report = builder.write_report()
+    raise RuntimeError(f'No video of one split could be decoded ({e}): check that --videos={videos_dir} holds the '
+                       f'clips named in the CSVs, and see {report} for why each one was skipped.') from e
+  report = builder.write_report()
+  if not keep_cache:
+    # The cache only serves to resume an interrupted run; once the dataset is written it is a second copy.
+    shutil.rmtree(kinetics_lib.cache_dir(data_dir, variant, short_side, max_fps), ignore_errors=True)
+  return KineticsSummary(dict(builder.used), dict(builder.total), list(builder.skipped), report,
+                         time.time() - start, False, dict(builder.from_cache))
+
+
+def prepare_synthetic(name: str, data_dir: str, **settings) -> tfds.core.DatasetBuilder:
+  """Generates ``synthetic_long_range/<task>`` (settings other than the defaults give a named variant)."""
+  task = pipeline.resolve_name(name).split('/')[1]
+  defaults = synthetic_lib.SyntheticConfig(name='defaults')
+  overrides = {k: v for k, v in settings.items() if v is not None and getattr(defaults, k) != v}
+  config = synthetic_lib.synthetic_config(task, **overrides) if overrides else task
+  builder = tfds.builder('synthetic_long_range', config=config, data_dir=os.path.expanduser(data_dir),
+                         try_gcs=False)
+  builder.download_and_prepare()
+  return builder
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Command-line entry point; returns the exit status."""
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('name', help='kinetics400, kinetics600, kinetics700, synthetic_long_range/<task>, or a TFDS '
+                                   'dataset name')
+  parser.add_argument('--data_dir', default=None, help='TFDS data directory (default ~/tensorflow_datasets)')
+  kin = parser.add_argument_group('Kinetics')
+  kin.add_argument('--videos', help='folder of the video files (flat or class sub-folders)')
+  kin.add_argument('--annotations', help='folder of the official CSV files')
+  kin.add_argument('--short_side', type=int, default=256, help='shorter side of stored frames; 0 keeps the source')
+  kin.add_argument('--max_fps', type=float, default=30.0, help='frame-rate cap of stored frames; 0 keeps it')
+  kin.add_argument('--jpeg_quality', type=int, default=90, help='JPEG quality of stored frames')
+  kin.add_argument('--num_workers', type=int, default=None, help='decoding processes (default: one per core)')
+  kin.add_argument('--keep_cache', action='store_true', help='keep the decoded-video cache after success')
+  syn = parser.add_argument_group('synthetic_long_range')
+  for field in dataclasses.fields(synthetic_lib.SyntheticConfig):
+    # Only the generation settings (numbers); the task comes from the name, the rest is TFDS's bookkeeping.
+    if isinstance(field.default, bool) or not isinstance(field.default, (int, float)):
+      continue
+    syn.add_argument(f'--{field.name}', type=type(field.default), default=None,
+                     help=f'default {field.default}')
+  parser.add_argument('--manual_dir', default=None, help='other TFDS datasets: folder of manually downloaded files')
+  args = parser.parse_args(argv)
+  data_dir = args.data_dir or os.path.expanduser('~/tensorflow_datasets')
+  full = pipeline.resolve_name(args.name)
+  if full.startswith('kinetics/'):
+    if not args.videos or not args.annotations:
+      parser.error('Kinetics is built from local files: pass --videos=DIR and --annotations=DIR.')
+    try:
+      summary = prepare_kinetics(full, args.videos, args.annotations, data_dir, short_side=args.short_side or None,
+                                 max_fps=args.max_fps or None, jpeg_quality=args.jpeg_quality,
+                                 num_workers=args.num_workers, keep_cache=args.keep_cache)
+    except (FileNotFoundError, ValueError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    print(summary.message(args.name))
+    return 0
+  if full.startswith('synthetic_long_range/'):
+    names = [f.name for f in dataclasses.fields(synthetic_lib.SyntheticConfig)]
+    settings = {k: getattr(args, k) for k in names if hasattr(args, k) and k != 'task'}
+    builder = prepare_synthetic(full, data_dir, **settings)
+    print(f'{builder.name}/{builder.builder_config.name} is prepared in {data_dir}: '
+          f'{ {s: i.num_examples for s, i in builder.info.splits.items()} }')
+    return 0
+  builder = pipeline.get_builder(args.name, data_dir)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
+  print(f'{args.name} is prepared in {data_dir}.')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

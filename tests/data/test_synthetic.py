@@ -1,0 +1,61 @@
+"""The long-range synthetic benchmark: labels are what its digits say, splits use disjoint digit images."""
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from nonlocal_jax.data import synthetic
+
+
+def test_stored_labels_are_what_the_digits_say(synthetic_prepared):
+  builder = synthetic_prepared['builder']
+  _, targets = synthetic._digits()  # pylint: disable=protected-access
+  labels = []
+  for ex in tfds.as_numpy(builder.as_dataset(split='train')):
+    classes = ex['digit_classes']
+    np.testing.assert_array_equal(targets[ex['digit_indices']], classes)  # Recorded classes are the images'.
+    assert ex['label'] == synthetic.label_from_digits('same_different', classes)
+    labels.append(ex['label'])
+  assert len(labels) == 96 and sum(labels) == 48  # Balanced.
+
+
+def test_digits_are_in_the_recorded_frames_and_places():
+  config = synthetic.synthetic_config('sum_mod10', noise_std=0.0, num_distractors=0)
+  images, _ = synthetic._digits()  # pylint: disable=protected-access
+  for index in range(20):
+    ex = synthetic.generate_clip(config, 'test', index)
+    assert ex['label'] == (ex['digit_classes'][0] + ex['digit_classes'][1]) % 10
+    t = config.num_frames
+    assert ex['digit_frames'][0] < t // 4 and ex['digit_frames'][1] >= t - t // 4
+    video = ex['video'][..., 0].astype(np.float32)
+    for k in range(2):
+      y, x = ex['digit_positions'][k]
+      patch = video[ex['digit_frames'][k], y:y + config.digit_size, x:x + config.digit_size]
+      expected = 20 + 200 * synthetic._upscale(images[ex['digit_indices'][k]], config.digit_size)  # pylint: disable=protected-access
+      np.testing.assert_allclose(patch, np.round(expected), atol=1)
+    others = np.delete(video, ex['digit_frames'], axis=0)
+    assert (others == 20).all()  # No noise, no distractors: frames without a digit are blank.
+
+
+def test_splits_use_disjoint_digit_images():
+  pools = synthetic.digit_pools(seed=0)
+  assert not set(pools['train']) & set(pools['test'])
+  assert not set(pools['train']) & set(pools['validation'])
+  assert not set(pools['validation']) & set(pools['test'])
+  config = synthetic.synthetic_config('same_different')
+  used = {split: {i for n in range(50) for i in synthetic.generate_clip(config, split, n)['digit_indices']}
+          for split in ('train', 'test')}
+  assert used['train'] <= set(pools['train']) and used['test'] <= set(pools['test'])
+
+
+def test_generation_is_deterministic_for_a_seed():
+  a = synthetic.generate_clip(synthetic.synthetic_config('sum_mod10'), 'train', 5)
+  b = synthetic.generate_clip(synthetic.synthetic_config('sum_mod10'), 'train', 5)
+  c = synthetic.generate_clip(synthetic.synthetic_config('sum_mod10', seed=1), 'train', 5)
+  np.testing.assert_array_equal(a['video'], b['video'])
+  assert not np.array_equal(a['video'], c['video'])
+
+
+def test_sum_mod10_uses_all_ten_labels():
+  config = synthetic.synthetic_config('sum_mod10')
+  labels = [synthetic.generate_clip(config, 'train', i)['label'] for i in range(200)]
+  assert set(labels) == set(range(10))
