@@ -28,8 +28,11 @@ from typing import Optional, Sequence
 import tensorflow_datasets as tfds
 
 from nonlocal_jax.data import kinetics as kinetics_lib
-from nonlocal_jax.data import pipeline
 from nonlocal_jax.data import synthetic as synthetic_lib
+
+# The pipeline module (which imports TensorFlow) is imported inside functions only: Kinetics decoding workers
+# are started with 'spawn' and re-import this module when it is the program's entry point, and they should not
+# pay seconds and hundreds of megabytes for a TensorFlow they never use.
 
 
 @dataclasses.dataclass
@@ -86,6 +89,7 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
 
 def prepare_synthetic(name: str, data_dir: str, **settings) -> tfds.core.DatasetBuilder:
   """Generates ``synthetic_long_range/<task>`` (settings other than the defaults give a named variant)."""
+  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   task = pipeline.resolve_name(name).split('/')[1]
   defaults = synthetic_lib.SyntheticConfig(name='defaults')
   overrides = {k: v for k, v in settings.items() if v is not None and getattr(defaults, k) != v}
@@ -119,6 +123,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help=f'default {field.default}')
   parser.add_argument('--manual_dir', default=None, help='other TFDS datasets: folder of manually downloaded files')
   args = parser.parse_args(argv)
+  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   data_dir = args.data_dir or os.path.expanduser('~/tensorflow_datasets')
   full = pipeline.resolve_name(args.name)
   if full.startswith('kinetics/'):
