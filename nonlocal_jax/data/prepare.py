@@ -82,7 +82,12 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
   report = builder.write_report()
   if not keep_cache:
     # The cache only serves to resume an interrupted run; once the dataset is written it is a second copy.
-    shutil.rmtree(kinetics_lib.cache_dir(data_dir, variant, short_side, max_fps), ignore_errors=True)
+    cache = kinetics_lib.cache_dir(data_dir, variant, short_side, max_fps)
+    shutil.rmtree(cache, ignore_errors=True)
+    try:
+      os.rmdir(os.path.dirname(cache))  # Only if no other variant's cache is left in it.
+    except OSError:
+      pass
   return KineticsSummary(dict(builder.used), dict(builder.total), list(builder.skipped), report,
                          time.time() - start, False, dict(builder.from_cache))
 
@@ -100,6 +105,12 @@ def prepare_synthetic(name: str, data_dir: str, **settings) -> tfds.core.Dataset
   return builder
 
 
+def _synthetic_settings() -> list:
+  # The generation settings are the numeric fields; the task comes from the name, the rest is TFDS bookkeeping.
+  return [f for f in dataclasses.fields(synthetic_lib.SyntheticConfig)
+          if isinstance(f.default, (int, float)) and not isinstance(f.default, bool)]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command-line entry point; returns the exit status."""
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,10 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   kin.add_argument('--num_workers', type=int, default=None, help='decoding processes (default: one per core)')
   kin.add_argument('--keep_cache', action='store_true', help='keep the decoded-video cache after success')
   syn = parser.add_argument_group('synthetic_long_range')
-  for field in dataclasses.fields(synthetic_lib.SyntheticConfig):
-    # Only the generation settings (numbers); the task comes from the name, the rest is TFDS's bookkeeping.
-    if isinstance(field.default, bool) or not isinstance(field.default, (int, float)):
-      continue
+  for field in _synthetic_settings():
     syn.add_argument(f'--{field.name}', type=type(field.default), default=None,
                      help=f'default {field.default}')
   parser.add_argument('--manual_dir', default=None, help='other TFDS datasets: folder of manually downloaded files')
@@ -139,8 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(summary.message(args.name))
     return 0
   if full.startswith('synthetic_long_range/'):
-    names = [f.name for f in dataclasses.fields(synthetic_lib.SyntheticConfig)]
-    settings = {k: getattr(args, k) for k in names if hasattr(args, k) and k != 'task'}
+    settings = {f.name: getattr(args, f.name) for f in _synthetic_settings()}
     builder = prepare_synthetic(full, data_dir, **settings)
     print(f'{builder.name}/{builder.builder_config.name} is prepared in {data_dir}: '
           f'{ {s: i.num_examples for s, i in builder.info.splits.items()} }')

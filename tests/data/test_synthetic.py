@@ -59,3 +59,15 @@ def test_sum_mod10_uses_all_ten_labels():
   config = synthetic.synthetic_config('sum_mod10')
   labels = [synthetic.generate_clip(config, 'train', i)['label'] for i in range(200)]
   assert set(labels) == set(range(10))
+
+
+def test_command_line_variant_is_what_the_pipeline_reads(tmp_path):
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.data import pipeline, prepare  # pylint: disable=g-import-not-at-top
+  assert prepare.main(['synthetic_long_range/sum_mod10', f'--data_dir={tmp_path}', '--num_train=8',
+                       '--num_validation=4', '--num_test=0', '--size=24']) == 0
+  c = default.data_config()
+  c.name, c.data_dir = 'synthetic_long_range/sum_mod10', str(tmp_path)
+  c.synthetic.num_train, c.synthetic.num_validation, c.synthetic.num_test, c.synthetic.size = 8, 4, 0, 24
+  builder = pipeline.check_prepared(c.name, c.data_dir, ['train', 'validation'], c.synthetic)
+  assert builder.info.splits['train'].num_examples == 8 and pipeline.num_classes(c, builder) == 10
