@@ -8,8 +8,46 @@ import ml_collections
 
 
 def model_config() -> ml_collections.ConfigDict:
-  """The ``config.model`` section: which network and how it is built."""
+  """The ``config.model`` section: which network and how it is built.
+
+  ``nonlocal_jax.models.build_model(config.model)`` builds it; every field is an attribute of the model class
+  named by ``name`` (see ``ResNetVideo`` / ``ResNetImage`` for the full story). A ``resnet_image`` config
+  replaces this section with the image fields.
+  """
+  placeholder = ml_collections.config_dict.placeholder
   model = ml_collections.ConfigDict()
+  model.name = 'resnet_video'  # 'resnet_video' (C2D / I3D clips) or 'resnet_image'.
+  model.num_classes = 400  # Classifier outputs (Kinetics-400).
+  model.depth = 50  # 50 or 101: stage sizes (3, 4, 6, 3) or (3, 4, 23, 3).
+  model.stage_sizes = placeholder(tuple)  # Residual blocks in res2..res5, overriding depth (tiny networks).
+  model.width = 64  # Channels of conv1 and of res2's bottleneck; stage k doubles it, outputs are 4x wider.
+  model.temporal = 'c2d'  # 'c2d', 'i3d_3x1x1' (official NL I3D: inflate branch2a) or 'i3d_3x3x3'.
+  model.temporal_pattern = placeholder(tuple)  # Per stage, 1 for inflated blocks; None: official use_temp_convs.
+  model.stem = '32x2'  # '32x2' or '8x8' (official conv1 stride and pools) or 'table1' (the paper's pools).
+  model.stride_in_1x1 = False  # Stride on branch2a (MSRA ResNet, the paper's FLOPs) not branch2b (official).
+  # Non-local blocks: a preset ('none', '1', '5', '10', 'res2'..'res5'; PAPER.md §3) or 'res3:1,3;res4:1,3,5'
+  # (stage: indices of the residual blocks each followed by a non-local block).
+  model.nonlocal_locations = 'none'
+  model.nonlocal_pairwise = 'embedded_gaussian'  # 'gaussian', 'embedded_gaussian', 'dot_product', 'concatenation'.
+  model.nonlocal_positions = placeholder(str)  # 'spacetime' (None), 'space' or 'time' (Table 2d).
+  model.nonlocal_subsample = (1, 2, 2)  # Max-pool window of the key/value path; None for no subsampling.
+  model.nonlocal_pool_position = 'before'  # 'before' phi/g convs (official) or 'after' them (the paper).
+  model.nonlocal_scale = True  # Scale theta^T phi by C'^-0.5 in the embedded Gaussian (official USE_SCALE).
+  model.nonlocal_res3_temporal_groups = placeholder(int)  # Grouped non-local in res3 (128-frame models): 4.
+  model.nonlocal_norm = placeholder(str)  # The block's norm: 'batch', 'affine', 'none'; None follows norm.
+  model.nonlocal_weight_init = 'official'  # 'official' (N(0, 0.01^2)) or 'he'.
+  model.nonlocal_use_bias = True  # Biases on theta, phi, g and W_z (official).
+  model.nonlocal_implementation = 'auto'  # 'auto', 'naive', 'chunked', 'reassociated' or 'fused'.
+  model.nonlocal_chunk_size = 512  # Queries per chunk of the chunked implementation.
+  model.nonlocal_max_affinity_bytes = 32 * 2**20  # 'auto' switches to chunked above this affinity size.
+  model.norm = 'batch'  # 'batch' (trained BatchNorm) or 'affine' (frozen BN, the 128-frame models).
+  model.bn_axis_name = placeholder(str)  # Device axis for synchronised BN ('batch'); None: per-device stats.
+  model.bn_momentum = 0.9  # BatchNorm running-average momentum (official).
+  model.bn_epsilon = 1e-5  # BatchNorm epsilon (official).
+  model.residual_bn_init = 1.0  # Initial gamma of each residual branch's last BN (official BN_INIT_GAMMA).
+  model.dropout_rate = 0.5  # Dropout before the classifier.
+  model.head_window = (7, 7)  # Fully-convolutional testing: res5 average-pool window; None: fc everywhere.
+  model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   return model
 
 

@@ -1,0 +1,24 @@
+r"""Baseline video networks on Kinetics-400 without non-local blocks: the model section.
+
+Default: C2D ResNet-50, 32x2 clips (71.8 top-1 in the paper, Table 2c). Takes the arguments of
+``configs/kinetics_nl.py``, with blocks=none unless given:
+
+    python -m nonlocal_jax.models.summary --config=configs/kinetics_c2d.py
+    python -m nonlocal_jax.models.summary --config=configs/kinetics_c2d.py:arch=i3d,depth=101,frames=8x8
+"""
+
+import importlib.util
+import os
+
+
+def _load_kinetics_nl():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kinetics_nl.py')
+  spec = importlib.util.spec_from_file_location('configs_kinetics_nl', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  """C2D (or, with arch=i3d, I3D) without non-local blocks; ``arg`` as in configs/kinetics_nl.py."""
+  return _load_kinetics_nl().get_config('arch=c2d,blocks=none,' + (arg or ''))

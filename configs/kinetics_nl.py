@@ -1,0 +1,65 @@
+r"""Non-local video networks on Kinetics-400 (Wang et al. 2018, PAPER.md §3-§4): the model section.
+
+Default: NL I3D ResNet-50, 32x2 clips, 5 embedded-Gaussian non-local blocks (res3 1, 3; res4 1, 3, 5), the
+paper's Table 2f model (74.9 top-1 in the paper).
+
+    python -m nonlocal_jax.models.summary --config=configs/kinetics_nl.py
+    python -m nonlocal_jax.models.summary \
+        --config=configs/kinetics_nl.py:arch=i3d,depth=101,blocks=5,pairwise=dot_product,frames=8x8
+
+The optional argument names a variant, as comma-separated key=value pairs:
+
+    arch       c2d | i3d (I3D 3x1x1, the official NL I3D) | i3d_3x3x3
+    depth      50 | 101
+    blocks     none | 1 | 5 | 10 | res2 | res3 | res4 | res5 (placement presets, PAPER.md §3)
+    pairwise   gaussian | embedded_gaussian | dot_product | concatenation
+    positions  spacetime | space | time
+    frames     32x2 | 8x8 (the official models' stems; the clip sampling is the data section's business)
+"""
+
+import importlib.util
+import os
+
+VARIANT_KEYS = {
+    'arch': {'c2d': 'c2d', 'i3d': 'i3d_3x1x1', 'i3d_3x1x1': 'i3d_3x1x1', 'i3d_3x3x3': 'i3d_3x3x3'},
+    'depth': {'50': 50, '101': 101},
+    'blocks': {b: b for b in ('none', '1', '5', '10', 'res2', 'res3', 'res4', 'res5')},
+    'pairwise': {p: p for p in ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')},
+    'positions': {p: p for p in ('spacetime', 'space', 'time')},
+    'frames': {'32x2': '32x2', '8x8': '8x8'},
+}
+# Which config.model field each variant key sets.
+_FIELDS = {'arch': 'temporal', 'depth': 'depth', 'blocks': 'nonlocal_locations', 'pairwise': 'nonlocal_pairwise',
+           'positions': 'nonlocal_positions', 'frames': 'stem'}
+DEFAULT_VARIANT = 'arch=i3d,depth=50,blocks=5,pairwise=embedded_gaussian,frames=32x2'
+
+
+def _load_default():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py')
+  spec = importlib.util.spec_from_file_location('configs_default', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def parse_variant(arg):
+  """'arch=i3d,blocks=5' -> {'arch': 'i3d_3x1x1', 'blocks': '5'}; an unknown key or value names the allowed ones."""
+  variant = {}
+  for item in filter(None, (s.strip() for s in (arg or '').split(','))):
+    key, sep, value = item.partition('=')
+    if not sep or key not in VARIANT_KEYS:
+      raise ValueError(f'Config argument {item!r} is not key=value with a key among {sorted(VARIANT_KEYS)}.')
+    if value not in VARIANT_KEYS[key]:
+      raise ValueError(f'Config argument {key}={value!r}: the value must be one of {sorted(VARIANT_KEYS[key])}.')
+    variant[key] = VARIANT_KEYS[key][value]
+  return variant
+
+
+def get_config(arg=None):
+  """The default config with the model section set for the named variant (``DEFAULT_VARIANT`` overridden by arg)."""
+  config = _load_default().get_config()
+  variant = parse_variant(DEFAULT_VARIANT)
+  variant.update(parse_variant(arg))
+  for key, value in variant.items():
+    config.model[_FIELDS[key]] = value
+  return config

@@ -1,0 +1,141 @@
+"""Residual blocks shared by the video and image ResNets, for inputs of any spatial rank (2D images, 3D clips).
+
+Parameter names follow the official Caffe2 blobs (see ``nonlocal_jax.models.naming``): inside a residual block
+``branch2a``, ``branch2b``, ``branch2c`` are the convolutions of the residual branch, ``branch1`` the projection
+shortcut, and each is followed by a normalisation layer named ``<conv>_bn``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from nonlocal_jax.layers import Affine
+
+NORMS = ('batch', 'affine')
+
+# Caffe2 MSRAFill, which the official code uses for every convolution: He normal with fan-out.
+CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# Official FC_INIT_STD for the classifier.
+FC_INIT = nn.initializers.normal(stddev=0.01)
+
+
+def symmetric_padding(kernel_size: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
+  """Padding k // 2 on both sides of each axis, as Caffe2 and PyTorch pad (not XLA's asymmetric 'SAME')."""
+  return tuple((k // 2, k // 2) for k in kernel_size)
+
+
+def conv_factory(dtype: Any) -> Callable[..., nn.Conv]:
+  """Returns ``conv(features, kernel_size, strides, name)`` building a bias-free, officially initialised conv."""
+  def conv(features: int, kernel_size: Sequence[int], strides: Optional[Sequence[int]] = None, *, name: str):
+    kernel_size = tuple(kernel_size)
+    return nn.Conv(features, kernel_size, strides=tuple(strides) if strides else 1,
+                   padding=symmetric_padding(kernel_size), use_bias=False, kernel_init=CONV_INIT,
+                   dtype=dtype, param_dtype=jnp.float32, name=name)
+  return conv
+
+
+def norm_factory(norm: str, *, train: bool, momentum: float, epsilon: float, axis_name: Optional[str],
+                 dtype: Any) -> Callable[..., nn.Module]:
+  """Returns ``norm(name=..., scale_init=...)``: a BatchNorm (norm='batch') or a frozen per-channel affine.
+
+  With norm='batch', ``train`` selects batch statistics (and running-average updates) or the running averages;
+  ``axis_name`` averages the batch statistics over a mapped device axis (synchronised BN).
+  """
+  if norm == 'batch':
+    return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum, epsilon=epsilon,
+                             axis_name=axis_name, dtype=dtype, param_dtype=jnp.float32)
+  if norm == 'affine':
+    return functools.partial(Affine, dtype=dtype)
+  raise ValueError(f'norm must be one of {NORMS}, got {norm!r}.')
+
+
+class Bottleneck(nn.Module):
+  """The 1×1 – 3×3 – 1×1 bottleneck residual block, relu(F(x) + shortcut(x)), of any spatial rank.
+
+  Attributes:
+    inner_features: width of branch2a and branch2b.
+    out_features: width of branch2c and of the block output.
+    strides: spatial stride of the block, one entry per non-channel axis (e.g. (1, 2, 2) for video).
+    kernel_a: kernel of branch2a: (1, 1, 1), or (3, 1, 1) for an inflated I3D 3×1×1 block.
+    kernel_b: kernel of branch2b: (1, 3, 3), or (3, 3, 3) for an inflated I3D 3×3×3 block; (3, 3) in 2D.
+    stride_in_1x1: put the stride on branch2a (the original MSRA ResNet) instead of branch2b (official
+      video code, torchvision "v1.5").
+    conv: factory from ``conv_factory``.
+    norm: factory from ``norm_factory``.
+    residual_bn_init: initial scale γ of branch2c_bn (official MODEL.BN_INIT_GAMMA); 0 makes the block start
+      as relu(shortcut(x)).
+  """
+  inner_features: int
+  out_features: int
+  strides: Tuple[int, ...]
+  kernel_a: Tuple[int, ...]
+  kernel_b: Tuple[int, ...]
+  conv: Callable[..., nn.Module]
+  norm: Callable[..., nn.Module]
+  stride_in_1x1: bool = False
+  residual_bn_init: float = 1.0
+
+  @nn.compact
+  def __call__(self, x):
+    """Applies the block to channels-last ``x``."""
+    ones = (1,) * len(self.strides)
+    stride_a, stride_b = (self.strides, ones) if self.stride_in_1x1 else (ones, self.strides)
+    y = self.conv(self.inner_features, self.kernel_a, stride_a, name='branch2a')(x)
+    y = nn.relu(self.norm(name='branch2a_bn')(y))
+    y = self.conv(self.inner_features, self.kernel_b, stride_b, name='branch2b')(y)
+    y = nn.relu(self.norm(name='branch2b_bn')(y))
+    y = self.conv(self.out_features, ones, name='branch2c')(y)
+    y = self.norm(name='branch2c_bn', scale_init=nn.initializers.constant(self.residual_bn_init))(y)
+    return nn.relu(y + _shortcut(self, x))
+
+
+class BasicBlock(nn.Module):
+  """The two-3×3 residual block of ResNet-18/34 and CIFAR ResNets, of any spatial rank.
+
+  Attributes:
+    inner_features: width of branch2a (equal to out_features in the standard networks).
+    out_features: width of branch2b and of the block output.
+    strides: spatial stride of the block (on branch2a), one entry per non-channel axis.
+    kernel_a: kernel of branch2a, e.g. (3, 3).
+    kernel_b: kernel of branch2b, e.g. (3, 3).
+    conv: factory from ``conv_factory``.
+    norm: factory from ``norm_factory``.
+    stride_in_1x1: unused (no 1×1 in this block); kept so both blocks take the same arguments.
+    residual_bn_init: initial scale γ of branch2b_bn.
+  """
+  inner_features: int
+  out_features: int
+  strides: Tuple[int, ...]
+  kernel_a: Tuple[int, ...]
+  kernel_b: Tuple[int, ...]
+  conv: Callable[..., nn.Module]
+  norm: Callable[..., nn.Module]
+  stride_in_1x1: bool = False
+  residual_bn_init: float = 1.0
+
+  @nn.compact
+  def __call__(self, x):
+    """Applies the block to channels-last ``x``."""
+    y = self.conv(self.inner_features, self.kernel_a, self.strides, name='branch2a')(x)
+    y = nn.relu(self.norm(name='branch2a_bn')(y))
+    y = self.conv(self.out_features, self.kernel_b, name='branch2b')(y)
+    y = self.norm(name='branch2b_bn', scale_init=nn.initializers.constant(self.residual_bn_init))(y)
+    return nn.relu(y + _shortcut(self, x))
+
+
+def _shortcut(block, x):
+  """Identity, or (as the official 'type B' shortcut) a strided 1×1 projection when the shape changes."""
+  if x.shape[-1] == block.out_features and all(s == 1 for s in block.strides):
+    return x
+  ones = (1,) * len(block.strides)
+  y = block.conv(block.out_features, ones, block.strides, name='branch1')(x)
+  return block.norm(name='branch1_bn')(y)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int) -> int:
+  """Output length of a convolution or pooling along one axis (floor mode, as XLA, Caffe2 and PyTorch)."""
+  return (size + pad_lo + pad_hi - kernel) // stride + 1

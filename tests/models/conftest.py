@@ -1,0 +1,55 @@
+"""Shared helpers for the model tests: abstract (eval_shape) traces of full-size networks, cached per worker."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from nonlocal_jax.models import ResNetImage, ResNetVideo
+
+
+@functools.lru_cache(maxsize=None)
+def _abstract(cls_name, input_shape, kwargs_items):
+  cls = {'video': ResNetVideo, 'image': ResNetImage}[cls_name]
+  model = cls(**dict(kwargs_items))
+  x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  out, variables = jax.eval_shape(lambda x: model.init_with_output(rngs, x, train=False, mutable=True), x)
+  return out, variables
+
+
+def abstract_video(input_shape, **kwargs):
+  """(output, variables) ShapeDtypeStructs of ResNetVideo(**kwargs) on an input of this shape; nothing runs."""
+  return _abstract('video', tuple(input_shape), tuple(sorted(kwargs.items())))
+
+
+def abstract_image(input_shape, **kwargs):
+  """As abstract_video for ResNetImage."""
+  return _abstract('image', tuple(input_shape), tuple(sorted(kwargs.items())))
+
+
+def count(tree):
+  """Number of scalars in a pytree of arrays or ShapeDtypeStructs."""
+  return sum(leaf.size for leaf in jax.tree.leaves(tree))
+
+
+def stage_shapes(variables):
+  """{'conv1': (T, H, W, C), ...} from the sown intermediates (batch axis dropped)."""
+  return {k[:-len('_out')]: tuple(v[0].shape[1:]) for k, v in variables['intermediates'].items()
+          if k.endswith('_out')}
+
+
+@pytest.fixture(scope='session')
+def clip_key():
+  return jax.random.key(42)
+
+
+# XLA CPU's optimisation passes dominate the compile time of the tiny test networks (their random initialisers
+# especially: ~20 s per init with the defaults, ~2 s without); the run time is negligible either way.
+FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+
+
+def run(fn, *args):
+  """fn(*args), jitted and compiled with cheap XLA options."""
+  return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
