@@ -258,9 +258,11 @@ class NonLocalBlock(nn.Module):
     out_init = kernel_init if self.norm == 'batch' else nn.initializers.zeros
     wz = dense(channels, 'out', out_init)(y)
     if self.norm == 'batch':
+      # Two-pass variance: W_z y averages over many positions, so its channel means dwarf its spread and the
+      # one-pass E[v²] - E[v]² (Flax's default) loses several float32 digits there.
       wz = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                         scale_init=nn.initializers.zeros, axis_name=self.bn_axis_name, dtype=dtype,
-                        param_dtype=jnp.float32, name='bn')(wz)
+                        param_dtype=jnp.float32, use_fast_variance=False, name='bn')(wz)
     elif self.norm == 'affine':
       wz = Affine(dtype=dtype, name='bn')(wz)
     return (wz + x.astype(dtype)).astype(dtype)
