@@ -38,11 +38,12 @@ def pairwise_weights(pairwise: str, q, k, *, logit_scale: float = 1.0, concat_ke
   f / N, which is what multiplies g(x_j) in eq. (1) (not a distribution).
   """
   n_keys = k.shape[1]
+  acc = _accumulation_dtype(q)
   if pairwise in SOFTMAX_FUNCTIONS:
-    logits = jnp.einsum('gqc,gkc->gqk', q, k, preferred_element_type=jnp.float32)
+    logits = jnp.einsum('gqc,gkc->gqk', q, k, preferred_element_type=acc)
     return jax.nn.softmax(logits * logit_scale, axis=-1)
   if pairwise == 'dot_product':
-    logits = jnp.einsum('gqc,gkc->gqk', q, k, preferred_element_type=jnp.float32)
+    logits = jnp.einsum('gqc,gkc->gqk', q, k, preferred_element_type=acc)
     return logits / n_keys
   if pairwise == 'concatenation':
     a, b = _concat_terms(q, k, concat_kernel)
@@ -50,12 +51,18 @@ def pairwise_weights(pairwise: str, q, k, *, logit_scale: float = 1.0, concat_ke
   raise ValueError(f'pairwise must be one of {PAIRWISE_FUNCTIONS}, got {pairwise!r}.')
 
 
+def _accumulation_dtype(t):
+  """float32 for bf16/f16/f32 inputs (the softmax must not run in bf16); float64 stays float64."""
+  return jnp.promote_types(t.dtype, jnp.float32)
+
+
 def _concat_terms(q, k, concat_kernel):
   """Splits ReLU(w_fᵀ [θ_i, φ_j]) into w_θᵀ θ_i + w_φᵀ φ_j, so no (Nq, Nk, 2C') array is ever formed."""
   d = q.shape[-1]
-  w = concat_kernel.astype(jnp.float32)
-  a = jnp.einsum('gqc,c->gq', q.astype(jnp.float32), w[:d, 0])
-  b = jnp.einsum('gkc,c->gk', k.astype(jnp.float32), w[d:, 0])
+  acc = _accumulation_dtype(q)
+  w = concat_kernel.astype(acc)
+  a = jnp.einsum('gqc,c->gq', q.astype(acc), w[:d, 0])
+  b = jnp.einsum('gkc,c->gk', k.astype(acc), w[d:, 0])
   return a, b
 
 
@@ -66,7 +73,7 @@ def _naive(pairwise, q, k, v, logit_scale, concat_kernel):
 
 def _reassociated(q, k, v):
   # (θ φᵀ) g / N == θ (φᵀ g) / N: the N×N product is never formed.
-  kv = jnp.einsum('gkc,gkd->gcd', k, v, preferred_element_type=jnp.float32) / k.shape[1]
+  kv = jnp.einsum('gkc,gkd->gcd', k, v, preferred_element_type=_accumulation_dtype(k)) / k.shape[1]
   return jnp.einsum('gqc,gcd->gqd', q, kv.astype(q.dtype))
 
 

@@ -48,6 +48,7 @@ INITS = ('official', 'he')
 # Official code: GaussianFill std 0.01 for θ, φ, g and W_z. He (MSRA) as Caffe2's MSRAFill: fan_out.
 _OFFICIAL_INIT = nn.initializers.normal(stddev=0.01)
 _HE_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+_HE_FAN_IN_INIT = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
 class Affine(nn.Module):
@@ -104,7 +105,8 @@ class NonLocalBlock(nn.Module):
       grouped non-local of the 128-frame models). None for no grouping.
     norm: 'batch' (BatchNorm after W_z, scale initialised to 0: the paper), 'affine' (a per-channel affine
       after a zero-initialised W_z: frozen-BN models), or 'none' (zero-initialised W_z only).
-    weight_init: 'official' (weights N(0, 0.01²), biases 0) or 'he' (He/MSRA normal, fan-out; biases 0).
+    weight_init: 'official' (weights N(0, 0.01²), biases 0) or 'he' (He/MSRA normal, fan-out as Caffe2's
+      MSRAFill, fan-in for the (2·C', 1) concatenation projection; biases 0).
     use_bias: whether θ, φ, g and W_z have biases (official: yes).
     bn_momentum: BatchNorm running-average momentum (running = m·running + (1-m)·batch).
     bn_epsilon: BatchNorm epsilon.
@@ -242,7 +244,9 @@ class NonLocalBlock(nn.Module):
     qg, kg, vg = (self._fold(t, positions) for t in (q, k, v))
     w_f = None
     if self.pairwise == 'concatenation':
-      w_f = ConcatProjection(2 * inter, kernel_init, name='concat_project')()
+      # He with fan-out would give this (2·C' -> 1) projection std √2, far above θ's; fan-in keeps it in scale.
+      concat_init = kernel_init if self.weight_init == 'official' else _HE_FAN_IN_INIT
+      w_f = ConcatProjection(2 * inter, concat_init, name='concat_project')()
     logit_scale = inter ** -0.5 if (self.scale and self.pairwise == 'embedded_gaussian') else 1.0
 
     if self.is_mutable_collection('intermediates'):
