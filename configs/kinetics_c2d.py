@@ -1,4 +1,4 @@
-r"""Baseline video networks on Kinetics-400 without non-local blocks: the model section.
+r"""Baseline video networks on Kinetics-400 without non-local blocks: the network and its clip sampling.
 
 Default: C2D ResNet-50, 32x2 clips (71.8 top-1 in the paper, Table 2c). Takes the arguments of
 ``configs/kinetics_nl.py``, with blocks=none unless given:

@@ -1,4 +1,4 @@
-r"""Non-local video networks on Kinetics-400 (Wang et al. 2018, PAPER.md §3-§4): the model section.
+r"""Non-local video networks on Kinetics-400 (Wang et al. 2018, PAPER.md §3-§4): the network and its clip sampling.
 
 Default: NL I3D ResNet-50, 32x2 clips, 5 embedded-Gaussian non-local blocks (res3 1, 3; res4 1, 3, 5), the
 paper's Table 2f model (74.9 top-1 in the paper).
@@ -13,8 +13,8 @@ The optional argument names a variant, as comma-separated key=value pairs:
     depth      50 | 101
     blocks     none | 1 | 5 | 10 | res2 | res3 | res4 | res5 (placement presets, PAPER.md §3)
     pairwise   gaussian | embedded_gaussian | dot_product | concatenation
-    positions  spacetime | space | time
-    frames     32x2 | 8x8 (the official models' stems; the clip sampling is the data section's business)
+    positions  spacetime | space | time (time-only blocks do not subsample: they attend over 4 frames)
+    frames     32x2 | 8x8: the official models' stem and the clip sampling (32 frames every 2nd, or 8 every 8th)
 """
 
 import importlib.util
@@ -28,6 +28,8 @@ VARIANT_KEYS = {
     'positions': {p: p for p in ('spacetime', 'space', 'time')},
     'frames': {'32x2': '32x2', '8x8': '8x8'},
 }
+# Frames per clip and stride between them (config.data) for each stem.
+_SAMPLING = {'32x2': (32, 2), '8x8': (8, 8)}
 # Which config.model field each variant key sets.
 _FIELDS = {'arch': 'temporal', 'depth': 'depth', 'blocks': 'nonlocal_locations', 'pairwise': 'nonlocal_pairwise',
            'positions': 'nonlocal_positions', 'frames': 'stem'}
@@ -62,4 +64,7 @@ def get_config(arg=None):
   variant.update(parse_variant(arg))
   for key, value in variant.items():
     config.model[_FIELDS[key]] = value
+  config.data.num_frames, config.data.frame_stride = _SAMPLING[variant['frames']]
+  if variant.get('positions') == 'time':
+    config.model.nonlocal_subsample = None
   return config

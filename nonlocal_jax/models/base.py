@@ -17,7 +17,8 @@ from nonlocal_jax.models import blocks
 from nonlocal_jax.models.placement import resolve_nonlocal_locations
 
 
-def _one_of(field: str, value: Any, allowed: Sequence[Any]) -> None:
+def check_one_of(field: str, value: Any, allowed: Sequence[Any]) -> None:
+  """Raises a ValueError naming ``field`` unless ``value`` is among ``allowed``."""
   if value not in allowed:
     raise ValueError(f'{field} must be one of {tuple(allowed)}, got {value!r}.')
 
@@ -49,22 +50,27 @@ class ResNetBase(nn.Module):
   dtype: Any = jnp.float32
 
   # --- derived structure, overridden by the subclasses -------------------------------------------------------
+  @nn.nowrap
   def resolved_stage_sizes(self) -> Tuple[int, ...]:
     """Residual blocks per stage, res2 first."""
     raise NotImplementedError
 
+  @nn.nowrap
   def resolved_width(self) -> int:
     """Width of the stem and of the first stage's bottleneck."""
     raise NotImplementedError
 
+  @nn.nowrap
   def placement(self) -> Tuple[Tuple[int, ...], ...]:
     """Per stage (res2 first), the indices of the residual blocks followed by a non-local block."""
     return resolve_nonlocal_locations(self.nonlocal_locations, self.resolved_stage_sizes())
 
+  @nn.nowrap
   def num_nonlocal_blocks(self) -> int:
     """How many non-local blocks the network holds."""
     return sum(len(p) for p in self.placement())
 
+  @nn.nowrap
   def _check_common(self) -> None:
     """Validates the shared fields; each error names the config field to fix."""
     if not isinstance(self.num_classes, int) or self.num_classes < 1:
@@ -74,13 +80,13 @@ class ResNetBase(nn.Module):
       raise ValueError(f'stage_sizes must be positive block counts, one per stage, got {sizes!r}.')
     if self.resolved_width() < 1:
       raise ValueError(f'width must be a positive integer, got {self.width!r}.')
-    _one_of('norm', self.norm, blocks.NORMS)
-    _one_of('nonlocal_pairwise', self.nonlocal_pairwise, PAIRWISE_FUNCTIONS)
-    _one_of('nonlocal_pool_position', self.nonlocal_pool_position, POOL_POSITIONS)
-    _one_of('nonlocal_weight_init', self.nonlocal_weight_init, NONLOCAL_INITS)
-    _one_of('nonlocal_implementation', self.nonlocal_implementation, IMPLEMENTATIONS)
+    check_one_of('norm', self.norm, blocks.NORMS)
+    check_one_of('nonlocal_pairwise', self.nonlocal_pairwise, PAIRWISE_FUNCTIONS)
+    check_one_of('nonlocal_pool_position', self.nonlocal_pool_position, POOL_POSITIONS)
+    check_one_of('nonlocal_weight_init', self.nonlocal_weight_init, NONLOCAL_INITS)
+    check_one_of('nonlocal_implementation', self.nonlocal_implementation, IMPLEMENTATIONS)
     if self.nonlocal_norm is not None:
-      _one_of('nonlocal_norm', self.nonlocal_norm, NONLOCAL_NORMS)
+      check_one_of('nonlocal_norm', self.nonlocal_norm, NONLOCAL_NORMS)
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
     self.placement()

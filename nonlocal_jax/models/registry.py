@@ -49,6 +49,11 @@ def model_kwargs(model_config: Any) -> tuple:
   if unknown:
     raise ValueError(f'config.model has field(s) {unknown} that model {name!r} does not take; remove or rename '
                      f'them. Allowed fields: {", ".join(sorted(allowed))}.')
+  if isinstance(fields.get('nonlocal_locations'), Mapping):
+    # Module attributes must be hashable: {'res3': (1, 3)} becomes the equivalent 'res3:1,3'.
+    fields['nonlocal_locations'] = ';'.join(
+        f'{k if str(k).startswith("res") else f"res{k}"}:{",".join(str(i) for i in v)}'
+        for k, v in fields['nonlocal_locations'].items())
   if isinstance(fields.get('dtype'), str):
     if fields['dtype'] not in DTYPES:
       raise ValueError(f'config.model.dtype must be one of {tuple(DTYPES)}, got {fields["dtype"]!r}.')

@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Tuple
 import flax.linen as nn
 
 from nonlocal_jax.models import blocks
-from nonlocal_jax.models.base import ResNetBase, _one_of
+from nonlocal_jax.models.base import ResNetBase, check_one_of
 
 IMAGENET_DEPTHS = {18: ((2, 2, 2, 2), 'basic'), 34: ((3, 4, 6, 3), 'basic'), 50: ((3, 4, 6, 3), 'bottleneck'),
                    101: ((3, 4, 23, 3), 'bottleneck'), 152: ((3, 8, 36, 3), 'bottleneck')}
@@ -87,9 +87,9 @@ class ResNetImage(ResNetBase):
   @nn.nowrap
   def check(self) -> None:
     """Validates the fields (build_model calls this); each error names the config field to fix."""
-    _one_of('stem', self.stem, IMAGE_STEMS)
+    check_one_of('stem', self.stem, IMAGE_STEMS)
     self._check_common()
-    _one_of('block', self.resolved_block(), BLOCKS)
+    check_one_of('block', self.resolved_block(), BLOCKS)
     if self.nonlocal_subsample is not None and len(tuple(self.nonlocal_subsample)) != 2:
       raise ValueError(f'nonlocal_subsample must be an (H, W) window such as (2, 2), or None; got '
                        f'{self.nonlocal_subsample!r}.')

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from nonlocal_jax.layers.nonlocal_block import POSITION_SETS
 from nonlocal_jax.models import blocks
-from nonlocal_jax.models.base import ResNetBase, _one_of, softmax_over_positions
+from nonlocal_jax.models.base import ResNetBase, check_one_of, softmax_over_positions
 from nonlocal_jax.models.placement import R101_STAGES, R50_STAGES
 
 TEMPORAL = ('c2d', 'i3d_3x1x1', 'i3d_3x3x3')
@@ -174,22 +174,32 @@ class ResNetVideo(ResNetBase):
     if len(self.resolved_stage_sizes()) != 4:
       raise ValueError(f'stage_sizes must give 4 stages (res2 .. res5), got {self.stage_sizes!r}.')
     self._check_common()
-    _one_of('temporal', self.temporal, TEMPORAL)
-    _one_of('stem', self.stem, tuple(STEMS))
+    check_one_of('temporal', self.temporal, TEMPORAL)
+    check_one_of('stem', self.stem, tuple(STEMS))
     if self.nonlocal_positions is not None:
-      _one_of('nonlocal_positions', self.nonlocal_positions, POSITION_SETS)
-    if self.nonlocal_subsample is not None and len(tuple(self.nonlocal_subsample)) != 3:
+      check_one_of('nonlocal_positions', self.nonlocal_positions, POSITION_SETS)
+    window = tuple(self.nonlocal_subsample) if self.nonlocal_subsample is not None else (1, 1, 1)
+    if len(window) != 3:
       raise ValueError(f'nonlocal_subsample must be a (T, H, W) window such as (1, 2, 2), or None; got '
                        f'{self.nonlocal_subsample!r}.')
+    if self.nonlocal_positions == 'time' and window[1:] != (1, 1):
+      raise ValueError("nonlocal_positions='time' attends across frames at each location, so nonlocal_subsample "
+                       f'must not pool space: set it to None or (2, 1, 1), not {window}.')
+    if self.nonlocal_positions == 'space' and window[0] != 1:
+      raise ValueError("nonlocal_positions='space' attends within each frame, so nonlocal_subsample must not "
+                       f'pool time: use a window like (1, 2, 2), not {window}.')
     groups = self.nonlocal_res3_temporal_groups
     if groups is not None and (not isinstance(groups, int) or groups < 1):
       raise ValueError(f'nonlocal_res3_temporal_groups must be a positive integer or None, got {groups!r}.')
+    if groups is not None and self.nonlocal_positions not in (None, 'spacetime'):
+      raise ValueError('nonlocal_res3_temporal_groups groups spacetime attention; it needs nonlocal_positions '
+                       f"'spacetime' (or None), not {self.nonlocal_positions!r}.")
     if self.head_window is not None and len(tuple(self.head_window)) != 2:
       raise ValueError(f'head_window must be an (H, W) window such as (7, 7), or None; got {self.head_window!r}.')
     self.resolved_temporal_pattern()
 
   @nn.nowrap
-  def stage_sizes_for(self, input_shape: Sequence[int]) -> dict:
+  def feature_sizes(self, input_shape: Sequence[int]) -> dict:
     """Feature-map sizes (T, H, W) after each layer of Table 1 for a clip of size (T, H, W), without tracing.
 
     Keys: 'input', 'conv1', 'pool1', 'res2', 'pool2', 'res3', 'res4', 'res5'. Sizes may be < 1 for inputs
@@ -214,7 +224,7 @@ class ResNetVideo(ResNetBase):
   @nn.nowrap
   def _input_problem(self, size: Sequence[int]) -> Optional[str]:
     """Why a clip of size (T, H, W) does not fit the network, or None if it does."""
-    sizes = self.stage_sizes_for(size)
+    sizes = self.feature_sizes(size)
     for layer, shape in sizes.items():
       for axis, n in zip('THW', shape):
         if n < 1:

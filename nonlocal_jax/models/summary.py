@@ -162,14 +162,19 @@ def xla_flops(model: nn.Module, input_shape: Sequence[int], dtype: Any = jnp.flo
   return float(cost['flops']) if cost and 'flops' in cost else None
 
 
-def default_input_shape(model: nn.Module) -> Tuple[int, ...]:
-  """A batch of one at the paper's training size: 32 or 8 frames of 224×224 (32×32 for CIFAR images)."""
+def default_input_shape(model: nn.Module, data_config: Any = None) -> Tuple[int, ...]:
+  """A batch of one at the training size: the data config's num_frames × crop_size², else the paper's.
+
+  Without a data config: 32 or 8 frames (by stem) of 224×224 for video, 224×224 images (32×32 for CIFAR).
+  """
   stem = getattr(model, 'stem', None)
-  if stem == 'cifar':
-    return (1, 32, 32, 3)
-  if stem == 'imagenet':
-    return (1, 224, 224, 3)
-  return (1, 8 if stem == '8x8' else 32, 224, 224, 3)
+  if stem in ('cifar', 'imagenet'):
+    size = data_config.get('crop_size') if data_config is not None else None
+    size = size or (32 if stem == 'cifar' else 224)
+    return (1, size, size, 3)
+  frames = data_config.get('num_frames') if data_config is not None else None
+  size = data_config.get('crop_size') if data_config is not None else None
+  return (1, frames or (8 if stem == '8x8' else 32), size or 224, size or 224, 3)
 
 
 def describe(model: nn.Module) -> str:
@@ -196,7 +201,7 @@ def main(argv: Sequence[str]) -> None:
     size = tuple(int(s) for s in flags.FLAGS.input_size.split(','))
     input_shape = (1,) + size + (3,)
   else:
-    input_shape = default_input_shape(model)
+    input_shape = default_input_shape(model, config.get('data'))
   summary = analyse(model, input_shape)
   print(describe(model))
   print(f'input {"×".join(map(str, input_shape))} (B, ..., C); multiply-adds per example\n')
@@ -213,7 +218,8 @@ def _define_flags_and_run() -> None:
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file('config', None, 'Config file (e.g. configs/kinetics_nl.py[:arg]).',
                                   lock_config=True)
-  flags.DEFINE_string('input_size', None, 'T,H,W (video) or H,W (images); default: the training size.')
+  flags.DEFINE_string('input_size', None, 'T,H,W (video) or H,W (images); default: config.data.num_frames '
+                      'and crop_size, else the paper\'s training size.')
   flags.DEFINE_bool('xla_cost', False, "Also print XLA's flop count of the lowered forward pass.")
   flags.mark_flags_as_required(['config'])
   app.run(main)

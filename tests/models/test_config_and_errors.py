@@ -42,6 +42,10 @@ def test_kinetics_nl_variant_argument():
   assert (model.temporal, model.depth, model.nonlocal_pairwise, model.stem) == ('i3d_3x1x1', 101, 'dot_product',
                                                                                 '8x8')
   assert model.placement() == ((), (1, 3), (6, 13, 20), ())
+  assert (config.data.num_frames, config.data.frame_stride) == (8, 8)
+  config = load_config('kinetics_nl', 'positions=time')
+  assert (config.data.num_frames, config.data.frame_stride) == (32, 2)
+  assert build_model(config.model).nonlocal_subsample is None
   config = load_config('kinetics_c2d', 'depth=101')
   model = build_model(config.model)
   assert (model.temporal, model.depth, model.num_nonlocal_blocks()) == ('c2d', 101, 0)
@@ -57,6 +61,9 @@ def test_build_model_from_a_plain_mapping_with_lists():
   assert isinstance(model, ResNetImage)
   assert model.stage_sizes == (3, 3, 3) and model.dtype == jnp.bfloat16
   assert model.placement() == ((), (1,), ())
+  model = build_model({'name': 'resnet_video', 'nonlocal_locations': {'res3': [1, 3], 4: [5]}})
+  assert model.placement() == ((), (1, 3), (5,), ())
+  hash(model)  # attributes stay hashable
 
 
 def test_unknown_model_name_lists_the_models():
@@ -87,6 +94,9 @@ def test_unknown_field_lists_the_allowed_fields():
     ({'temporal': 'i3d_3x1x1', 'temporal_pattern': ((1,), (1,))}, 'one 0/1 entry per residual block'),
     ({'dtype': 'float64'}, 'dtype must be one of'),
     ({'nonlocal_subsample': (2, 2)}, r'\(T, H, W\) window'),
+    ({'nonlocal_positions': 'time'}, 'must not pool space'),
+    ({'nonlocal_positions': 'space', 'nonlocal_subsample': (2, 2, 2)}, 'must not pool time'),
+    ({'nonlocal_positions': 'space', 'nonlocal_res3_temporal_groups': 4}, "needs nonlocal_positions 'spacetime'"),
 ])
 def test_invalid_values_name_the_field(fields, message):
   with pytest.raises(ValueError, match=message):
@@ -123,12 +133,12 @@ def test_placement_errors():
 
 def test_summary_command_prints_stages_and_totals():
   result = subprocess.run(
-      [sys.executable, '-m', 'nonlocal_jax.models.summary', '--config=configs/kinetics_c2d.py:frames=8x8',
-       '--input_size=8,224,224'],
+      [sys.executable, '-m', 'nonlocal_jax.models.summary', '--config=configs/kinetics_c2d.py:frames=8x8'],
       cwd=ROOT, capture_output=True, text=True, timeout=120,
       env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': ROOT})
   assert result.returncode == 0, result.stderr
   out = result.stdout
+  assert 'input 1×8×224×224×3' in out  # from the config's data.num_frames and crop_size
   assert '| res4 | 4×14×14×1024 |' in out
   assert '**24,327,632** (24.33 M)' in out
   assert 'multiply-adds' in out
