@@ -47,6 +47,8 @@ def model_config() -> ml_collections.ConfigDict:
   model.residual_bn_init = 1.0  # Initial gamma of each residual branch's last BN (official BN_INIT_GAMMA).
   model.dropout_rate = 0.5  # Dropout before the classifier.
   model.head_window = (7, 7)  # Fully-convolutional testing: res5 average-pool window; None: fc everywhere.
+  # 'auto' ('folded' on CPU, else 'native'), 'native' 3D convs, or 'folded' (2D convs over frames; same result).
+  model.conv_implementation = 'auto'
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   return model
 

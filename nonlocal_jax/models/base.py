@@ -47,6 +47,7 @@ class ResNetBase(nn.Module):
   bn_epsilon: float = 1e-5
   residual_bn_init: float = 1.0
   dropout_rate: float = 0.5
+  conv_implementation: str = 'auto'
   dtype: Any = jnp.float32
 
   # --- derived structure, overridden by the subclasses -------------------------------------------------------
@@ -81,6 +82,7 @@ class ResNetBase(nn.Module):
     if self.resolved_width() < 1:
       raise ValueError(f'width must be a positive integer, got {self.width!r}.')
     check_one_of('norm', self.norm, blocks.NORMS)
+    check_one_of('conv_implementation', self.conv_implementation, blocks.CONV_IMPLEMENTATIONS)
     check_one_of('nonlocal_pairwise', self.nonlocal_pairwise, PAIRWISE_FUNCTIONS)
     check_one_of('nonlocal_pool_position', self.nonlocal_pool_position, POOL_POSITIONS)
     check_one_of('nonlocal_weight_init', self.nonlocal_weight_init, NONLOCAL_INITS)
@@ -93,7 +95,7 @@ class ResNetBase(nn.Module):
 
   # --- building pieces ---------------------------------------------------------------------------------------
   def _conv(self):
-    return blocks.conv_factory(self.dtype)
+    return blocks.conv_factory(self.dtype, self.conv_implementation)
 
   def _norm(self, train: bool):
     return blocks.norm_factory(self.norm, train=train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,

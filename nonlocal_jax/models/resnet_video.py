@@ -126,6 +126,8 @@ class ResNetVideo(ResNetBase):
     bn_epsilon: BatchNorm epsilon (official 1e-5).
     residual_bn_init: initial γ of the last BN of each residual branch (official BN_INIT_GAMMA, 1).
     dropout_rate: dropout before the classifier (0.5).
+    conv_implementation: 'auto' ('folded' on CPU, 'native' elsewhere), 'native' (3D convolutions) or 'folded'
+      (2D convolutions with time folded into the batch: the same function, several times faster on XLA:CPU).
     head_window: spatial window (H, W) of the average pool in fully-convolutional mode, the res5 map of a
       training crop (7, 7) as in the official test net; None applies the classifier at every res5 position.
     dtype: compute dtype (jnp.float32 or jnp.bfloat16); parameters stay float32, logits are float32.

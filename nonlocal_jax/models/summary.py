@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from nonlocal_jax.layers import NonLocalBlock
+from nonlocal_jax.models.blocks import Conv
 
 _STAGE_ORDER = ('conv1', 'pool1', 'res2', 'pool2', 'res3', 'res4', 'res5', 'head')
 
@@ -93,6 +94,8 @@ def nonlocal_attention_macs(block: NonLocalBlock, input_shape: Sequence[int]) ->
 
 def _layer_macs(module: nn.Module, args, out) -> int:
   """Multiply-adds of one call of a conv, dense or non-local module (0 for anything else)."""
+  if isinstance(module, Conv):
+    return math.prod(out.shape[:-1]) * math.prod(module.kernel_size) * args[0].shape[-1] * module.features
   if isinstance(module, nn.Conv):
     kernel = module.kernel_size if isinstance(module.kernel_size, Sequence) else (module.kernel_size,)
     c_in = args[0].shape[-1]
