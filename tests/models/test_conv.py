@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nonlocal_jax.models.blocks import Conv
-from tests.models.conftest import run
+from tests.models.helpers import run
 
 
 @pytest.mark.parametrize('kernel,strides,channels', [

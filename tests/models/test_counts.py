@@ -4,7 +4,7 @@ import pytest
 
 from nonlocal_jax.models import ResNetVideo
 from nonlocal_jax.models.summary import analyse
-from tests.models.conftest import abstract_image, abstract_video, count
+from tests.models.helpers import abstract_image, abstract_video, count
 
 
 def nonlocal_block_params(c):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nonlocal_jax.models import ResNetImage, ResNetVideo
-from tests.models.conftest import run
+from tests.models.helpers import run
 
 TINY = dict(stage_sizes=(1, 1, 1, 1), width=4, num_classes=7, stem='8x8', dropout_rate=0.0)
 PLACEMENT = 'res2:0;res3:0;res4:0;res5:0'

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from nonlocal_jax.models import ResNetVideo
-from tests.models.conftest import abstract_image, abstract_video, stage_shapes
+from tests.models.helpers import abstract_image, abstract_video, stage_shapes
 
 # Table 1 of the paper: T×H×W after each layer for a 32×224×224 clip, with the stage widths of ResNet-50.
 TABLE_1 = {

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from nonlocal_jax.models import ResNetVideo, caffe2_name, caffe2_names, resolve_nonlocal_locations
-from tests.models.conftest import abstract_video
+from tests.models.helpers import abstract_video
 
 # PAPER.md §3, official use_temp_convs: which residual blocks of I3D get a temporal kernel.
 R50_PATTERN = {2: [1, 1, 1], 3: [1, 0, 1, 0], 4: [1, 0, 1, 0, 1, 0], 5: [0, 1, 0]}

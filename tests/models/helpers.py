@@ -1,10 +1,9 @@
-"""Shared helpers for the model tests: abstract (eval_shape) traces of full-size networks, cached per worker."""
+"""Helpers of the model tests: abstract (eval_shape) traces of full-size networks, cached per worker; cheap jit."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
-import pytest
 
 from nonlocal_jax.models import ResNetImage, ResNetVideo
 
@@ -38,11 +37,6 @@ def stage_shapes(variables):
   """{'conv1': (T, H, W, C), ...} from the sown intermediates (batch axis dropped)."""
   return {k[:-len('_out')]: tuple(v[0].shape[1:]) for k, v in variables['intermediates'].items()
           if k.endswith('_out')}
-
-
-@pytest.fixture(scope='session')
-def clip_key():
-  return jax.random.key(42)
 
 
 # XLA CPU's optimisation passes dominate the compile time of the tiny test networks (their random initialisers
