@@ -114,6 +114,8 @@ class NonLocalBlock(nn.Module):
     implementation: 'auto' | 'naive' | 'chunked' | 'reassociated' | 'fused'; see ``layers.attention``.
     chunk_size: queries per block for the chunked implementation.
     max_affinity_bytes: 'auto' switches to the chunked path when the float32 affinity would exceed this.
+    sow_attention: sow the (B·groups, N_query, N_key) attention weights into 'intermediates' when that
+      collection is mutable; False keeps other layers' intermediates from paying for the N×N array.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32 and the softmax runs in float32.
   """
   pairwise: str = 'embedded_gaussian'
@@ -132,6 +134,7 @@ class NonLocalBlock(nn.Module):
   implementation: str = 'auto'
   chunk_size: int = 256
   max_affinity_bytes: int = 32 * 2**20
+  sow_attention: bool = True
   dtype: Any = None
 
   def _check_arguments(self, x) -> Tuple[int, ...]:
@@ -249,7 +252,7 @@ class NonLocalBlock(nn.Module):
       w_f = ConcatProjection(2 * inter, concat_init, name='concat_project')()
     logit_scale = inter ** -0.5 if (self.scale and self.pairwise == 'embedded_gaussian') else 1.0
 
-    if self.is_mutable_collection('intermediates'):
+    if self.sow_attention and self.is_mutable_collection('intermediates'):
       weights = attention.pairwise_weights(self.pairwise, qg, kg, logit_scale=logit_scale, concat_kernel=w_f)
       self.sow('intermediates', 'attention', weights)
 

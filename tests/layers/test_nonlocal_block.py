@@ -532,6 +532,10 @@ def test_no_affinity_matrix_on_frugal_paths_unless_asked_for(pairwise, implement
 
   assert not has_affinity(False)
   assert has_affinity(('intermediates',))  # the probe sees the array when it does exist
+  quiet = block.clone(sow_attention=False)
+  jaxpr = jax.make_jaxpr(jax.grad(lambda v, x: jnp.sum(quiet.apply(v, x, mutable=['intermediates'])[0] ** 2)))(
+      variables, x)
+  assert not any(tuple(a.shape[-2:]) == (128, 128) for a in _all_avals(jaxpr.jaxpr))
 
 
 def _all_avals(jaxpr):
