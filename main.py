@@ -1,12 +1,16 @@
 """Command line of nonlocal_jax: flags only; the work is done by importable library functions.
 
-    python main.py --config=configs/kinetics_nl.py --workdir=/tmp/nl --mode=train
+    python main.py --config=configs/kinetics_nl.py --workdir=/tmp/nl            # trains; rerun to resume
+    python main.py --config=configs/kinetics_nl.py --workdir=/tmp/nl --mode=eval  # multi-view test
+    python main.py --config=configs/synthetic_nl.py --workdir=/tmp/s --config.train.num_steps=100
 
-Training and evaluation are not implemented yet; this entry point says so instead of failing obscurely.
+Any config field can be overridden with --config.<field>=<value>; a problem with the config, the data or the
+workdir ends the run at start-up with one sentence saying what to change.
 """
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -17,12 +21,20 @@ flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (resumes if the wor
 
 
 def main(argv):
-  """Dispatches on --mode."""
+  """Dispatches on --mode; expected failures end with their message, not a traceback."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}. Use --config, --workdir and --mode.')
-  raise SystemExit(f'--mode={FLAGS.mode} is not available yet: training and evaluation are still being built '
-                   '(see the README, "What works today"). The non-local block can be used from '
-                   'nonlocal_jax.layers today.')
+  if FLAGS.config is None:
+    raise app.UsageError('Pass --config=configs/<name>.py (for example configs/synthetic_nl.py).')
+  from nonlocal_jax import train  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.INFO)
+  try:
+    if FLAGS.mode == 'train':
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+      train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+  except (train.ConfigError, train.NonFiniteLossError) as e:
+    raise SystemExit(f'Error: {e}') from None
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
 """Default configuration: every field of every config, documented. Other configs start from this one.
 
 Sections: ``model`` (the network, see ``nonlocal_jax.models``), ``data`` (the dataset and input pipeline, see
-``nonlocal_jax.data``). Each section is built by its own function below so that it is documented in one place.
+``nonlocal_jax.data``), ``train`` (optimiser, schedule, checkpoints, see ``nonlocal_jax.train``) and ``multihost``
+(several processes). Each section is built by its own function below so that it is documented in one place.
 """
 
 import ml_collections
@@ -106,6 +107,59 @@ def data_config() -> ml_collections.ConfigDict:
   data.synthetic.seed = 0  # Generation seed (clips and the disjoint split of digit images).
   return data
 
+def train_config() -> ml_collections.ConfigDict:
+  """The ``config.train`` section: optimiser, schedule, checkpoints, logging (``nonlocal_jax.train``).
+
+  Defaults are the paper's Kinetics recipe (PAPER.md §5): SGD with Nesterov momentum 0.9, weight decay 1e-4
+  (not on BN parameters and biases), learning rate 0.01 for 64 clips per step, divided by 10 at 150k and 300k
+  of 400k steps, dropout 0.5 (``config.model``). Step counts are optimiser updates of ``data.global_batch_size``
+  clips.
+  """
+  placeholder = ml_collections.config_dict.placeholder
+  train = ml_collections.ConfigDict()
+  train.num_steps = 400_000  # Optimiser updates (paper: 400k at 64 clips per step).
+  train.base_learning_rate = 0.01  # Learning rate at base_batch_size clips per update (paper: 0.01 at 64).
+  # Linear scaling rule: lr = base_learning_rate * global_batch_size / base_batch_size (Goyal et al.).
+  train.base_batch_size = 64
+  train.schedule = 'step'  # 'step' (÷ step_factor at each of step_boundaries), 'cosine' or 'constant'.
+  train.step_boundaries = (150_000, 300_000)  # Updates at which the 'step' schedule divides the rate.
+  train.step_factor = 0.1  # Multiplier applied at each boundary.
+  train.warmup_steps = 0  # Linear warm-up from 0 over this many updates (0: none, as the paper).
+  train.momentum = 0.9  # SGD momentum.
+  train.nesterov = True  # Nesterov momentum (official code).
+  train.weight_decay = 1e-4  # L2 decay added to the gradient of the parameters matched by weight_decay_include.
+  # Regexes over parameter paths ('res3_0/branch2a_bn/scale'): decay on those that match include and not exclude.
+  train.weight_decay_include = r'.*'
+  train.weight_decay_exclude = r'(.*_bn/.*|.*/bn/.*|.*/bias$|.*/scale$)'  # BN parameters and biases (official).
+  # Learning-rate multipliers: (regex, multiplier) pairs, the first match wins, e.g. (('pred/.*', 10.0),).
+  train.lr_multipliers = ()
+  train.freeze = placeholder(str)  # Regex of parameters kept fixed (no update, no decay), e.g. 'conv1/.*|res2_.*'.
+  train.accumulation_steps = 1  # Micro-batches per device per update (gradient accumulation, fits 64 on fewer).
+  train.init_checkpoint = placeholder(str)  # Workdir or checkpoint dir of another run: load matching parameters.
+  train.precise_bn_batches = 0  # After training, re-estimate BN statistics over this many batches (official 200).
+  train.log_every_steps = 50  # Metrics to TensorBoard and a console line every this many updates.
+  train.checkpoint_every_steps = 1000  # Checkpoint every this many updates (and at the end).
+  train.keep_checkpoints = 3  # Most recent checkpoints kept.
+  train.async_checkpoints = True  # Write checkpoints in the background while training continues.
+  train.eval_every_steps = 0  # Fast validation ('val' mode) every this many updates; 0: only at the end.
+  train.eval_at_end = True  # Run the multi-view test after training.
+  train.auto_prepare_synthetic = True  # Generate a missing synthetic dataset at start-up (no download needed).
+  return train
+
+
+def multihost_config() -> ml_collections.ConfigDict:
+  """The ``config.multihost`` section: ``jax.distributed.initialize`` for runs over several processes.
+
+  On a managed cluster (Cloud TPU, SLURM) set ``enabled`` and leave the rest None: JAX detects them.
+  """
+  placeholder = ml_collections.config_dict.placeholder
+  multihost = ml_collections.ConfigDict()
+  multihost.enabled = False  # Call jax.distributed.initialize() before anything else.
+  multihost.coordinator_address = placeholder(str)  # 'host:port' of process 0; None: detected.
+  multihost.num_processes = placeholder(int)  # Processes of the run; None: detected.
+  multihost.process_id = placeholder(int)  # This process's index; None: detected.
+  return multihost
+
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default configuration (every field at its documented default)."""
@@ -113,4 +167,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # Random seed for parameter initialisation, data order and dropout.
   config.model = model_config()
   config.data = data_config()
+  config.train = train_config()
+  config.multihost = multihost_config()
+  config.eval_step = ml_collections.config_dict.placeholder(int)  # --mode=eval: checkpoint step; None: latest.
   return config

@@ -257,12 +257,16 @@ def _read(builder, split: str, layout: ProcessLayout, *, shuffle: bool, seed: in
 
 
 def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None,
-                          layout: Optional[ProcessLayout] = None) -> Iterator[dict[str, np.ndarray]]:
+                          layout: Optional[ProcessLayout] = None, start_batch: int = 0
+                          ) -> Iterator[dict[str, np.ndarray]]:
   """An endless iterator of training batches of ``config.data`` (video clips or images), for this process.
 
   Clips: ``num_frames`` frames every ``frame_stride`` from a random window (short videos loop), shorter side
   scaled to a random size in [train_short_side_min, train_short_side_max], a random ``crop_size`` square, a
   random horizontal flip, then normalisation. Images: the same without the time axis.
+
+  ``start_batch`` resumes the stream: the iterator yields exactly what a fresh one yields after that many
+  batches (the examples before it are read but not decoded), so a resumed run sees the same data.
   """
   c = data_config
   layout = layout or ProcessLayout.from_jax()
@@ -275,6 +279,9 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
   # Shuffle before repeat: epochs stay whole (each example once per epoch), and the order changes each epoch.
   ds = ds.shuffle(c.shuffle_buffer, seed=seed + 7 * layout.index, reshuffle_each_iteration=True)
   ds = ds.repeat().enumerate()
+  if start_batch:
+    # Skipping before the map keeps each example's stream index, hence its augmentation seed, unchanged.
+    ds = ds.skip(int(start_batch) * batch)
   base_seed = _seed_stream(seed, layout)
 
   def transform(index, example):

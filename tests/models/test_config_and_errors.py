@@ -29,10 +29,10 @@ def test_default_config_builds_the_c2d_r50():
   assert model.dtype == jnp.float32
 
 
-def test_kinetics_nl_default_is_nl_i3d_r50_with_5_blocks():
+def test_kinetics_nl_default_is_nl_c2d_r50_with_5_blocks():
   config = load_config('kinetics_nl', None)
   model = build_model(config.model)
-  assert (model.temporal, model.depth, model.nonlocal_locations, model.stem) == ('i3d_3x1x1', 50, '5', '32x2')
+  assert (model.temporal, model.depth, model.nonlocal_locations, model.stem) == ('c2d', 50, '5', '32x2')
   assert model.num_nonlocal_blocks() == 5
 
 
