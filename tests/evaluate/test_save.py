@@ -1,0 +1,82 @@
+"""save_results writes every file under its prefix only, and load_results reads back exactly what was saved."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nonlocal_jax import evaluate as ev
+from tests.evaluate import cases
+from tests.evaluate.cases import NUM_CLASSES
+
+NAMES = ['abseiling', 'air drumming', 'answering, questions', 'archery', 'arm wrestling', 'arranging flowers']
+
+
+def _result(id_kind='bytes', class_names=None, views=cases.VIEW_ORDER):
+  batches = cases.make_batches(views, batch_size=5, id_kind=id_kind)
+  return ev.evaluate(cases.fake_predict(id_kind), batches, num_classes=NUM_CLASSES, class_names=class_names)
+
+
+def test_files_and_round_trip(tmp_path):
+  result = _result(class_names=NAMES)
+  directory = tmp_path / 'new' / 'eval'  # Created by save_results.
+  paths = ev.save_results(result, str(directory), prefix='test')
+  expected = {'test_metrics.json', 'test_video_scores.npz', 'test_per_class_accuracy.csv', 'test_confusion.csv',
+              'test_confusion.png'}
+  assert sorted(os.listdir(directory)) == sorted(expected)  # No temporary files left behind.
+  assert {os.path.basename(p) for p in paths.values()} == expected
+  with open(directory / 'test_metrics.json') as f:
+    assert json.load(f) == cases.EXPECTED_METRICS
+  with np.load(directory / 'test_video_scores.npz') as z:
+    np.testing.assert_array_equal(z['video_ids'], [b'clip_a', b'clip_b', b'clip_c', b'clip_d', b'clip_e',
+                                                   b'clip_f'])
+    np.testing.assert_array_equal(z['scores'], [cases.VIDEO_SCORES[n] for n in 'abcdef'])
+    np.testing.assert_array_equal(z['labels'], [0, 2, 5, 1, 3, 2])
+  with open(directory / 'test_per_class_accuracy.csv', newline='') as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ['class_index', 'class_name', 'num_videos', 'accuracy']
+  assert rows[3] == ['2', 'answering, questions', '2', '1.0'] and rows[5] == ['4', 'arm wrestling', '0', 'nan']
+  with open(directory / 'test_confusion.csv', newline='') as f:
+    rows = list(csv.reader(f))
+  assert rows[0][1:] == NAMES and [r[0] for r in rows[1:]] == NAMES
+  np.testing.assert_array_equal(np.array([r[1:] for r in rows[1:]], int), cases.expected_confusion())
+  assert (directory / 'test_confusion.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  cases.assert_same_result(ev.load_results(str(directory), 'test'), result)
+
+
+def test_without_class_names_round_trip(tmp_path):
+  result = _result('int')
+  ev.save_results(result, str(tmp_path), prefix='val_step_100')
+  loaded = ev.load_results(str(tmp_path), 'val_step_100')
+  assert loaded.class_names is None
+  cases.assert_same_result(loaded, result)
+
+
+def test_other_prefixes_are_never_overwritten(tmp_path):
+  ev.save_results(_result('str'), str(tmp_path), prefix='val')
+  before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+  assert len(before) == 5
+  other = _result('str', views=cases.VIEW_ORDER[:6])
+  assert other.metrics != cases.EXPECTED_METRICS
+  # Prefixes that extend another prefix, or look like one of its file names, write files of their own.
+  for prefix in ('test', 'val_video', 'val_confusion', 'val_per_class'):
+    ev.save_results(other, str(tmp_path), prefix=prefix)
+  assert {name: (tmp_path / name).read_bytes() for name in before} == before
+  assert len(os.listdir(tmp_path)) == 25
+  cases.assert_same_result(ev.load_results(str(tmp_path), 'val'), _result('str'))
+  cases.assert_same_result(ev.load_results(str(tmp_path), 'val_confusion'), other)
+
+
+def test_many_classes_skip_the_figure_and_bad_prefixes_fail(tmp_path):
+  n = ev.MAX_PLOT_CLASSES + 1
+  batch = {'video_id': np.arange(n), 'label': np.arange(n), 'mask': np.ones(n, bool)}
+  result = ev.evaluate(lambda b: np.eye(n), [batch], num_classes=n)
+  assert result.metrics['video_top1'] == 1.0 and result.metrics['mean_class_accuracy'] == 1.0
+  paths = ev.save_results(result, str(tmp_path))
+  assert 'confusion_plot' not in paths and not (tmp_path / 'test_confusion.png').exists()
+  np.testing.assert_array_equal(ev.load_results(str(tmp_path)).confusion, np.eye(n))
+  for prefix in ('', '../test', 'a/b', '.hidden'):
+    with pytest.raises(ValueError, match='plain file-name prefix'):
+      ev.save_results(result, str(tmp_path), prefix=prefix)
