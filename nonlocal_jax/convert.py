@@ -108,6 +108,8 @@ def _array(value: Any) -> np.ndarray:
 
 def pyslowfast_name(name: str) -> Optional[str]:
   """The Caffe2 blob name of a PySlowFast parameter (single pathway), or None for buffers without one."""
+  if name.endswith('num_batches_tracked'):
+    return None
   m = re.fullmatch(r's1\.pathway0_stem\.(conv|bn)\.(\w+)', name)
   if m:
     return 'conv1_w' if m[1] == 'conv' else _bn('res_conv1_bn', m[2])
@@ -124,7 +126,7 @@ def pyslowfast_name(name: str) -> Optional[str]:
   m = re.fullmatch(r'head\.projection\.(weight|bias)', name)
   if m:
     return 'pred_w' if m[1] == 'weight' else 'pred_b'
-  return None if name.endswith('num_batches_tracked') else name
+  return name
 
 
 def torchvision_name(name: str) -> Optional[str]:
