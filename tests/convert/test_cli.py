@@ -15,7 +15,6 @@ from nonlocal_jax import parallel
 from nonlocal_jax import train
 from tests.convert import helpers
 from tests.convert.reference import Arch, make_blobs
-from tests.train.helpers import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # configs/test.py: stage sizes (1, 1, 1, 1), width 4, 2 classes, 8x8 stem, one non-local block after res3_0.
@@ -47,7 +46,7 @@ def converted_run(tmp_path_factory):
 
 def test_trainer_restore_and_init_checkpoint_read_it(converted_run):
   blobs, _, workdir = converted_run
-  config = load_config()
+  config = helpers.load_config('test')
   expected = convert.convert_blobs(blobs, helpers.abstract_variables(helpers.video_model(ARCH), (1, 4, 16, 16, 3)))
   # What main.py --mode=eval does: the trainer's state restored from the workdir.
   trainer = train.Trainer(config, parallel.make_mesh())

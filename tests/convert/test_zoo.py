@@ -9,8 +9,8 @@ import pytest
 
 from nonlocal_jax import convert
 from nonlocal_jax.models import build_model
+from tests.convert import helpers
 from tests.convert.reference import Arch, make_blobs
-from tests.train.helpers import load_config
 
 R50 = dict(stage_sizes=(3, 4, 6, 3), width=64, num_classes=400)
 NL5 = ((), (1, 3), (1, 3, 5), ())
@@ -27,7 +27,7 @@ CASES = {
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_official_shapes_fit_the_config(case):
   name, arg, overrides, arch = CASES[case]
-  config = load_config(name, arg, **overrides)
+  config = helpers.load_config(name, arg, **overrides)
   model = build_model(config.model)
   shape = (1, config.data.num_frames, 224, 224, 3)
   abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), jnp.zeros(shape, jnp.float32))
