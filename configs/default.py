@@ -25,6 +25,7 @@ def model_config() -> ml_collections.ConfigDict:
   model.temporal = 'c2d'  # 'c2d', 'i3d_3x1x1' (official NL I3D: inflate branch2a) or 'i3d_3x3x3'.
   model.temporal_pattern = placeholder(tuple)  # Per stage, 1 for inflated blocks; None: official use_temp_convs.
   model.stem = '32x2'  # '32x2' or '8x8' (official conv1 stride and pools) or 'table1' (the paper's pools).
+  model.stem_pool_padding = 1  # pool1 spatial padding: 1 (PySlowFast) or 0 (official Caffe2, exact zoo parity).
   model.stride_in_1x1 = False  # Stride on branch2a (MSRA ResNet, the paper's FLOPs) not branch2b (official).
   # Non-local blocks: a preset ('none', '1', '5', '10', 'res2'..'res5'; PAPER.md §3) or 'res3:1,3;res4:1,3,5'
   # (stage: indices of the residual blocks each followed by a non-local block).

@@ -100,7 +100,10 @@ class ResNetVideo(ResNetBase):
     temporal_pattern: per stage, 1 for the residual blocks that get the temporal kernel; None for the official
       pattern (``official_temporal_pattern``).
     stem: '32x2' or '8x8' (the official models' conv1 stride and pool1/pool2) or 'table1' (the paper's Table 1
-      pools); the stem max pool is padded spatially by 1 in all three.
+      pools).
+    stem_pool_padding: spatial padding of the 32x2 / 8x8 stem max pool (pool1): 1 as PySlowFast (default,
+      PAPER.md §3), or 0 as the official Caffe2 code, which makes converted official checkpoints compute
+      exactly the official function (224 input: res2 is 55×55 instead of 56×56). 'table1' always pads by 1.
     stride_in_1x1: stride res3..res5 on branch2a (original MSRA ResNet, which matches the paper's 34.2 GFLOPs
       for R101) instead of branch2b (official video code; default).
     nonlocal_locations: where the non-local blocks go: a preset ('none', '1', '5', '10', 'res2' .. 'res5') or a
@@ -137,10 +140,23 @@ class ResNetVideo(ResNetBase):
   temporal: str = 'c2d'
   temporal_pattern: Optional[Sequence[Sequence[int]]] = None
   stem: str = '32x2'
+  stem_pool_padding: int = 1
   nonlocal_positions: Optional[str] = None
   nonlocal_subsample: Optional[Sequence[int]] = (1, 2, 2)
   nonlocal_res3_temporal_groups: Optional[int] = None
   head_window: Optional[Sequence[int]] = (7, 7)
+
+  @nn.nowrap
+  def stem_spec(self) -> StemSpec:
+    """The stem's strides and pools, with the spatial padding of pool1 set by ``stem_pool_padding``."""
+    stem = STEMS[self.stem]
+    if self.stem == 'table1':
+      return stem
+    if self.stem_pool_padding not in (0, 1):
+      raise ValueError(f'stem_pool_padding must be 0 (official Caffe2) or 1 (PySlowFast), got '
+                       f'{self.stem_pool_padding!r}.')
+    pad = (self.stem_pool_padding,) * 2
+    return stem._replace(pool1_padding=(stem.pool1_padding[0], pad, pad))
 
   @nn.nowrap
   def resolved_stage_sizes(self) -> Tuple[int, ...]:
@@ -207,7 +223,7 @@ class ResNetVideo(ResNetBase):
     Keys: 'input', 'conv1', 'pool1', 'res2', 'pool2', 'res3', 'res4', 'res5'. Sizes may be < 1 for inputs
     that are too small; ``check_input`` turns that into a clear error.
     """
-    stem = STEMS[self.stem]
+    stem = self.stem_spec()
     size = tuple(int(s) for s in input_shape)
     t_kernel = 5 if self.temporal != 'c2d' else 1
     conv1 = tuple(blocks.conv_output_size(n, k, s, k // 2, k // 2)
@@ -279,7 +295,7 @@ class ResNetVideo(ResNetBase):
     """
     self.check()
     self.check_input(x.shape)
-    stem = STEMS[self.stem]
+    stem = self.stem_spec()
     conv, norm = self._conv(), self._norm(train)
     width = self.resolved_width()
     pattern = self.resolved_temporal_pattern()

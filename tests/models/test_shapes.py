@@ -93,3 +93,11 @@ def test_image_stage_shapes():
   assert shapes['res4'] == (8, 8, 64)
   assert 'res5' not in shapes
   assert out.shape == (3, 10)
+
+
+def test_official_unpadded_stem_pool():
+  """stem_pool_padding=0 (official Caffe2): a 3×3/2 pool on 112×112 gives floor((112 - 3) / 2) + 1 = 55."""
+  _, variables = abstract_video((1, 8, 224, 224, 3), depth=50, temporal='c2d', stem='8x8', stem_pool_padding=0)
+  shapes = stage_shapes(variables)
+  assert shapes['pool1'] == (8, 55, 55, 64)
+  assert shapes['res3'] == (4, 28, 28, 512)  # the stride-2 1×1 convs then meet Table 1 again: ceil(55 / 2)
