@@ -36,7 +36,8 @@ def placement(arch):
 def video_model(arch, **overrides):
   """The ResNetVideo that the blobs of ``arch`` belong to."""
   kwargs = dict(stage_sizes=arch.stage_sizes, width=arch.width, num_classes=arch.num_classes,
-                temporal='i3d_3x1x1' if arch.i3d else 'c2d', stem=arch.stem, nonlocal_locations=placement(arch),
+                temporal='i3d_3x1x1' if arch.i3d else 'c2d', stem=arch.stem,
+                stem_pool_padding=arch.stem_pool_padding, nonlocal_locations=placement(arch),
                 norm='affine' if arch.affine else 'batch', nonlocal_res3_temporal_groups=arch.res3_groups,
                 head_window=None, dropout_rate=0.0)
   kwargs.update(overrides)

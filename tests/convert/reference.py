@@ -25,6 +25,7 @@ class Arch:
   stem: str = '8x8'
   affine: bool = False
   res3_groups: Optional[int] = None
+  stem_pool_padding: int = 1  # spatial padding of pool1: 1 as PySlowFast (the project's default), 0 as Caffe2
 
   def inflated(self, stage: int, block: int) -> bool:
     """Official use_temp_convs: all of res2, alternate blocks of res3/res4 from 0, of res5 from 1."""
@@ -169,6 +170,9 @@ def forward(blobs, clips, arch: Arch, *, image: bool = False, return_res5: bool 
   conv1_stride, pool1, pool2 = STEMS['8x8' if image else arch.stem]
   x = relu(norm(conv(clips.astype(np.float64), blobs['conv1_w'], conv1_stride), blobs, 'res_conv1_bn',
                 arch.affine))
+  if not image:
+    window, strides, _ = pool1
+    pool1 = (window, strides, (0, arch.stem_pool_padding, arch.stem_pool_padding))
   x = max_pool(x, *pool1)
   for stage, n in zip((2, 3, 4, 5), arch.stage_sizes):
     if stage == 3 and not image:

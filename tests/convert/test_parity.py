@@ -11,6 +11,8 @@ CASES = {
     'c2d_nl_32x2': (Arch(stem='32x2'), (2, 8, 32, 32, 3)),
     'i3d_nl_8x8': (Arch(stem='8x8', i3d=True), (2, 4, 32, 32, 3)),
     'i3d_nl_32x2': (Arch(stem='32x2', i3d=True), (2, 16, 32, 32, 3)),
+    # The official Caffe2 stem pool has no padding: 34 -> conv1 17 -> pool1 8 (9 with padding 1).
+    'c2d_nl_8x8_caffe2_stem': (Arch(stem='8x8', stem_pool_padding=0), (1, 4, 34, 34, 3)),
     # The frozen-BN 128-frame form: affine norms and grouped non-local in res3 (groups of 2 of res3's 4 frames).
     'i3d_nl_frozen_grouped': (Arch(stem='8x8', i3d=True, affine=True, res3_groups=2), (1, 8, 32, 32, 3)),
 }
