@@ -37,5 +37,16 @@ def main(argv):
     raise SystemExit(f'Error: {e}') from None
 
 
+def parse_flags(argv):
+  """absl's parsing, with a bad --config override (unknown field, wrong type) reported in one sentence."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    raise SystemExit(f'Error: {e}') from None
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    detail = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
+    raise SystemExit(f'Error: a --config override is invalid ({detail}): fix the field name or value.') from None
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

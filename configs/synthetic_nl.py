@@ -8,7 +8,7 @@ class; a C2D network cannot do better than a fixed guess on part of the inputs (
 a non-local block can relate the two frames. The dataset (4,000 train, 1,000 test clips of 8×32×32) is generated
 into ``data.data_dir`` (default ~/tensorflow_datasets) on first use, in about a minute; nothing is downloaded.
 
-Model: a tiny C2D ResNet (one bottleneck per stage, width 16) with the '8x8' stem (temporal stride 1: every
+Model: a tiny C2D ResNet (one bottleneck per stage, width 8) with the '8x8' stem (temporal stride 1: every
 frame reaches the network; its temporal pool of 2 keeps the two digit frames apart until the global pool), and
 non-local blocks (embedded Gaussian) after res3 and res4. Arguments: ``blocks=none|res3|res4|res3res4``.
 
@@ -39,7 +39,7 @@ def get_config(arg=None):
       raise ValueError(f'configs/synthetic_nl.py takes blocks= one of {sorted(BLOCKS)}, got {item!r}.')
     blocks = value
   m = config.model
-  m.stage_sizes, m.width, m.num_classes = (1, 1, 1, 1), 16, 2
+  m.stage_sizes, m.width, m.num_classes = (1, 1, 1, 1), 8, 2
   m.stem = '8x8'
   m.nonlocal_locations = BLOCKS[blocks]
   m.dropout_rate = 0.0
@@ -55,7 +55,7 @@ def get_config(arg=None):
   d.shuffle_buffer = 4000
   d.eval_split = 'test'
   t = config.train
-  t.num_steps, t.base_learning_rate, t.base_batch_size = 1500, 0.1, 32
+  t.num_steps, t.base_learning_rate, t.base_batch_size = 600, 0.05, 32
   t.schedule, t.warmup_steps = 'cosine', 50
   t.log_every_steps, t.checkpoint_every_steps, t.keep_checkpoints = 100, 500, 2
   t.precise_bn_batches = 20

@@ -62,15 +62,17 @@ def load_variables(path: str, step: Optional[int] = None) -> dict:
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'config.train.init_checkpoint={path} is not a directory: give the workdir of a '
                             'finished run (or its checkpoints directory).')
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'config.train.init_checkpoint={path} holds no checkpoint: train that run first.')
-    metadata = manager.item_metadata(step)['state']
-    # Restore onto this process's first device whatever sharding the other run used.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
+  steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit())
+  step = (steps[-1] if steps else None) if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'config.train.init_checkpoint={path} holds no checkpoint: train that run first.')
+  # Restored as NumPy, whatever devices and processes the other run used.
+  checkpointer = ocp.PyTreeCheckpointer()
+  item = os.path.join(directory, str(step), 'state')
+  metadata = checkpointer.metadata(item)
+  tree = metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  restored = checkpointer.restore(item, restore_args=restore_args)
   return {k: jax.tree.map(np.asarray, restored.get(k) or {}) for k in ('params', 'batch_stats')}
 
 

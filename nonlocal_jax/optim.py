@@ -89,19 +89,17 @@ def create_optimizer(train_config: Any, params: Any, global_batch_size: int
   schedule = learning_rate_schedule(c, global_batch_size)
   multipliers = tuple((p, float(m)) for p, m in c.lr_multipliers)
   scale = _tree_of(params, lambda n: _first_match(multipliers, n, 1.0))
-  chain = [
+  tx = optax.chain(
       optax.add_decayed_weights(c.weight_decay, mask=weight_decay_mask(c, params)),
       optax.trace(decay=c.momentum, nesterov=c.nesterov),
-      optax.scale_by_schedule(lambda step: -schedule(step)),
-  ]
-  if multipliers:
-    chain.append(optax.GradientTransformation(
-        lambda _: optax.EmptyState(),
-        lambda updates, state, _=None: (jax.tree.map(lambda u, m: u * m, updates, scale), state)))
-  tx = optax.chain(*chain)
+      optax.scale_by_schedule(lambda step: -schedule(step)))
   if c.freeze:
     labels = _tree_of(params, lambda n: 'frozen' if re.fullmatch(c.freeze, n) else 'trained')
     tx = optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)
+  if multipliers:
+    tx = optax.chain(tx, optax.GradientTransformation(
+        lambda _: optax.EmptyState(),
+        lambda updates, state, _=None: (jax.tree.map(lambda u, m: u * m, updates, scale), state)))
   return tx, schedule
 
 

@@ -265,7 +265,7 @@ def check_config(config) -> None:
     raise ConfigError(f'config.data.global_batch_size={d.global_batch_size} must be a multiple of the {devices} '
                       f'devices × train.accumulation_steps={t.accumulation_steps}: change it to a multiple of '
                       f'{per_update}.')
-  if d.eval_global_batch_size % devices:
+  if d.eval_global_batch_size < 1 or d.eval_global_batch_size % devices:
     raise ConfigError(f'config.data.eval_global_batch_size={d.eval_global_batch_size} must be a multiple of the '
                       f'{devices} devices: change it to a multiple of {devices}.')
   try:
