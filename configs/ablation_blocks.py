@@ -1,0 +1,36 @@
+r"""Table 2c, how many blocks: 0, 1, 5 or 10 embedded-Gaussian non-local blocks in C2D ResNet-50 (a sweep).
+
+    python -m nonlocal_jax.sweep --config=configs/ablation_blocks.py --workdir=DIR --print_commands
+    python -m nonlocal_jax.sweep --config=configs/ablation_blocks.py:synthetic --workdir=/tmp/table2c
+
+Argument: kinetics (default; paper R50: baseline 71.8, 1 block 72.7, 5 blocks 73.8, 10 blocks 74.3 top-1) or
+synthetic (configs/synthetic_nl.py's network has one residual block per stage: 0, 1 (res4), 2 (res3, res4) and
+3 (res2, res3, res4) blocks).
+"""
+
+import importlib.util
+import os
+
+
+def _common():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_common.py')
+  spec = importlib.util.spec_from_file_location('configs_ablation_common', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  """The base of the sweep: C2D with 5 blocks (kinetics) or 2 blocks (synthetic)."""
+  return _common().get_base(arg, 'ablation_blocks', 'arch=c2d,blocks=5', 'res3res4')
+
+
+def get_sweep(arg=None):
+  """The C2D baseline and increasing numbers of blocks."""
+  if _common().scale_of(arg, 'ablation_blocks') == 'kinetics':
+    counts = {'1': '1', '5': '5', '10': '10'}
+  else:
+    counts = {'1': 'res4:0', '2': 'res3:0;res4:0', '3': 'res2:0;res3:0;res4:0'}
+  return ([{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'}]
+          + [{'name': f'{n}_blocks', 'label': f'{n}-block' if n == '1' else f'{n}-blocks',
+              'model.nonlocal_locations': where} for n, where in counts.items()])

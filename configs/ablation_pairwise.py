@@ -1,0 +1,35 @@
+r"""Table 2a, the pairwise function: C2D ResNet-50 + 1 non-local block in res4, vs the C2D baseline (a sweep).
+
+    python -m nonlocal_jax.sweep --config=configs/ablation_pairwise.py --workdir=DIR --print_commands
+    python -m nonlocal_jax.sweep --config=configs/ablation_pairwise.py:synthetic --workdir=/tmp/table2a
+
+Argument: kinetics (default; R50, 32x2 clips, the recipe of configs/kinetics_nl.py; paper: baseline 71.8,
+Gaussian 72.5, embedded Gaussian 72.7, dot product 72.9, concatenation 72.8 top-1) or synthetic (the tiny
+network of configs/synthetic_nl.py with one block after res4, on synthetic_long_range/same_different).
+Expected at CPU size: see the README's Ablations section (measured on a 2-core CPU).
+"""
+
+import importlib.util
+import os
+
+
+def _common():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_common.py')
+  spec = importlib.util.spec_from_file_location('configs_ablation_common', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  """The base of the sweep: the embedded-Gaussian model with one block in res4."""
+  return _common().get_base(arg, 'ablation_pairwise', 'arch=c2d,blocks=1', 'res4')
+
+
+def get_sweep(arg=None):
+  """The C2D baseline and the four pairwise functions (PAPER.md §1)."""
+  _common().scale_of(arg, 'ablation_pairwise')
+  labels = {'gaussian': 'Gaussian', 'embedded_gaussian': 'Gaussian, embed', 'dot_product': 'dot-product',
+            'concatenation': 'concatenation'}
+  return ([{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'}]
+          + [{'name': p, 'label': label, 'model.nonlocal_pairwise': p} for p, label in labels.items()])

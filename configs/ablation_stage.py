@@ -1,0 +1,38 @@
+r"""Table 2b, which stage: one embedded-Gaussian non-local block in res2, res3, res4 or res5 (a sweep).
+
+    python -m nonlocal_jax.sweep --config=configs/ablation_stage.py --workdir=DIR --print_commands
+    python -m nonlocal_jax.sweep --config=configs/ablation_stage.py:synthetic --workdir=/tmp/table2b
+
+Argument: kinetics (default; R50 C2D, the block before the last residual block of the stage; paper: res2
+72.7, res3 72.9, res4 72.7, res5 72.3 top-1) or synthetic (configs/synthetic_nl.py's network, one residual
+block per stage, so the block follows it; res5's 1×1 feature map is not subsampled there).
+"""
+
+import importlib.util
+import os
+
+
+def _common():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_common.py')
+  spec = importlib.util.spec_from_file_location('configs_ablation_common', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  """The base of the sweep: C2D with one block in res4."""
+  return _common().get_base(arg, 'ablation_stage', 'arch=c2d,blocks=res4', 'res4')
+
+
+def get_sweep(arg=None):
+  """The C2D baseline and one block in each stage."""
+  scale = _common().scale_of(arg, 'ablation_stage')
+  variants = [{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'}]
+  for stage in ('res2', 'res3', 'res4', 'res5'):
+    v = {'name': stage, 'label': stage,
+         'model.nonlocal_locations': stage if scale == 'kinetics' else f'{stage}:0'}
+    if scale == 'synthetic' and stage == 'res5':
+      v['model.nonlocal_subsample'] = (1, 1, 1)  # res5 is 1×1 there: nothing to pool.
+    variants.append(v)
+  return variants

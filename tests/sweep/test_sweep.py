@@ -1,0 +1,145 @@
+"""Sweeps: a two-variant sweep trains, stops, resumes (finished variants skipped), writes its results, and
+prints main.py commands that build exactly the variants' configs."""
+
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from nonlocal_jax import sweep
+from nonlocal_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPEC = os.path.join(ROOT, 'tests', 'sweep', 'tiny_sweep.py')
+ABLATIONS = ('pairwise', 'stage', 'blocks', 'positions', 'arch')
+
+
+class Stop(Exception):
+  pass
+
+
+def _configs_from_commands(lines):
+  """[(config dict, workdir)] that main.py's own flag parsing builds from printed command lines."""
+  # One process per line: config_flags reads overrides from sys.argv and defines them as global flags once.
+  script = ('import json, shlex, sys; import main\n'
+            'argv = shlex.split(sys.stdin.read())\n'
+            'assert argv[:2] == ["python", "main.py"], argv\n'
+            'sys.argv = argv[1:]\n'
+            'main.parse_flags(argv[1:])\n'
+            'print(json.dumps([main.FLAGS.config.to_dict(), main.FLAGS.workdir]))\n')
+  out = []
+  for line in lines:
+    result = subprocess.run([sys.executable, '-c', script], input=line, cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out.append(json.loads(result.stdout))
+  return out
+
+
+def test_sweep_runs_stops_resumes_and_writes_results(tmp_path):
+  workdir, data_dir = str(tmp_path / 'sweep'), str(tmp_path / 'data')
+  extra = {'data.data_dir': data_dir}
+  trained = []
+
+  def stop_after_first(config, sub):
+    if trained:
+      raise Stop()
+    trained.append(os.path.basename(sub))
+    return train.train_and_evaluate(config, sub)
+
+  with pytest.raises(Stop):
+    sweep.run(SPEC, workdir, extra=extra, train_fn=stop_after_first, log=lambda _: None)
+  assert trained == ['c2d']
+  rows = sweep.collect(SPEC, workdir, extra=extra)
+  assert [(r['name'], r['status']) for r in rows] == [('c2d', 'finished'), ('nl_dot', 'missing')]
+
+  # Only the unfinished variant is left to a scheduler, and its command builds exactly its config.
+  lines = sweep.commands(SPEC, workdir, extra=extra)
+  assert len(lines) == 1 and '--workdir=' + os.path.join(workdir, 'nl_dot') in lines[0]
+  [(config, sub)] = _configs_from_commands(lines)
+  base = sweep.load_module(SPEC).get_config()
+  expected = sweep.variant_config(base, sweep.load_variants(sweep.load_module(SPEC))[1], extra)
+  assert json.dumps(config, sort_keys=True) == json.dumps(expected.to_dict(), sort_keys=True)
+  assert sub == os.path.join(workdir, 'nl_dot')
+  assert config['model']['nonlocal_pairwise'] == 'dot_product' and config['data']['data_dir'] == data_dir
+
+  resumed, logs = [], []
+
+  def record(config, sub):
+    resumed.append(os.path.basename(sub))
+    return train.train_and_evaluate(config, sub)
+
+  rows = sweep.run(SPEC, workdir, extra=extra, train_fn=record, log=logs.append)
+  assert resumed == ['nl_dot'] and 'c2d: finished, skipped' in logs[0]
+
+  def must_not_train(config, sub):
+    raise AssertionError(f'{sub} was trained again')
+
+  rows = sweep.run(SPEC, workdir, extra=extra, train_fn=must_not_train, log=lambda _: None)
+  assert sweep.commands(SPEC, workdir, extra=extra) == []
+
+  with open(os.path.join(workdir, 'results.csv')) as f:
+    table = list(csv.DictReader(f))
+  assert [r['name'] for r in table] == ['c2d', 'nl_dot'] and {r['status'] for r in table} == {'finished'}
+  for r in table:
+    assert 0.0 <= float(r['top1']) <= float(r['top5']) <= 1.0 and float(r['train_time_s']) > 0
+  assert int(table[1]['params']) > int(table[0]['params']) > 0  # The non-local block adds weights.
+  assert int(table[1]['macs']) > int(table[0]['macs']) > 0
+  markdown = open(os.path.join(workdir, 'results.md')).read().splitlines()
+  assert markdown[0] == '| model | top-1 | top-5 | params | multiply-adds | train time |'
+  assert [line.split('|')[1].strip() for line in markdown[2:]] == ['C2D baseline', 'NL dot-product']
+  assert f'{100 * rows[0]["top1"]:.1f}' == markdown[2].split('|')[2].strip()
+  with open(os.path.join(workdir, 'results.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_cli_prints_one_command_per_variant(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  spec = 'configs/ablation_positions.py:synthetic'
+  result = subprocess.run([sys.executable, '-m', 'nonlocal_jax.sweep', f'--config={spec}',
+                           f'--workdir={tmp_path}', '--print_commands', '--set=data.data_dir=/tmp/d'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.strip().splitlines()
+  assert [shlex.split(line)[3] for line in lines] == [f'--workdir={tmp_path}/{n}'
+                                                     for n in ('c2d', 'space', 'time', 'spacetime')]
+  configs = _configs_from_commands(lines)
+  module = sweep.load_module(os.path.join(ROOT, 'configs', 'ablation_positions.py'))
+  for (config, _), v in zip(configs, sweep.load_variants(module, 'synthetic')):
+    expected = sweep.variant_config(module.get_config('synthetic'), v, {'data.data_dir': '/tmp/d'})
+    assert json.dumps(config, sort_keys=True) == json.dumps(expected.to_dict(), sort_keys=True), v.name
+  assert configs[2][0]['model']['nonlocal_positions'] == 'time'
+
+
+@pytest.mark.parametrize('name', ABLATIONS)
+def test_ablation_sweeps_build_at_both_scales(name):
+  for arg in (None, 'synthetic'):
+    module = sweep.load_module(os.path.join(ROOT, 'configs', f'ablation_{name}.py'))
+    base = module.get_config(arg)
+    variants = sweep.load_variants(module, arg)
+    assert variants[0].name == 'c2d' and len(variants) >= 3
+    for v in variants:
+      config = sweep.variant_config(base, v)
+      if arg == 'synthetic':
+        assert config.data.name == 'synthetic_long_range/same_different'
+        params, macs = sweep.model_cost(config)  # Every CPU-size variant builds and fits its input.
+        assert params > 0 and macs > 0
+      else:
+        assert config.data.name == 'kinetics400' and config.model.depth == 50
+      for key, value in v.overrides.items():
+        sweep.format_flag(key, value)  # Every override can be printed as a main.py flag.
+
+
+def test_errors_are_one_sentence(tmp_path):
+  with pytest.raises(sweep.SweepError, match=r'cannot set config\.model\.no_such_field'):
+    sweep.commands(SPEC, str(tmp_path), extra={'model.no_such_field': 1})
+  with pytest.raises(sweep.SweepError, match='does not exist'):
+    sweep.load_variants(sweep.load_module(str(tmp_path / 'missing.py')))
+  with pytest.raises(ValueError, match='kinetics \\(default\\) or synthetic'):
+    sweep.load_module(os.path.join(ROOT, 'configs', 'ablation_pairwise.py')).get_sweep('cifar')
+  assert sweep.product([{'name': 'a', 'x.y': 1}, {'name': 'b', 'x.y': 2}], [{'name': 'c', 'x.z': 3}]) == [
+      {'x.y': 1, 'x.z': 3, 'name': 'a,c', 'label': 'a, c'}, {'x.y': 2, 'x.z': 3, 'name': 'b,c', 'label': 'b, c'}]
