@@ -16,10 +16,8 @@ table and writes bench/results/models.json and bench/results/models.md, with the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # pylint: disable=g-import-not-at-top
 from nonlocal_jax.models import ResNetVideo  # pylint: disable=g-import-not-at-top
 from nonlocal_jax.models.summary import analyse  # pylint: disable=g-import-not-at-top
 
@@ -41,24 +40,12 @@ NETWORKS = {
 
 
 def machine() -> dict:
-  """CPU model, cores, accelerator and software versions of this run."""
-  cpu = platform.processor() or 'unknown'
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  device = jax.devices()[0]
-  return {
-      'cpu': cpu,
-      'cores': os.cpu_count(),
-      'device': f'{device.platform}: {device.device_kind}',
-      'jax': jax.__version__,
-      'python': platform.python_version(),
-      # The machine may be shared: a load above the core count means the timings are pessimistic.
-      'load_average_at_start': [round(x, 1) for x in os.getloadavg()] if hasattr(os, 'getloadavg') else None,
-      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-  }
+  """The shared machine description, plus the load average (a load above the core count means the timings are
+  pessimistic on this shared machine)."""
+  description = common.machine_description()
+  description['load_average_at_start'] = ([round(x, 1) for x in os.getloadavg()]
+                                          if hasattr(os, 'getloadavg') else None)
+  return description
 
 
 def timed(fn, *args, repeats: int) -> tuple:
@@ -152,8 +139,8 @@ def markdown(results: dict) -> str:
   """The results as a markdown table with the machine line above it."""
   m, s = results['machine'], results['settings']
   lines = [
-      f"Machine: {m['cpu']}, {m['cores']} cores, {m['device']}; jax {m['jax']}, Python {m['python']}; "
-      f"load average (1, 5, 15 min) at start {m['load_average_at_start']}; {m['date']}.",
+      f"Machine: {common.machine_line(m)}, Python {m['python']}; "
+      f"load average (1, 5, 15 min) at start {m['load_average_at_start']}.",
       f"Input {s['batch']}×{s['frames']}×{s['size']}×{s['size']}×3 (official 8x8 stem), float32, "
       f"best of {s['repeats']} runs; float32 {s['matmul_size']}² matmul measured "
       f"before each network (GMAC/s).",

@@ -8,26 +8,18 @@ top-1; 2e adds NL C2D 73.8) or synthetic (configs/synthetic_nl.py's network, blo
 every residual block inflated for I3D).
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
-
-def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_common.py')
-  spec = importlib.util.spec_from_file_location('configs_ablation_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg=None):
   """The base of the sweep: NL C2D with 5 blocks (kinetics) or 2 blocks (synthetic)."""
-  return _common().get_base(arg, 'ablation_arch', 'arch=c2d,blocks=5', 'res3res4')
+  return load_sibling(__file__, 'ablation_common').get_base(arg, 'ablation_arch', 'arch=c2d,blocks=5', 'res3res4')
 
 
 def get_sweep(arg=None):
   """C2D, NL C2D, I3D and NL I3D."""
-  scale = _common().scale_of(arg, 'ablation_arch')
+  scale = load_sibling(__file__, 'ablation_common').scale_of(arg, 'ablation_arch')
   i3d = {'model.temporal': 'i3d_3x1x1'}
   if scale == 'synthetic':
     i3d['model.temporal_pattern'] = ((1,), (1,), (1,), (1,))  # The official pattern is for R50's stages.

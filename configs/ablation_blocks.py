@@ -8,26 +8,18 @@ synthetic (configs/synthetic_nl.py's network has one residual block per stage: 0
 3 (res2, res3, res4) blocks).
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
-
-def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_common.py')
-  spec = importlib.util.spec_from_file_location('configs_ablation_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg=None):
   """The base of the sweep: C2D with 5 blocks (kinetics) or 2 blocks (synthetic)."""
-  return _common().get_base(arg, 'ablation_blocks', 'arch=c2d,blocks=5', 'res3res4')
+  return load_sibling(__file__, 'ablation_common').get_base(arg, 'ablation_blocks', 'arch=c2d,blocks=5', 'res3res4')
 
 
 def get_sweep(arg=None):
   """The C2D baseline and increasing numbers of blocks."""
-  if _common().scale_of(arg, 'ablation_blocks') == 'kinetics':
+  if load_sibling(__file__, 'ablation_common').scale_of(arg, 'ablation_blocks') == 'kinetics':
     counts = {'1': '1', '5': '5', '10': '10'}
   else:
     counts = {'1': 'res4:0', '2': 'res3:0;res4:0', '3': 'res2:0;res3:0;res4:0'}

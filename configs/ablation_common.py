@@ -5,18 +5,10 @@ size on Kinetics-400 (``configs/kinetics_nl.py``, arg None or 'kinetics') or at 
 long-range benchmark (``configs/synthetic_nl.py``, arg 'synthetic'). Not a config itself (no get_config).
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
 SCALES = ('kinetics', 'synthetic')
 
-
-def _load(name):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'configs_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def scale_of(arg, config_name):
@@ -30,5 +22,5 @@ def scale_of(arg, config_name):
 def get_base(arg, config_name, kinetics_variant, synthetic_blocks):
   """The sweep's base config at the scale named by ``arg``; variants override config.model fields."""
   if scale_of(arg, config_name) == 'kinetics':
-    return _load('kinetics_nl').get_config(kinetics_variant)
-  return _load('synthetic_nl').get_config(f'blocks={synthetic_blocks}')
+    return load_sibling(__file__, 'kinetics_nl').get_config(kinetics_variant)
+  return load_sibling(__file__, 'synthetic_nl').get_config(f'blocks={synthetic_blocks}')

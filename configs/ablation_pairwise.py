@@ -9,26 +9,18 @@ network of configs/synthetic_nl.py with one block after res4, on synthetic_long_
 Expected at CPU size: see the README's Ablations section (measured on a 2-core CPU).
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
-
-def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_common.py')
-  spec = importlib.util.spec_from_file_location('configs_ablation_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg=None):
   """The base of the sweep: the embedded-Gaussian model with one block in res4."""
-  return _common().get_base(arg, 'ablation_pairwise', 'arch=c2d,blocks=1', 'res4')
+  return load_sibling(__file__, 'ablation_common').get_base(arg, 'ablation_pairwise', 'arch=c2d,blocks=1', 'res4')
 
 
 def get_sweep(arg=None):
   """The C2D baseline and the four pairwise functions (PAPER.md §1)."""
-  _common().scale_of(arg, 'ablation_pairwise')
+  load_sibling(__file__, 'ablation_common').scale_of(arg, 'ablation_pairwise')
   labels = {'gaussian': 'Gaussian', 'embedded_gaussian': 'Gaussian, embed', 'dot_product': 'dot-product',
             'concatenation': 'concatenation'}
   return ([{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'}]

@@ -8,26 +8,18 @@ or synthetic (configs/synthetic_nl.py's network, blocks after res3 and res4). Ti
 subsampled (their keys are the frames of one spatial location), as in configs/kinetics_nl.py.
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
-
-def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_common.py')
-  spec = importlib.util.spec_from_file_location('configs_ablation_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg=None):
   """The base of the sweep: C2D with 5 blocks (kinetics) or 2 blocks (synthetic), spacetime."""
-  return _common().get_base(arg, 'ablation_positions', 'arch=c2d,blocks=5', 'res3res4')
+  return load_sibling(__file__, 'ablation_common').get_base(arg, 'ablation_positions', 'arch=c2d,blocks=5', 'res3res4')
 
 
 def get_sweep(arg=None):
   """The C2D baseline, then space-only, time-only and spacetime blocks."""
-  _common().scale_of(arg, 'ablation_positions')
+  load_sibling(__file__, 'ablation_common').scale_of(arg, 'ablation_positions')
   return [{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'},
           {'name': 'space', 'label': 'space-only', 'model.nonlocal_positions': 'space'},
           # A (1, 1, 1) window is no pooling, and unlike None it can be written as a main.py flag.

@@ -8,26 +8,18 @@ Argument: kinetics (default; R50 C2D, the block before the last residual block o
 block per stage, so the block follows it; res5's 1×1 feature map is not subsampled there).
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
-
-def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_common.py')
-  spec = importlib.util.spec_from_file_location('configs_ablation_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg=None):
   """The base of the sweep: C2D with one block in res4."""
-  return _common().get_base(arg, 'ablation_stage', 'arch=c2d,blocks=res4', 'res4')
+  return load_sibling(__file__, 'ablation_common').get_base(arg, 'ablation_stage', 'arch=c2d,blocks=res4', 'res4')
 
 
 def get_sweep(arg=None):
   """The C2D baseline and one block in each stage."""
-  scale = _common().scale_of(arg, 'ablation_stage')
+  scale = load_sibling(__file__, 'ablation_common').scale_of(arg, 'ablation_stage')
   variants = [{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'}]
   for stage in ('res2', 'res3', 'res4', 'res5'):
     v = {'name': stage, 'label': stage,

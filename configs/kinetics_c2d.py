@@ -12,18 +12,10 @@ Expected result and time: NOT run here (no Kinetics copy, no GPUs); the target i
 top-5 (Table 2c).
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
-
-def _load_kinetics_nl():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kinetics_nl.py')
-  spec = importlib.util.spec_from_file_location('configs_kinetics_nl', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg=None):
   """C2D (or, with arch=i3d, I3D) without non-local blocks; ``arg`` as in configs/kinetics_nl.py."""
-  return _load_kinetics_nl().get_config('arch=c2d,blocks=none,' + (arg or ''))
+  return load_sibling(__file__, 'kinetics_nl').get_config('arch=c2d,blocks=none,' + (arg or ''))

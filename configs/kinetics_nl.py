@@ -29,8 +29,7 @@ The optional argument names a variant, as comma-separated key=value pairs:
     frames     32x2 | 8x8: the official models' stem and the clip sampling (32 frames every 2nd, or 8 every 8th)
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
 VARIANT_KEYS = {
     'arch': {'c2d': 'c2d', 'i3d': 'i3d_3x1x1', 'i3d_3x1x1': 'i3d_3x1x1', 'i3d_3x3x3': 'i3d_3x3x3'},
@@ -48,13 +47,6 @@ _FIELDS = {'arch': 'temporal', 'depth': 'depth', 'blocks': 'nonlocal_locations',
 DEFAULT_VARIANT = 'arch=c2d,depth=50,blocks=5,pairwise=embedded_gaussian,frames=32x2'
 
 
-def _load_default():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py')
-  spec = importlib.util.spec_from_file_location('configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
 
 def parse_variant(arg):
   """'arch=i3d,blocks=5' -> {'arch': 'i3d_3x1x1', 'blocks': '5'}; an unknown key or value names the allowed ones."""
@@ -71,7 +63,7 @@ def parse_variant(arg):
 
 def get_config(arg=None):
   """The default config with the model section set for the named variant (``DEFAULT_VARIANT`` overridden by arg)."""
-  config = _load_default().get_config()
+  config = load_sibling(__file__, 'default').get_config()
   variant = parse_variant(DEFAULT_VARIANT)
   variant.update(parse_variant(arg))
   for key, value in variant.items():

@@ -34,23 +34,15 @@ Still at chance when stopped: dot-product pairwise (900 steps), res4 alone witho
 steps), a 10x non-local lr (1,200 steps); a 20x lr on the non-local BN (seed 1, 1,400 steps).
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
 BLOCKS = {'none': 'none', 'res3': 'res3:0', 'res4': 'res4:0', 'res3res4': 'res3:0;res4:0'}
 
 
-def _load_default():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py')
-  spec = importlib.util.spec_from_file_location('configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
 
 def get_config(arg=None):
   """The synthetic benchmark config; ``arg`` 'blocks=none' gives the C2D baseline."""
-  config = _load_default().get_config()
+  config = load_sibling(__file__, 'default').get_config()
   blocks = 'res3res4'
   for item in filter(None, (arg or '').split(',')):
     key, _, value = item.partition('=')

@@ -9,16 +9,8 @@ comparable. The argument ``blocks=none`` gives the baseline without non-local bl
 Expected: finishes in ~15 s on a 2-core CPU (mostly compilation); accuracy is not meaningful.
 """
 
-import importlib.util
-import os
+from nonlocal_jax.config_files import load_sibling
 
-
-def _load_default():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py')
-  spec = importlib.util.spec_from_file_location('configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 # The generated variant (also what the tests' fixture prepares).
@@ -27,7 +19,7 @@ SYNTHETIC = dict(num_frames=4, size=16, digit_size=8, num_train=16, num_validati
 
 def get_config(arg=None):
   """The tiny test config; ``arg`` 'blocks=none' removes the non-local block."""
-  config = _load_default().get_config()
+  config = load_sibling(__file__, 'default').get_config()
   blocks = 'res3'
   for item in filter(None, (arg or '').split(',')):
     key, _, value = item.partition('=')

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import itertools
 import json
 import os
@@ -38,6 +37,8 @@ import shlex
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence
+
+from nonlocal_jax import config_files
 
 _NAME = re.compile(r'[A-Za-z0-9_.=,-]+')
 _TIME_FILE = 'sweep_time.json'
@@ -88,11 +89,7 @@ def load_module(path: str):
   """The config module at ``path`` (a file, as main.py's --config reads it)."""
   if not os.path.isfile(path):
     raise SweepError(f'The sweep config {path} does not exist: pass --config=configs/<name>.py[:arg].')
-  name = 'sweep_config_' + re.sub(r'\W', '_', os.path.splitext(os.path.basename(path))[0])
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(path, prefix='sweep_config_')
 
 
 def load_variants(module, arg: Optional[str] = None) -> list[Variant]:

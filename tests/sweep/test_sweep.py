@@ -19,7 +19,7 @@ ABLATIONS = ('pairwise', 'stage', 'blocks', 'positions', 'arch')
 
 
 class Stop(Exception):
-  pass
+  """Raised by a patched trainer to stop a sweep part-way, as a preemption would."""
 
 
 def _configs_from_commands(lines):
