@@ -15,6 +15,9 @@ import jax.numpy as jnp
 import optax
 
 
+OPTIMIZERS = ('sgd', 'adamw')
+
+
 def path_names(params: Any) -> Any:
   """A pytree like ``params`` holding each leaf's '/'-joined path."""
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep='/')
@@ -81,18 +84,25 @@ def create_optimizer(train_config: Any, params: Any, global_batch_size: int
                      ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(optimiser, learning-rate schedule) of ``config.train`` for ``params``.
 
-  Updates are ``-lr · mult · momentum_nesterov(g + wd · w)``: decay is added to the gradient before momentum, as
-  Caffe2's SGD with weight decay (and the paper) do, not decoupled as in AdamW.
+  With ``optimizer='sgd'`` (the paper) updates are ``-lr · mult · momentum_nesterov(g + wd · w)``: decay is added
+  to the gradient before momentum, as Caffe2's SGD with weight decay does. ``'adamw'`` (not in the paper; for small
+  problems whose loss starts on a plateau, where Adam's per-parameter normalisation escapes much sooner) uses
+  ``-lr · mult · (adam(g) + wd · w)`` with decoupled decay, β = (``momentum``, 0.999).
   """
   c = train_config
   check_regexes(c)
+  optimizer = c.get('optimizer', 'sgd')
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f'Unknown config.train.optimizer {optimizer!r}: use one of {OPTIMIZERS}.')
   schedule = learning_rate_schedule(c, global_batch_size)
   multipliers = tuple((p, float(m)) for p, m in c.lr_multipliers)
   scale = _tree_of(params, lambda n: _first_match(multipliers, n, 1.0))
-  tx = optax.chain(
-      optax.add_decayed_weights(c.weight_decay, mask=weight_decay_mask(c, params)),
-      optax.trace(decay=c.momentum, nesterov=c.nesterov),
-      optax.scale_by_schedule(lambda step: -schedule(step)))
+  decay = optax.add_decayed_weights(c.weight_decay, mask=weight_decay_mask(c, params))
+  if optimizer == 'sgd':
+    direction = optax.chain(decay, optax.trace(decay=c.momentum, nesterov=c.nesterov))
+  else:
+    direction = optax.chain(optax.scale_by_adam(b1=c.momentum, b2=0.999, nesterov=c.nesterov), decay)
+  tx = optax.chain(direction, optax.scale_by_schedule(lambda step: -schedule(step)))
   if c.freeze:
     labels = _tree_of(params, lambda n: 'frozen' if re.fullmatch(c.freeze, n) else 'trained')
     tx = optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)

@@ -276,6 +276,12 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
   features = _features(builder)
   _validate(c, features.kind)
   ds, _, _ = _read(builder, split, layout, shuffle=True, seed=seed, features=features)
+  decoded = bool(c.get('cache_decoded', False)) and features.kind == 'video'
+  if decoded:
+    # Small datasets only: every frame is decoded once and kept in memory, so later epochs decode nothing.
+    key = features.input_key
+    ds = ds.map(lambda ex: {**ex, key: _decode_frames(ex[key])}, num_parallel_calls=AUTOTUNE,
+                deterministic=True).cache()
   # Shuffle before repeat: epochs stay whole (each example once per epoch), and the order changes each epoch.
   ds = ds.shuffle(c.shuffle_buffer, seed=seed + 7 * layout.index, reshuffle_each_iteration=True)
   ds = ds.repeat().enumerate()
@@ -287,7 +293,7 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
   def transform(index, example):
     example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
     if features.kind == 'video':
-      out = {'clips': _train_clip(example[features.input_key], example_seed, c)}
+      out = {'clips': _train_clip(example[features.input_key], example_seed, c, decoded)}
     else:
       out = {'image': _train_image(example[features.input_key], example_seed, c)}
     out['label'] = tf.cast(example[features.label_key], tf.int32)
@@ -298,10 +304,10 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
   return _numpy_batches(ds, c.batch_layout, layout)
 
 
-def _train_clip(encoded: tf.Tensor, seed: tf.Tensor, c) -> tf.Tensor:
+def _train_clip(video: tf.Tensor, seed: tf.Tensor, c, decoded: bool = False) -> tf.Tensor:
   seeds = tf.random.experimental.stateless_split(seed, 4)
-  indices = sampling.tf_train_clip_indices(tf.shape(encoded)[0], c.num_frames, c.frame_stride, seeds[0])
-  frames = _decode_frames(tf.gather(encoded, indices))
+  indices = sampling.tf_train_clip_indices(tf.shape(video)[0], c.num_frames, c.frame_stride, seeds[0])
+  frames = tf.gather(video, indices) if decoded else _decode_frames(tf.gather(video, indices))
   return _augment(frames, seeds[1:], c, time_axis=True)
 
 

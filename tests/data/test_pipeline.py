@@ -79,6 +79,18 @@ def test_training_is_deterministic_for_a_seed(synthetic_prepared):
   assert not np.array_equal(first[0]['clips'], other['clips'])
 
 
+def test_cached_decoded_frames_give_the_same_batches(synthetic_prepared):
+  # 96 train clips at batch 8: 30 batches span two epochs, so the second epoch is served from the cache.
+  c = _synthetic_config(synthetic_prepared, random_flip=True, global_batch_size=8)
+  plain = data.create_train_iterator(c, seed=5, layout=ONE, start_batch=2)
+  c.cache_decoded = True
+  cached = data.create_train_iterator(c, seed=5, layout=ONE, start_batch=2)
+  for _ in range(30):
+    a, b = next(plain), next(cached)
+    np.testing.assert_array_equal(a['clips'], b['clips'])
+    np.testing.assert_array_equal(a['label'], b['label'])
+
+
 def test_an_epoch_reads_every_example_once(synthetic_prepared):
   c = _synthetic_config(synthetic_prepared, global_batch_size=8, normalization='none')
   it = data.create_train_iterator(c, seed=0, layout=ONE)

@@ -186,6 +186,19 @@ def test_train_mode_batch_norm_is_accurate_when_the_mean_dominates():
                              rtol=1e-4)
 
 
+def test_non_zero_bn_scale_init_matches_reference():
+  # With γ = 0.5 at initialisation the block is no longer the identity: z = x + 0.5·BN(W_z y) in train mode.
+  shape, window, extra = GEOMETRIES['3d_spacetime']
+  block = NonLocalBlock(subsample=window, implementation='naive', weight_init='he', bn_scale_init=0.5)
+  x = random_input(shape, 21)
+  variables = block.init(jax.random.PRNGKey(3), x)
+  np.testing.assert_array_equal(variables['params']['bn']['scale'], np.full((shape[-1],), 0.5, np.float32))
+  z, _ = block.apply(variables, x, train=True, mutable=['batch_stats'])
+  z_ref, parts = reference.nonlocal_block(x, variables['params'], **reference_kwargs(block), train=True)
+  assert branch_error(z, x, z_ref, parts) <= REL_TOL
+  assert float(jnp.abs(z - x).max()) > 0.1
+
+
 # --- 2. Identity at initialisation; gradients after one SGD step ---------------------------------------------
 
 

@@ -113,6 +113,34 @@ def test_weight_decay_groups_lr_multipliers_and_freeze():
   assert float(updates['res_conv1_bn']['scale'][0]) == pytest.approx(-lr)
 
 
+def test_adamw_first_steps_match_a_hand_computation():
+  # Adam's first update is -lr·g/(|g| + eps) per element (bias-corrected moments equal g and g²), the decoupled
+  # decay adds -lr·wd·w only where the mask allows, and the lr multiplier scales the whole update.
+  config = helpers.load_config()
+  config.train.optimizer, config.train.nesterov = 'adamw', False
+  config.train.weight_decay, config.train.warmup_steps, config.train.schedule = 0.1, 0, 'constant'
+  config.train.lr_multipliers = (('pred/.*', 3.0),)
+  params = {'conv1': {'kernel': np.array([2.0, -1.0], np.float32)},
+            'pred': {'bias': np.array([0.5, 0.5], np.float32)}}
+  grads = {'conv1': {'kernel': np.array([0.3, -4.0], np.float32)}, 'pred': {'bias': np.array([-2.0, 1e-3], np.float32)}}
+  tx, schedule = optim.create_optimizer(config.train, params, 16)
+  updates, state = tx.update(grads, tx.init(params), params)
+  lr = float(schedule(0))
+  np.testing.assert_allclose(updates['conv1']['kernel'], -lr * (np.sign([0.3, -4.0]) + 0.1 * np.array([2.0, -1.0])),
+                             rtol=1e-5)
+  np.testing.assert_allclose(updates['pred']['bias'], -3 * lr * np.sign([-2.0, 1e-3]), rtol=1e-4)
+  # Second step with the same gradient: the moments stay g and g², so the Adam direction is still sign(g).
+  updates, _ = tx.update(grads, state, params)
+  np.testing.assert_allclose(updates['pred']['bias'], -3 * lr * np.sign([-2.0, 1e-3]), rtol=1e-4)
+
+
+def test_unknown_optimizer_is_refused():
+  config = helpers.load_config()
+  config.train.optimizer = 'lamb'
+  with pytest.raises(ValueError, match="config.train.optimizer 'lamb'"):
+    optim.create_optimizer(config.train, {'w': np.ones(2, np.float32)}, 16)
+
+
 def test_paper_schedule_with_linear_scaling_and_warmup():
   config = helpers.load_config('kinetics_nl')
   schedule = optim.learning_rate_schedule(config.train, 64)
