@@ -106,6 +106,7 @@ def data_config() -> ml_collections.ConfigDict:
   data.synthetic.digit_size = 12  # Side of each upscaled 8x8 digit (pixels).
   data.synthetic.noise_std = 20.0  # Gaussian pixel noise (0-255 scale).
   data.synthetic.num_distractors = 2  # Random strokes per frame.
+  data.synthetic.same = 'class'  # same_different: a 'same' pair shares the digit 'class' or the digit 'image'.
   data.synthetic.num_train = 4000  # Training clips.
   data.synthetic.num_validation = 500  # Validation clips.
   data.synthetic.num_test = 1000  # Test clips.

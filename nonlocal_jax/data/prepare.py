@@ -106,9 +106,10 @@ def prepare_synthetic(name: str, data_dir: str, **settings) -> tfds.core.Dataset
 
 
 def _synthetic_settings() -> list:
-  # The generation settings are the numeric fields; the task comes from the name, the rest is TFDS bookkeeping.
+  # The generation settings are the numeric fields and `same`; the task comes from the name, the rest is TFDS
+  # bookkeeping.
   return [f for f in dataclasses.fields(synthetic_lib.SyntheticConfig)
-          if isinstance(f.default, (int, float)) and not isinstance(f.default, bool)]
+          if (isinstance(f.default, (int, float)) and not isinstance(f.default, bool)) or f.name == 'same']
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

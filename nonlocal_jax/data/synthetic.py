@@ -5,7 +5,11 @@ strokes. Two handwritten digits from scikit-learn's bundled 8×8 digits (no down
 frames: the first in the first quarter of the clip, the second in the last quarter, each at a random position.
 The label depends on both digits:
 
-- ``same_different``: 1 if the two digits are of the same class, else 0 (balanced: half of each);
+- ``same_different``: 1 if the two digits are of the same class, else 0 (balanced: half of each). With
+  ``same='image'`` a 'same' pair shows one digit image twice (at two places, under independent noise), a
+  'different' pair still two digits of different classes: a relation a network can pick up from the pair labels
+  without first having to learn what a digit class is (with ``same='class'`` it must learn both at once, which
+  takes far longer than a CPU-sized run: see configs/synthetic_nl.py);
 - ``sum_mod10``: (d1 + d2) mod 10.
 
 Train, validation and test draw their digits from disjoint sets of digit images, so a model must recognise
@@ -42,6 +46,7 @@ from PIL import Image
 from nonlocal_jax.data import _compat
 
 TASKS = ('same_different', 'sum_mod10')
+SAME_MODES = ('class', 'image')  # What a 'same' pair of same_different shares (SyntheticConfig.same).
 _SPLITS = ('train', 'validation', 'test')
 # Share of the 1,797 digit images given to each split; disjoint so that test digits were never seen in training.
 _DIGIT_POOL_SHARES = (0.6, 0.2, 0.2)
@@ -56,6 +61,10 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   digit_size: int = 12  # Side of a digit after upscaling the 8×8 original.
   noise_std: float = 20.0  # Standard deviation of the Gaussian pixel noise (0-255 scale).
   num_distractors: int = 2  # Random strokes drawn in every frame, so that "something is there" is no cue.
+  # same_different: what 'same' means. 'class': two different images of one digit class (the network must learn
+  # what a digit class is from the pair labels alone); 'image': the same digit image twice, at another place under
+  # other noise (a "has this object come back?" relation; different pairs are still of different classes).
+  same: str = 'class'
   num_train: int = 4000  # Clips in the train split.
   num_validation: int = 500  # Clips in the validation split.
   num_test: int = 1000  # Clips in the test split.
@@ -70,12 +79,15 @@ def synthetic_config(task: str = 'same_different', **overrides) -> SyntheticConf
   if task not in TASKS:
     raise ValueError(f'Unknown synthetic task {task!r}: use one of {TASKS}.')
   short = {'num_frames': 't', 'size': 's', 'digit_size': 'd', 'noise_std': 'noise', 'num_distractors': 'distr',
+           'same': 'same',
            'num_train': 'ntrain', 'num_validation': 'nval', 'num_test': 'ntest', 'seed': 'seed'}
   defaults = SyntheticConfig(name='defaults')
   unknown = set(overrides) - set(short)
   if unknown:
     raise ValueError(f'Unknown synthetic settings {sorted(unknown)}: use some of {sorted(short)}.')
-  parts = [task] + [f'{short[k]}{overrides[k]:g}' for k in short
+  if overrides.get('same', 'class') not in SAME_MODES:
+    raise ValueError(f"Unknown synthetic setting same={overrides['same']!r}: use one of {SAME_MODES}.")
+  parts = [task] + [f'{short[k]}{overrides[k]}' if k == 'same' else f'{short[k]}{overrides[k]:g}' for k in short
                     if k in overrides and overrides[k] != getattr(defaults, k)]
   return SyntheticConfig(name='_'.join(parts), task=task, description=f'Long-range synthetic task {task}.',
                          **overrides)
@@ -141,7 +153,12 @@ def generate_clip(config: SyntheticConfig, split: str, index: int) -> dict[str, 
   else:
     c1, c2 = int(rng.integers(10)), int(rng.integers(10))
   i1 = int(rng.choice(by_class[c1]))
-  i2 = int(rng.choice(by_class[c2][by_class[c2] != i1])) if c1 == c2 else int(rng.choice(by_class[c2]))
+  if c1 == c2 and config.task == 'same_different' and config.same == 'image':
+    i2 = i1
+  elif c1 == c2:
+    i2 = int(rng.choice(by_class[c2][by_class[c2] != i1]))
+  else:
+    i2 = int(rng.choice(by_class[c2]))
   t, s, d = config.num_frames, config.size, config.digit_size
   quarter = max(1, t // 4)
   frames = np.array([rng.integers(0, quarter), rng.integers(t - quarter, t)])

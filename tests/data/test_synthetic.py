@@ -1,6 +1,7 @@
 """The long-range synthetic benchmark: labels are what its digits say, splits use disjoint digit images."""
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from nonlocal_jax.data import synthetic
@@ -71,3 +72,24 @@ def test_command_line_variant_is_what_the_pipeline_reads(tmp_path):
   c.synthetic.num_train, c.synthetic.num_validation, c.synthetic.num_test, c.synthetic.size = 8, 4, 0, 24
   builder = pipeline.check_prepared(c.name, c.data_dir, ['train', 'validation'], c.synthetic)
   assert builder.info.splits['train'].num_examples == 8 and pipeline.num_classes(c, builder) == 10
+
+
+def test_same_image_pairs_repeat_one_image_and_different_pairs_differ_in_class(tmp_path):
+  config = synthetic.synthetic_config('same_different', same='image')
+  assert config.name == 'same_different_sameimage'
+  _, targets = synthetic._digits()  # pylint: disable=protected-access
+  for index in range(40):
+    ex = synthetic.generate_clip(config, 'train', index)
+    i1, i2 = ex['digit_indices']
+    assert (i1 == i2) == bool(ex['label'])
+    assert (targets[i1] == targets[i2]) == bool(ex['label'])
+  # The default still pairs two different images of one class.
+  for index in range(0, 40, 2):
+    ex = synthetic.generate_clip(synthetic.synthetic_config('same_different'), 'train', index)
+    assert ex['label'] == 1 and ex['digit_indices'][0] != ex['digit_indices'][1]
+  with pytest.raises(ValueError, match="same='pixel'"):
+    synthetic.synthetic_config('same_different', same='pixel')
+  from nonlocal_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  assert prepare.main(['synthetic_long_range/same_different', f'--data_dir={tmp_path}', '--num_train=4',
+                       '--num_validation=2', '--num_test=2', '--size=16', '--digit_size=8', '--same=image']) == 0
+  assert (tmp_path / 'synthetic_long_range' / 'same_different_s16_d8_sameimage_ntrain4_nval2_ntest2').is_dir()
