@@ -16,10 +16,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from nonlocal_jax import paths
+
 
 def checkpoint_dir(workdir: str) -> str:
-  """Where the checkpoints of a run in ``workdir`` live."""
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  """Where the checkpoints of a run in ``workdir`` live: absolute if local, unchanged if remote (gs://)."""
+  return os.fspath(paths.absolute(workdir) / 'checkpoints')
 
 
 def create_manager(workdir: str, *, keep: int = 3, asynchronous: bool = True) -> ocp.CheckpointManager:
@@ -57,18 +59,19 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: Optional[int] = N
 
 def load_variables(path: str, step: Optional[int] = None) -> dict:
   """{'params': ..., 'batch_stats': ...} as NumPy from a run's workdir or checkpoints directory."""
-  path = os.path.abspath(os.path.expanduser(path))
-  directory = checkpoint_dir(path) if os.path.isdir(checkpoint_dir(path)) else path
-  if not os.path.isdir(directory):
+  path = paths.absolute(paths.expand(path))
+  nested = path / 'checkpoints'
+  directory = nested if nested.is_dir() else path
+  if not directory.is_dir():
     raise FileNotFoundError(f'config.train.init_checkpoint={path} is not a directory: give the workdir of a '
                             'finished run (or its checkpoints directory).')
-  steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit())
+  steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
   step = (steps[-1] if steps else None) if step is None else step
   if step is None:
     raise FileNotFoundError(f'config.train.init_checkpoint={path} holds no checkpoint: train that run first.')
   # Restored as NumPy, whatever devices and processes the other run used.
   checkpointer = ocp.PyTreeCheckpointer()
-  item = os.path.join(directory, str(step), 'state')
+  item = directory / str(step) / 'state'
   metadata = checkpointer.metadata(item)
   tree = metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)

@@ -33,6 +33,7 @@ borders); the source's classifier is dropped and the non-local blocks keep their
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -42,6 +43,7 @@ import flax
 import jax
 import numpy as np
 
+from nonlocal_jax import paths
 from nonlocal_jax.models.naming import caffe2_names
 
 # Bookkeeping of the Caffe2 trainer, never weights.
@@ -58,17 +60,18 @@ class ConversionError(ValueError):
 
 def load_blobs(path: str) -> Dict[str, np.ndarray]:
   """Reads a checkpoint file into {Caffe2 blob name: array} (Caffe2 pkl, npz, PySlowFast/torchvision .pyth)."""
-  path = os.path.expanduser(path)
-  if not os.path.isfile(path):
+  path = os.path.expanduser(path)  # A no-op on gs:// paths.
+  file = paths.as_path(path)
+  if not file.is_file():
     raise FileNotFoundError(f'Checkpoint file {path} does not exist: give the path of a Caffe2 .pkl, an .npz or '
                             'a PySlowFast .pyth file.')
   if path.endswith(('.pyth', '.pth', '.pt')):
     return _to_caffe2_names(_load_torch(path))
   if path.endswith('.npz'):
-    with np.load(path, allow_pickle=False) as data:
+    with file.open('rb') as f, np.load(f, allow_pickle=False) as data:
       return _to_caffe2_names(dict(data))
   try:
-    with open(path, 'rb') as f:
+    with file.open('rb') as f:
       data = pickle.load(f, encoding='latin1')
   except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as e:
     raise ValueError(f'{path} is not a readable pickle ({type(e).__name__}: {e}): give a Caffe2 .pkl of '
@@ -92,11 +95,16 @@ def _load_torch(path: str) -> Mapping:
   except ImportError:
     raise ImportError(f'{path} is a PyTorch checkpoint and PyTorch is not installed: pip install torch (CPU is '
                       'enough), or convert it to an .npz of arrays first.') from None
+
+  def source():
+    # A file object for remote files (torch opens names with the local file API), read anew for each attempt.
+    return io.BytesIO(paths.as_path(path).read_bytes()) if paths.is_remote(path) else path
+
   try:
-    data = torch.load(path, map_location='cpu', weights_only=True)
+    data = torch.load(source(), map_location='cpu', weights_only=True)
   except Exception:  # pylint: disable=broad-except
     # PySlowFast also pickles its config object, which weights_only refuses; the user chose to trust this file.
-    data = torch.load(path, map_location='cpu', weights_only=False)
+    data = torch.load(source(), map_location='cpu', weights_only=False)
   return _unwrap(data, path)
 
 
@@ -294,7 +302,7 @@ def export_blobs(variables: Mapping) -> Dict[str, np.ndarray]:
 
 def save_caffe2(blobs: Mapping[str, np.ndarray], path: str) -> None:
   """Writes ``{'blobs': blobs}`` as a protocol-2 pickle, which Python 2 Caffe2 tools and ``load_blobs`` read."""
-  with open(os.path.expanduser(path), 'wb') as f:
+  with paths.expand(path).open('wb') as f:
     pickle.dump({'blobs': {k: np.asarray(v) for k, v in blobs.items()}}, f, protocol=2)
 
 

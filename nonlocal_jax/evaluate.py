@@ -18,16 +18,19 @@ Errors in one process's data are raised on every process after the exchange, so 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
+import io
 import json
 import os
 import uuid
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from etils import epath
 import jax
 import numpy as np
+
+from nonlocal_jax import paths
 
 # The batch field naming the example a view belongs to: videos, or images in image mode of the data pipeline.
 ID_KEYS = ('video_id', 'image_id')
@@ -417,27 +420,38 @@ def _check_prefix(prefix: str) -> None:
     raise ValueError(f'prefix {prefix!r} must be a plain file-name prefix such as "test" or "val_step_1000".')
 
 
-@contextlib.contextmanager
-def _atomic(path: str, mode: str):
+def _write_atomic(path: epath.Path, data: bytes) -> None:
   # A preempted or concurrent writer never leaves a half-written file under the final name. (Not mkstemp: its
-  # files are private to the user whatever the umask.)
-  tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
+  # files are private to the user whatever the umask, and it knows only local disks.)
+  tmp = path.parent / f'.{path.name}.{uuid.uuid4().hex}.tmp'
   try:
-    with open(tmp, mode, **({'newline': ''} if 'b' not in mode else {})) as f:
-      yield f
-    os.replace(tmp, path)
+    tmp.write_bytes(data)
+    tmp.replace(path)
   except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+    if tmp.exists():
+      tmp.unlink()
     raise
+
+
+def _csv_bytes(rows: Iterable[Sequence[Any]]) -> bytes:
+  # Built in memory because epath's open takes no newline=''; the bytes are those open(..., newline='') wrote.
+  text = io.StringIO(newline='')
+  csv.writer(text).writerows(rows)
+  return text.getvalue().encode('utf-8')
+
+
+def _csv_rows(path: epath.Path) -> list[list[str]]:
+  return list(csv.reader(io.StringIO(path.read_bytes().decode('utf-8'), newline='')))
 
 
 def _class_labels(result: EvalResult) -> list[str]:
   return list(result.class_names) if result.class_names else [str(i) for i in range(len(result.confusion))]
 
 
-def save_results(result: EvalResult, directory: str, prefix: str = 'test') -> dict[str, str]:
-  """Writes ``result`` to ``directory`` (created if needed) as ``{prefix}_*`` files; returns {kind: path}.
+def save_results(result: EvalResult, directory: paths.PathLike, prefix: str = 'test') -> dict[str, str]:
+  """Writes ``result`` to ``directory`` (local or gs://, created if needed) as ``{prefix}_*`` files.
+
+  Returns {kind: path}.
 
   Files: ``_metrics.json``; ``_video_scores.npz`` (video_ids, scores, labels, num_views);
   ``_per_class_accuracy.csv`` (class_index, class_name, num_videos, accuracy); ``_confusion.csv`` (rows true,
@@ -446,31 +460,29 @@ def save_results(result: EvalResult, directory: str, prefix: str = 'test') -> di
   may call it, but process 0 alone is enough.
   """
   _check_prefix(prefix)
-  os.makedirs(directory, exist_ok=True)
-  paths = {kind: os.path.join(directory, prefix + suffix) for kind, suffix in _SUFFIXES.items()}
+  directory = paths.as_path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  files = {kind: directory / (prefix + suffix) for kind, suffix in _SUFFIXES.items()}
   names = _class_labels(result)
-  with _atomic(paths['metrics'], 'w') as f:
-    json.dump(result.metrics, f, indent=2, sort_keys=True)
-    f.write('\n')
-  with _atomic(paths['video_scores'], 'wb') as f:
-    np.savez(f, video_ids=result.video_ids, scores=result.video_scores, labels=result.video_labels,
-             num_views=result.video_num_views)
-  with _atomic(paths['per_class_accuracy'], 'w') as f:
-    writer = csv.writer(f)
-    writer.writerow(['class_index', 'class_name', 'num_videos', 'accuracy'])
-    for i, (count, accuracy) in enumerate(zip(result.confusion.sum(axis=1), result.per_class_accuracy)):
-      writer.writerow([i, result.class_names[i] if result.class_names else '', int(count), repr(float(accuracy))])
-  with _atomic(paths['confusion'], 'w') as f:
-    writer = csv.writer(f)
-    writer.writerow(['true \\ predicted'] + names)
-    for name, row in zip(names, result.confusion):
-      writer.writerow([name] + [int(x) for x in row])
+  _write_atomic(files['metrics'], (json.dumps(result.metrics, indent=2, sort_keys=True) + '\n').encode('utf-8'))
+  scores = io.BytesIO()
+  np.savez(scores, video_ids=result.video_ids, scores=result.video_scores, labels=result.video_labels,
+           num_views=result.video_num_views)
+  _write_atomic(files['video_scores'], scores.getvalue())
+  per_class = [['class_index', 'class_name', 'num_videos', 'accuracy']]
+  for i, (count, accuracy) in enumerate(zip(result.confusion.sum(axis=1), result.per_class_accuracy)):
+    per_class.append([i, result.class_names[i] if result.class_names else '', int(count), repr(float(accuracy))])
+  _write_atomic(files['per_class_accuracy'], _csv_bytes(per_class))
+  confusion = [['true \\ predicted'] + names]
+  confusion += [[name] + [int(x) for x in row] for name, row in zip(names, result.confusion)]
+  _write_atomic(files['confusion'], _csv_bytes(confusion))
   if len(names) <= MAX_PLOT_CLASSES:
-    with _atomic(paths['confusion_plot'], 'wb') as f:
-      _plot_confusion(result, names, f)
+    figure = io.BytesIO()
+    _plot_confusion(result, names, figure)
+    _write_atomic(files['confusion_plot'], figure.getvalue())
   else:
-    del paths['confusion_plot']
-  return paths
+    del files['confusion_plot']
+  return {kind: os.fspath(path) for kind, path in files.items()}
 
 
 def _plot_confusion(result: EvalResult, names: list[str], f) -> None:
@@ -503,20 +515,18 @@ def _plot_confusion(result: EvalResult, names: list[str], f) -> None:
   fig.savefig(f, format='png', dpi=100)
 
 
-def load_results(directory: str, prefix: str = 'test') -> EvalResult:
+def load_results(directory: paths.PathLike, prefix: str = 'test') -> EvalResult:
   """Reads back what ``save_results`` wrote under ``prefix`` in ``directory``."""
   _check_prefix(prefix)
-  path = lambda kind: os.path.join(directory, prefix + _SUFFIXES[kind])  # pylint: disable=unnecessary-lambda-assignment
-  with open(path('metrics')) as f:
-    metrics = json.load(f)
-  with np.load(path('video_scores'), allow_pickle=False) as z:
+  directory = paths.as_path(directory)
+  path = lambda kind: directory / (prefix + _SUFFIXES[kind])  # pylint: disable=unnecessary-lambda-assignment
+  metrics = json.loads(path('metrics').read_bytes())
+  with np.load(io.BytesIO(path('video_scores').read_bytes()), allow_pickle=False) as z:
     ids, scores, labels, views = z['video_ids'], z['scores'], z['labels'], z['num_views']
-  with open(path('per_class_accuracy'), newline='') as f:
-    rows = list(csv.reader(f))[1:]
+  rows = _csv_rows(path('per_class_accuracy'))[1:]
   per_class = np.array([float(r[3]) for r in rows])
   names = tuple(r[1] for r in rows)
-  with open(path('confusion'), newline='') as f:
-    confusion = np.array([[int(x) for x in r[1:]] for r in list(csv.reader(f))[1:]], np.int64)
+  confusion = np.array([[int(x) for x in r[1:]] for r in _csv_rows(path('confusion'))[1:]], np.int64)
   confusion = confusion.reshape(len(rows), len(rows))
   return EvalResult(metrics, per_class, confusion, ids, scores, labels, views, names if any(names) else None)
 

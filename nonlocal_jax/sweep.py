@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import itertools
 import json
 import os
@@ -39,6 +40,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from nonlocal_jax import config_files
+from nonlocal_jax import paths
 
 _NAME = re.compile(r'[A-Za-z0-9_.=,-]+')
 _TIME_FILE = 'sweep_time.json'
@@ -140,7 +142,7 @@ def metrics_path(config, workdir: str) -> str:
 
 def is_finished(config, workdir: str) -> bool:
   """Whether the run of ``config`` in ``workdir`` has its final test metrics."""
-  return os.path.isfile(metrics_path(config, workdir))
+  return paths.as_path(metrics_path(config, workdir)).is_file()
 
 
 def format_flag(key: str, value: Any) -> str:
@@ -199,25 +201,23 @@ def run(spec: str, workdir: str, *, extra: Optional[dict] = None,
 def _add_time(workdir: str, seconds: float) -> None:
   # Summed over restarts, so a resumed variant reports its whole training time (the lost part of an
   # interrupted segment excepted).
-  path = os.path.join(workdir, _TIME_FILE)
-  total = _read_json(path).get('train_time_s', 0.0) if os.path.isfile(path) else 0.0
-  with open(path, 'w') as f:
-    json.dump({'train_time_s': total + seconds}, f)
+  path = paths.as_path(workdir) / _TIME_FILE
+  total = _read_json(path).get('train_time_s', 0.0) if path.is_file() else 0.0
+  path.write_text(json.dumps({'train_time_s': total + seconds}))
 
 
-def _read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
+def _read_json(path: paths.PathLike) -> dict:
+  return json.loads(paths.as_path(path).read_text())
 
 
 def _train_time(config, workdir: str) -> Optional[float]:
-  path = os.path.join(workdir, _TIME_FILE)
-  if os.path.isfile(path):
+  path = paths.as_path(workdir) / _TIME_FILE
+  if path.is_file():
     return float(_read_json(path)['train_time_s'])
   # Runs started by --print_commands: from the config written at (re)start to the test metrics.
-  start = os.path.join(workdir, 'config.json')
-  if os.path.isfile(start):
-    return max(0.0, os.path.getmtime(metrics_path(config, workdir)) - os.path.getmtime(start))
+  start = paths.as_path(workdir) / 'config.json'
+  if start.is_file():
+    return max(0.0, paths.mtime(metrics_path(config, workdir)) - paths.mtime(start))
   return None
 
 
@@ -274,8 +274,8 @@ def markdown_table(rows: Sequence[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def plot(rows: Sequence[dict], path: str, title: str = '') -> None:
-  """Top-1 and top-5 bars per variant (unfinished variants left empty), saved as a PNG."""
+def plot(rows: Sequence[dict], path: paths.PathLike, title: str = '') -> None:
+  """Top-1 and top-5 bars per variant (unfinished variants left empty), saved as a PNG (local or gs://)."""
   # Figure + Agg canvas rather than pyplot: no global backend switch, no figure left open in notebooks.
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
@@ -298,19 +298,22 @@ def plot(rows: Sequence[dict], path: str, title: str = '') -> None:
   ax.legend(loc='lower right')
   ax.set_title(title)
   fig.tight_layout()
-  fig.savefig(path, format='png', dpi=100)
+  image = io.BytesIO()  # matplotlib writes local files only; epath writes the bytes anywhere.
+  fig.savefig(image, format='png', dpi=100)
+  paths.as_path(path).write_bytes(image.getvalue())
 
 
 def write_results(rows: Sequence[dict], workdir: str, title: str = '') -> list[dict]:
-  """Writes ``results.csv``, ``results.md`` and ``results.png`` into ``workdir``; returns the rows."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'results.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    writer.writerows({k: ('' if r[k] is None else r[k]) for k in CSV_COLUMNS} for r in rows)
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(markdown_table(rows))
-  plot(rows, os.path.join(workdir, 'results.png'), title or os.path.basename(os.path.normpath(workdir)))
+  """Writes ``results.csv``, ``results.md`` and ``results.png`` into ``workdir`` (local or gs://); returns the rows."""
+  directory = paths.as_path(workdir)
+  directory.mkdir(parents=True, exist_ok=True)
+  table = io.StringIO(newline='')  # The bytes open(..., newline='') wrote; epath's open takes no newline=''.
+  writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
+  writer.writeheader()
+  writer.writerows({k: ('' if r[k] is None else r[k]) for k in CSV_COLUMNS} for r in rows)
+  (directory / 'results.csv').write_bytes(table.getvalue().encode('utf-8'))
+  (directory / 'results.md').write_text(markdown_table(rows))
+  plot(rows, directory / 'results.png', title or os.path.basename(os.path.normpath(workdir)))
   return list(rows)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from typing import Any, Callable, Iterator
 
@@ -27,6 +26,7 @@ from jax import lax
 from nonlocal_jax import checkpoint as ckpt_lib
 from nonlocal_jax import optim
 from nonlocal_jax import parallel
+from nonlocal_jax import paths
 from nonlocal_jax.parallel import AXIS, P
 
 
@@ -204,14 +204,18 @@ def check_workdir(workdir: str) -> None:
   if not workdir:
     raise ConfigError('No workdir given: pass --workdir=DIR, a directory for checkpoints and metrics.')
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f'The workdir {workdir} is not writable ({e.strerror}): pass a --workdir you can write '
-                      'to.') from e
+    directory = paths.as_path(workdir)
+  except ValueError as e:
+    raise ConfigError(f'The workdir {workdir} is on a file system this installation cannot reach: pass a local '
+                      '--workdir or a gs:// one.') from e
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / f'.write_test_{jax.process_index()}'
+    probe.write_text('ok')
+    probe.unlink()
+  except paths.errors(workdir) as e:
+    raise ConfigError(f'The workdir {workdir} is not writable ({paths.describe_error(e)}): pass a --workdir you '
+                      'can write to.') from e
 
 
 def check_data(config) -> None:
@@ -232,7 +236,7 @@ def check_data(config) -> None:
     from nonlocal_jax.data import prepare  # pylint: disable=g-import-not-at-top
     logging.info('Generating the synthetic dataset %s in %s (no download needed).', name, d.data_dir)
     if d.data_dir:
-      os.makedirs(os.path.expanduser(d.data_dir), exist_ok=True)
+      paths.expand(d.data_dir).mkdir(parents=True, exist_ok=True)
     prepare.prepare_synthetic(name, d.data_dir or '~/tensorflow_datasets', **dict(d.synthetic.items()))
   _barrier('synthetic_prepared')
 
@@ -278,9 +282,16 @@ def check_config(config) -> None:
   if classes != config.model.num_classes:
     raise ConfigError(f'config.model.num_classes={config.model.num_classes} but dataset {d.name!r} has {classes} '
                       f'classes: set --config.model.num_classes={classes}.')
-  if t.init_checkpoint and not os.path.isdir(os.path.expanduser(t.init_checkpoint)):
+  if t.init_checkpoint and not _is_dir(t.init_checkpoint):
     raise ConfigError(f'config.train.init_checkpoint={t.init_checkpoint} is not a directory: give the workdir '
                       'of a finished run.')
+
+
+def _is_dir(path: str) -> bool:
+  try:
+    return paths.expand(path).is_dir()
+  except ValueError:  # A scheme epath does not know: no directory there that this run could read.
+    return False
 
 
 def startup(config, workdir: str):
@@ -301,8 +312,7 @@ def _format_seconds(s: float) -> str:
 
 def _save_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    (paths.as_path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def _init_from_checkpoint(state: TrainState, path: str, mesh) -> TrainState:
@@ -422,7 +432,7 @@ def _describe(metrics: dict) -> str:
 def _save_eval(result, workdir: str, step: int) -> None:
   from nonlocal_jax import evaluate  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
-    evaluate.save_results(result, os.path.join(workdir, 'eval'), f'test_step{step}')
+    evaluate.save_results(result, paths.as_path(workdir) / 'eval', f'test_step{step}')
 
 
 def evaluate_checkpoint(config, workdir: str):

@@ -23,12 +23,15 @@ geometry of every block), ``query_weights`` (one query's normalised weights over
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import sys
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from nonlocal_jax import paths
 
 SOFTMAX_FUNCTIONS = ('gaussian', 'embedded_gaussian')
 
@@ -230,11 +233,10 @@ def load_run(workdir: str, config=None):
   from nonlocal_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from nonlocal_jax.models import build_model  # pylint: disable=g-import-not-at-top
   if config is None:
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.isfile(path):
+    path = paths.as_path(workdir) / 'config.json'
+    if not path.is_file():
       raise VisualizeError(f'{workdir} has no config.json: give the workdir of a training run.')
-    with open(path) as f:
-      config = ml_collections.ConfigDict(_tuples(json.load(f)))
+    config = ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
   try:
     loaded = checkpoint.load_variables(workdir)
   except FileNotFoundError as e:
@@ -247,7 +249,6 @@ def load_run(workdir: str, config=None):
 def clip_from_video(path: str, data_config) -> np.ndarray:
   """The centre clip of a video file (PyAV), scaled and centre-cropped as config.data's 'val' view, normalised."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
   from nonlocal_jax.data import sampling, video_io  # pylint: disable=g-import-not-at-top
   try:
     video = video_io.decode_video(path, short_side=data_config.test_short_side)
@@ -301,9 +302,10 @@ def default_queries(block: BlockAttention) -> list[tuple[int, int, int]]:
 def visualize(workdir: str, output: str, *, video: Optional[str] = None, example: Optional[int] = None,
               block: Optional[str] = None, queries: Optional[Sequence[Sequence[int]]] = None, top_k: int = 10,
               config=None):
-  """Draws ``workdir``'s model's attention on a clip (a video file or an eval example) into ``output`` (PNG).
+  """Draws ``workdir``'s model's attention on a clip (a video file or an eval example) into ``output`` (a PNG).
 
-  Returns (BlockAttention of the chosen block, Figure). The block defaults to the last non-local block.
+  ``output`` may be local or gs://. Returns (BlockAttention of the chosen block, Figure). The block defaults to
+  the last non-local block.
   """
   config, model, variables = load_run(workdir, config)
   if (video is None) == (example is None):
@@ -321,8 +323,11 @@ def visualize(workdir: str, output: str, *, video: Optional[str] = None, example
   source = os.path.basename(video) if video else f'example {example} (label {label})'
   fig = plot_attention(chosen, clip, queries, top_k=top_k, data_config=config.data,
                        title=f'{name} ({chosen.pairwise}) on {source}; top {top_k} keys per query')
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  fig.savefig(output, format='png', dpi=100)
+  image = io.BytesIO()  # matplotlib writes local files only; epath writes the bytes anywhere (gs://).
+  fig.savefig(image, format='png', dpi=100)
+  output = paths.absolute(output)
+  output.parent.mkdir(parents=True, exist_ok=True)
+  output.write_bytes(image.getvalue())
   return chosen, fig
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from nonlocal_jax import paths
 from nonlocal_jax.data import sampling
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -67,21 +68,25 @@ def prepare_command(name: str, data_dir: Optional[str]) -> str:
   where = data_dir or '~/tensorflow_datasets'
   full = resolve_name(name)
   if full.startswith('kinetics/'):
-    return (f'python -m nonlocal_jax.data.prepare kinetics{full.split("/")[1]} --videos=DIR --annotations=DIR '
-            f'--data_dir={where}')
+    command = f'python -m nonlocal_jax.data.prepare kinetics{full.split("/")[1]} --videos=DIR --annotations=DIR'
+    if paths.is_remote(where):
+      # Decoding needs the videos and a local cache, so Kinetics is prepared on a disk and then copied.
+      return f'{command} --data_dir=LOCAL_DIR && gsutil -m rsync -r LOCAL_DIR {where}'
+    return f'{command} --data_dir={where}'
   return f'python -m nonlocal_jax.data.prepare {name} --data_dir={where}'
 
 
 def get_builder(name: str, data_dir: Optional[str] = None, synthetic: Any = None) -> tfds.core.DatasetBuilder:
-  """The TFDS builder for ``name`` in ``data_dir``; never downloads, never prepares, never looks on GCS.
+  """The TFDS builder for ``name`` in ``data_dir`` (local or gs://); never downloads, never prepares.
 
-  ``synthetic`` (``config.data.synthetic``) changes the generation settings of ``synthetic_long_range/<task>``;
-  settings left at their defaults keep the registered config.
+  TFDS's own bucket of prepared datasets is not looked in (``try_gcs=False``). ``synthetic``
+  (``config.data.synthetic``) changes the generation settings of ``synthetic_long_range/<task>``; settings left
+  at their defaults keep the registered config.
   """
   _register_local_builders()
   full = resolve_name(name)
   if data_dir is not None:
-    data_dir = os.path.expanduser(data_dir)
+    data_dir = os.path.expanduser(data_dir)  # Leaves gs:// paths alone, which TFDS reads itself.
   if full.startswith('synthetic_long_range') and synthetic is not None:
     from nonlocal_jax.data import synthetic as synthetic_lib  # pylint: disable=g-import-not-at-top
     task = full.split('/')[1] if '/' in full else 'same_different'
@@ -111,7 +116,7 @@ def check_prepared(name: str, data_dir: Optional[str] = None, splits=(), synthet
   Call it at start-up: it only reads the dataset's metadata files, so it fails in a second with the command
   to run, instead of TFDS starting a download (there is no network here) or a failure deep in a training step.
   """
-  if data_dir is not None and not os.path.isdir(os.path.expanduser(data_dir)):
+  if data_dir is not None and not paths.expand(data_dir).is_dir():
     raise DatasetNotPreparedError(
         f'The data directory {data_dir} does not exist: prepare the dataset there with '
         f'`{prepare_command(name, data_dir)}` or set config.data.data_dir to where it was prepared.')

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import tensorflow_datasets as tfds
 
+from nonlocal_jax import paths
 from nonlocal_jax.data import kinetics as kinetics_lib
 from nonlocal_jax.data import synthetic as synthetic_lib
 
@@ -64,6 +65,10 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
   variant = variant.replace('kinetics', '').strip('/') or '400'
   if variant not in ('400', '600', '700'):
     raise ValueError(f'Unknown Kinetics variant {variant!r}: use kinetics400, kinetics600 or kinetics700.')
+  if paths.is_remote(data_dir):
+    # The decoding workers write their resumable cache and the report with local file calls.
+    raise ValueError(f'Kinetics is prepared on a local disk, not in {data_dir}: pass a local --data_dir, then copy '
+                     f'it with `gsutil -m rsync -r LOCAL_DIR {data_dir}`.')
   data_dir = os.path.expanduser(data_dir)
   builder = kinetics_lib.Kinetics(config=variant, data_dir=data_dir, videos_dir=videos_dir,
                                   annotations_dir=annotations_dir, short_side=short_side, max_fps=max_fps,

@@ -1,5 +1,6 @@
 """The strict check, ignore patterns, file reading, name mappings and the exact round trip to Caffe2 names."""
 
+import os
 import pickle
 
 import numpy as np
@@ -149,3 +150,21 @@ def test_torchvision_names():
            'layer2.1.bn1.num_batches_tracked': None}
   for torch_name, caffe2 in names.items():
     assert convert.torchvision_name(torch_name) == caffe2, torch_name
+
+
+def test_checkpoint_files_on_a_remote_file_system(remote_dir, tmp_path, monkeypatch):
+  import io  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)  # Where a wrongly local './ram:/...' folder would appear.
+  blobs = make_blobs(ARCH)
+  convert.save_caffe2(blobs, f'{remote_dir}/out.pkl')
+  npz = io.BytesIO()
+  np.savez(npz, **blobs)
+  with tf.io.gfile.GFile(f'{remote_dir}/w.npz', 'wb') as f:
+    f.write(npz.getvalue())
+  for name in ('out.pkl', 'w.npz'):
+    loaded = convert.load_blobs(f'{remote_dir}/{name}')
+    assert sorted(loaded) == sorted(blobs) and all(np.array_equal(loaded[k], v) for k, v in blobs.items()), name
+  with pytest.raises(FileNotFoundError, match='does not exist'):
+    convert.load_blobs(f'{remote_dir}/missing.pkl')
+  assert os.listdir(tmp_path) == []

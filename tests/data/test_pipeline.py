@@ -1,4 +1,7 @@
-"""The tf.data pipeline: shapes, views and their ids, padding, determinism, sharding, clear errors."""
+"""The tf.data pipeline: shapes, views and their ids, padding, determinism, sharding, clear errors, remote data."""
+
+import os
+import re
 
 import numpy as np
 import pytest
@@ -6,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from nonlocal_jax import data
 from nonlocal_jax.data import pipeline
+from tests import remote
 from tests.data import fixtures
 from tests.data.conftest import SYNTHETIC_SETTINGS, small_video_config
 
@@ -144,6 +148,42 @@ def test_an_unprepared_dataset_fails_at_start_with_the_command(tmp_path, monkeyp
     c = small_video_config(name=name, data_dir=str(tmp_path))
     with pytest.raises(data.DatasetNotPreparedError, match=command):
       data.create_train_iterator(c, seed=0, layout=ONE)
+
+
+def test_a_dataset_on_a_remote_file_system_reads_as_its_local_copy(synthetic_prepared, remote_dir):
+  remote.copy_tree(synthetic_prepared['data_dir'], remote_dir)
+  local_config = _synthetic_config(synthetic_prepared)
+  remote_config = _synthetic_config({'data_dir': remote_dir})
+  builder = pipeline.check_prepared(remote_config.name, remote_dir, ['train', 'test'], remote_config.synthetic)
+  assert os.fspath(builder.data_dir).startswith(remote_dir + '/')
+  for make in (lambda c: data.create_train_iterator(c, seed=0, layout=ONE),
+               lambda c: iter(data.create_eval_dataset(c, layout=ONE))):
+    local, there = next(make(local_config)), next(make(remote_config))
+    assert sorted(local) == sorted(there)
+    for key in local:
+      np.testing.assert_array_equal(local[key], there[key], err_msg=key)
+
+
+def test_a_remote_data_dir_missing_or_unprepared_names_the_command(remote_dir):
+  from nonlocal_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  name = 'synthetic_long_range/same_different'
+  missing = f'{remote_dir}/missing'
+  with pytest.raises(data.DatasetNotPreparedError, match=re.escape(
+      f'The data directory {missing} does not exist: prepare the dataset there with '
+      f'`python -m nonlocal_jax.data.prepare {name} --data_dir={missing}` or set config.data.data_dir')):
+    pipeline.check_prepared(name, missing)
+  with pytest.raises(data.DatasetNotPreparedError, match=re.escape(
+      f"Dataset '{name}' is not prepared in {remote_dir}: run `python -m nonlocal_jax.data.prepare {name} "
+      f'--data_dir={remote_dir}` first.')):
+    pipeline.check_prepared(name, remote_dir)
+  # Kinetics is decoded on a local disk (videos, resumable cache), so the command prepares it there and copies it.
+  with pytest.raises(data.DatasetNotPreparedError, match=re.escape(
+      '`python -m nonlocal_jax.data.prepare kinetics400 --videos=DIR --annotations=DIR --data_dir=LOCAL_DIR && '
+      f'gsutil -m rsync -r LOCAL_DIR {remote_dir}` first.')):
+    pipeline.check_prepared('kinetics400', remote_dir)
+  with pytest.raises(ValueError, match=r'Kinetics is prepared on a local disk, not in gs://b/tfds: pass a local '
+                                       r'--data_dir, then copy it with `gsutil -m rsync -r LOCAL_DIR gs://b/tfds`\.'):
+    prepare.prepare_kinetics('kinetics400', 'videos', 'annotations', 'gs://b/tfds')
 
 
 def test_image_datasets(monkeypatch):

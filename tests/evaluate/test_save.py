@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nonlocal_jax import evaluate as ev
+from tests import remote
 from tests.evaluate import cases
 from tests.evaluate.cases import NUM_CLASSES
 
@@ -80,3 +81,20 @@ def test_many_classes_skip_the_figure_and_bad_prefixes_fail(tmp_path):
   for prefix in ('', '../test', 'a/b', '.hidden'):
     with pytest.raises(ValueError, match='plain file-name prefix'):
       ev.save_results(result, str(tmp_path), prefix=prefix)
+
+
+def test_round_trip_on_a_remote_file_system(remote_dir, tmp_path, monkeypatch):
+  result = _result(class_names=NAMES)
+  ev.save_results(result, str(tmp_path / 'local'), prefix='test')
+  local = {name: (tmp_path / 'local' / name).read_bytes() for name in os.listdir(tmp_path / 'local')}
+  monkeypatch.chdir(tmp_path)  # Where a wrongly local './ram:/...' folder would appear.
+  directory = f'{remote_dir}/run/eval'  # Created by save_results.
+  paths = ev.save_results(result, directory, prefix='test')
+  assert sorted(paths.values()) == sorted(f'{directory}/{name}' for name in local)
+  written = remote.files_under(remote_dir)
+  assert sorted(written) == sorted(f'run/eval/{name}' for name in local)  # No temporary files left behind.
+  for name, data in local.items():
+    if not name.endswith('.npz'):  # Zip members carry the time of writing.
+      assert written[f'run/eval/{name}'] == data, name
+  cases.assert_same_result(ev.load_results(directory, 'test'), result)
+  assert os.listdir(tmp_path) == ['local']

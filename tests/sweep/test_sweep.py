@@ -12,6 +12,7 @@ import pytest
 
 from nonlocal_jax import sweep
 from nonlocal_jax import train
+from tests import remote
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = os.path.join(ROOT, 'tests', 'sweep', 'tiny_sweep.py')
@@ -143,3 +144,38 @@ def test_errors_are_one_sentence(tmp_path):
     sweep.load_module(os.path.join(ROOT, 'configs', 'ablation_pairwise.py')).get_sweep('cifar')
   assert sweep.product([{'name': 'a', 'x.y': 1}, {'name': 'b', 'x.y': 2}], [{'name': 'c', 'x.z': 3}]) == [
       {'x.y': 1, 'x.z': 3, 'name': 'a,c', 'label': 'a, c'}, {'x.y': 2, 'x.z': 3, 'name': 'b,c', 'label': 'b, c'}]
+
+
+def test_a_remote_sweep_writes_and_reads_everything_there(remote_dir, tmp_path, monkeypatch):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)  # Where a wrongly local './ram:/...' folder would appear.
+  workdir = f'{remote_dir}/sweep'
+  metrics = {'c2d': {'video_top1': 0.5, 'video_top5': 1.0, 'clip_top1': 0.25},
+             'nl_dot': {'video_top1': 0.75, 'video_top5': 1.0, 'clip_top1': 0.5}}
+
+  def fake_train(config, sub):
+    # What train_and_evaluate leaves for the sweep: config.json, then the final test metrics.
+    tf.io.gfile.makedirs(f'{sub}/eval')
+    with tf.io.gfile.GFile(f'{sub}/config.json', 'w') as f:
+      f.write(config.to_json_best_effort())
+    with tf.io.gfile.GFile(sweep.metrics_path(config, sub), 'w') as f:
+      json.dump(metrics[sub.rsplit('/', 1)[1]], f)
+
+  rows = sweep.run(SPEC, workdir, train_fn=fake_train, log=lambda _: None)
+  assert [(r['name'], r['status'], r['top1']) for r in rows] == [('c2d', 'finished', 0.5), ('nl_dot', 'finished', 0.75)]
+  files = remote.files_under(workdir)
+  assert {'results.csv', 'results.md', 'results.png', 'c2d/sweep_time.json', 'nl_dot/sweep_time.json'} <= set(files)
+  table = list(csv.DictReader(files['results.csv'].decode().splitlines()))
+  assert [(r['name'], r['top1'], r['workdir']) for r in table] == [('c2d', '0.5', f'{workdir}/c2d'),
+                                                                   ('nl_dot', '0.75', f'{workdir}/nl_dot')]
+  assert b'| NL dot-product | 75.0 | 100.0 |' in files['results.md'] and files['results.png'][:4] == b'\x89PNG'
+
+  def must_not_train(config, sub):
+    raise AssertionError(f'{sub} was trained again')
+
+  sweep.run(SPEC, workdir, train_fn=must_not_train, log=lambda _: None)
+  # A run started from --print_commands has no sweep_time.json: its time comes from the modification times of its
+  # files, read on their file system (ram:// records none, GCS does).
+  tf.io.gfile.remove(f'{workdir}/c2d/sweep_time.json')
+  assert sweep.collect(SPEC, workdir)[0]['train_time_s'] is not None
+  assert os.listdir(tmp_path) == []

@@ -9,6 +9,7 @@ import pytest
 
 from nonlocal_jax import visualize
 from nonlocal_jax.models import ResNetVideo
+from tests import remote
 
 PNG = b'\x89PNG\r\n\x1a\n'
 
@@ -75,7 +76,7 @@ def test_figure_is_written(tmp_path):
   assert path.read_bytes()[:8] == PNG
 
 
-def test_from_a_workdir_checkpoint_and_a_video_file(tmp_path):
+def test_from_a_workdir_checkpoint_and_a_video_file(tmp_path, remote_dir):
   import importlib.util  # pylint: disable=g-import-not-at-top
   from nonlocal_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
   from nonlocal_jax.models import build_model  # pylint: disable=g-import-not-at-top
@@ -104,6 +105,9 @@ def test_from_a_workdir_checkpoint_and_a_video_file(tmp_path):
   assert block.name == 'nonlocal_conv3_0' and block.weights.shape[0] == 1
   np.testing.assert_allclose(block.weights.sum(-1), 1.0, rtol=1e-5)  # Embedded Gaussian: distributions.
   assert open(output, 'rb').read(8) == PNG and fig.axes
+  remote_output = f'{remote_dir}/figures/attention.png'  # Figures can go to a bucket (gs://) too.
+  visualize.visualize(workdir, remote_output, video=video, queries=[(0, 0, 0), (1, 1, 1)], top_k=3)
+  assert remote.files_under(remote_dir)['figures/attention.png'] == open(output, 'rb').read()
   with pytest.raises(visualize.VisualizeError, match='choose one of'):
     visualize.visualize(workdir, output, video=video, block='nonlocal_conv9_9')
   with pytest.raises(visualize.VisualizeError, match='t,h,w triples'):
