@@ -53,10 +53,11 @@ def get_config(arg=None):
   # He-initialised theta/phi/g/W_z and a BN scale starting at 1, not 0: the label depends only on the interaction
   # of two frames, so with the paper's identity initialisation no gradient reaches theta/phi/g until gamma has
   # drifted away from 0 on noise, which took 1,000+ steps here. The feature maps are 3x3 (res3) and 2x2 (res4):
-  # nothing to subsample (a 2x2 VALID pool would drop res3's last row and column).
+  # nothing to subsample (a 2x2 VALID pool would drop res3's last row and column). A (1, 1, 1) window is no
+  # pooling and, unlike None, can still be overridden from the command line (the sweeps' printed commands).
   m.nonlocal_weight_init = 'he'
   m.nonlocal_bn_scale_init = 1.0
-  m.nonlocal_subsample = None
+  m.nonlocal_subsample = (1, 1, 1)
   m.dropout_rate = 0.0
   d = config.data
   d.name = 'synthetic_long_range/same_different'
