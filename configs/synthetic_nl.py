@@ -78,7 +78,7 @@ def get_config(arg=None):
   t = config.train
   # Adam, not the paper's SGD: SGD stayed on the initial plateau for 1,000+ steps on most seeds.
   t.optimizer, t.base_learning_rate, t.base_batch_size = 'adamw', 3e-3, 32
-  t.num_steps, t.schedule, t.warmup_steps = 4000, 'cosine', 50
-  t.log_every_steps, t.checkpoint_every_steps, t.keep_checkpoints = 250, 1000, 2
+  t.num_steps, t.schedule, t.warmup_steps = 2000, 'cosine', 50
+  t.log_every_steps, t.checkpoint_every_steps, t.keep_checkpoints = 250, 500, 2
   t.precise_bn_batches = 20
   return config
