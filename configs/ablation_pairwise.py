@@ -6,7 +6,7 @@ r"""Table 2a, the pairwise function: C2D ResNet-50 + 1 non-local block in res4, 
 Argument: kinetics (default; R50, 32x2 clips, the recipe of configs/kinetics_nl.py; paper: baseline 71.8,
 Gaussian 72.5, embedded Gaussian 72.7, dot product 72.9, concatenation 72.8 top-1) or synthetic (the tiny
 network of configs/synthetic_nl.py with one block after res4, on synthetic_long_range/same_different).
-Expected at CPU size: see the README's Ablations section (measured on a 2-core CPU).
+Expected at CPU size: see the README's Results section (measured on a 2-core CPU).
 """
 
 from nonlocal_jax.config_files import load_sibling
