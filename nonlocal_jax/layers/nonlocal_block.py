@@ -109,7 +109,7 @@ class NonLocalBlock(nn.Module):
       MSRAFill, fan-in for the (2·C', 1) concatenation projection; biases 0).
     use_bias: whether θ, φ, g and W_z have biases (official: yes).
     bn_scale_init: initial BatchNorm scale γ after W_z (norm='batch'). 0 (the paper) makes the block the
-      identity at initialisation, but then no gradient reaches θ, φ, g or W_z until γ moves; a small non-zero
+      identity at initialisation, but then no gradient reaches θ, φ, g or W_z until γ moves; a non-zero
       value lets them learn from the first step (used where the label depends only on the interaction).
     bn_momentum: BatchNorm running-average momentum (running = m·running + (1-m)·batch).
     bn_epsilon: BatchNorm epsilon.
@@ -272,8 +272,8 @@ class NonLocalBlock(nn.Module):
       # Two-pass variance: W_z y averages over many positions, so its channel means dwarf its spread and the
       # one-pass E[v²] - E[v]² (Flax's default) loses several float32 digits there.
       wz = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                        scale_init=nn.initializers.constant(self.bn_scale_init), axis_name=self.bn_axis_name, dtype=dtype,
-                        param_dtype=jnp.float32, use_fast_variance=False, name='bn')(wz)
+                        scale_init=nn.initializers.constant(self.bn_scale_init), axis_name=self.bn_axis_name,
+                        dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name='bn')(wz)
     elif self.norm == 'affine':
       wz = Affine(dtype=dtype, name='bn')(wz)
     return (wz + x.astype(dtype)).astype(dtype)

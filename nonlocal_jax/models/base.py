@@ -109,8 +109,8 @@ class ResNetBase(nn.Module):
     return NonLocalBlock(
         pairwise=self.nonlocal_pairwise, subsample=subsample, pool_position=self.nonlocal_pool_position,
         scale=self.nonlocal_scale, norm=norm, weight_init=self.nonlocal_weight_init,
-        use_bias=self.nonlocal_use_bias, bn_scale_init=self.nonlocal_bn_scale_init, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
-        bn_axis_name=self.bn_axis_name, implementation=self.nonlocal_implementation,
+        use_bias=self.nonlocal_use_bias, bn_scale_init=self.nonlocal_bn_scale_init, bn_momentum=self.bn_momentum,
+        bn_epsilon=self.bn_epsilon, bn_axis_name=self.bn_axis_name, implementation=self.nonlocal_implementation,
         chunk_size=self.nonlocal_chunk_size, max_affinity_bytes=self.nonlocal_max_affinity_bytes,
         dtype=self.dtype, name=f'nonlocal_conv{stage}_{index}', **extra)
 
