@@ -157,16 +157,19 @@ def format_flag(key: str, value: Any) -> str:
   return shlex.quote(f'--config.{key}={text}')
 
 
-def commands(spec: str, workdir: str, *, extra: Optional[dict] = None, only_unfinished: bool = True,
-             python: str = 'python') -> list[str]:
-  """One ``python main.py ...`` line per variant of the sweep ``spec`` (finished ones left out by default)."""
+def _resolved_variants(spec: str, workdir: str, extra: Optional[dict]) -> list[tuple[Any, Any, str]]:
+  """(variant, its config, its sub-workdir) for every variant of ``spec``, all configs built up front."""
   path, arg = split_spec(spec)
   module = load_module(path)
   base = module.get_config(arg)
+  return [(v, variant_config(base, v, extra), os.path.join(workdir, v.name)) for v in load_variants(module, arg)]
+
+
+def commands(spec: str, workdir: str, *, extra: Optional[dict] = None, only_unfinished: bool = True,
+             python: str = 'python') -> list[str]:
+  """One ``python main.py ...`` line per variant of the sweep ``spec`` (finished ones left out by default)."""
   lines = []
-  for v in load_variants(module, arg):
-    config = variant_config(base, v, extra)
-    sub = os.path.join(workdir, v.name)
+  for v, config, sub in _resolved_variants(spec, workdir, extra):
     if only_unfinished and is_finished(config, sub):
       continue
     flags = [format_flag(k, val) for k, val in {**v.overrides, **(extra or {})}.items()]
@@ -181,13 +184,8 @@ def run(spec: str, workdir: str, *, extra: Optional[dict] = None,
   if train_fn is None:
     from nonlocal_jax import train  # pylint: disable=g-import-not-at-top
     train_fn = train.train_and_evaluate
-  path, arg = split_spec(spec)
-  module = load_module(path)
-  base = module.get_config(arg)
-  variants = load_variants(module, arg)
-  configs = [variant_config(base, v, extra) for v in variants]  # Every override checked before any training.
-  for i, (v, config) in enumerate(zip(variants, configs)):
-    sub = os.path.join(workdir, v.name)
+  variants = _resolved_variants(spec, workdir, extra)  # Every override checked before any training.
+  for i, (v, config, sub) in enumerate(variants):
     if is_finished(config, sub):
       log(f'[{i + 1}/{len(variants)}] {v.name}: finished, skipped.')
       continue
@@ -231,13 +229,8 @@ def model_cost(config) -> tuple[int, int]:
 
 def collect(spec: str, workdir: str, *, extra: Optional[dict] = None) -> list[dict]:
   """One row per variant of ``spec`` (CSV_COLUMNS); unfinished variants have status 'missing' and no metrics."""
-  path, arg = split_spec(spec)
-  module = load_module(path)
-  base = module.get_config(arg)
   rows = []
-  for v in load_variants(module, arg):
-    config = variant_config(base, v, extra)
-    sub = os.path.join(workdir, v.name)
+  for v, config, sub in _resolved_variants(spec, workdir, extra):
     params, macs = model_cost(config)
     row = dict(name=v.name, label=v.label, status='missing', top1=None, top5=None, clip_top1=None, params=params,
                macs=macs, train_time_s=None, overrides=json.dumps(v.overrides, sort_keys=True), workdir=sub)

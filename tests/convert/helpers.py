@@ -1,8 +1,6 @@
 """Builds the Flax model of a reference ``Arch`` and runs converted weights through it."""
 
 import functools
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -10,21 +8,8 @@ import numpy as np
 
 from nonlocal_jax import convert
 from nonlocal_jax.models import ResNetVideo
+from tests.train.helpers import load_config  # pylint: disable=unused-import (the tests call helpers.load_config)
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_config(name, arg=None, **overrides):
-  """configs/<name>.py's get_config(arg), with dotted overrides such as {'model.norm': 'affine'}."""
-  spec = importlib.util.spec_from_file_location(f'configs_{name}', os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  for key, value in overrides.items():
-    section, field = key.split('.')
-    config[section][field] = value
-  return config
 
 
 def placement(arch):

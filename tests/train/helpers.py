@@ -1,12 +1,13 @@
 """Helpers of the training tests: configs, main.py in a subprocess (fake devices, several processes), params."""
 
-import importlib.util
 import os
 import socket
 import subprocess
 import sys
 
 import numpy as np
+
+from nonlocal_jax import config_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,10 +20,7 @@ COMPARABLE = {'model.bn_axis_name': 'batch', 'train.num_steps': 10, 'train.check
 
 def load_config(name='test', arg=None, **overrides):
   """configs/<name>.py's get_config(arg) with dotted overrides ('train.num_steps': 2)."""
-  spec = importlib.util.spec_from_file_location(f'configs_{name}', os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = config_files.load_module(os.path.join(ROOT, 'configs', f'{name}.py')).get_config(arg)
   for key, value in overrides.items():
     section, field = key.split('.')
     config[section][field] = value
