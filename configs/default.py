@@ -40,6 +40,7 @@ def model_config() -> ml_collections.ConfigDict:
   model.nonlocal_weight_init = 'official'  # 'official' (N(0, 0.01^2)) or 'he'.
   model.nonlocal_use_bias = True  # Biases on theta, phi, g and W_z (official).
   model.nonlocal_bn_scale_init = 0.0  # Initial gamma of the block's BN; 0 (the paper) = identity at init.
+  model.nonlocal_tied_embedding_init = False  # phi starts as a copy of theta (not the paper: independent).
   model.nonlocal_implementation = 'auto'  # 'auto', 'naive', 'chunked', 'reassociated' or 'fused'.
   model.nonlocal_chunk_size = 512  # Queries per chunk of the chunked implementation.
   model.nonlocal_max_affinity_bytes = 32 * 2**20  # 'auto' switches to chunked above this affinity size.

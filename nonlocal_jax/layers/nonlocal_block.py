@@ -111,6 +111,9 @@ class NonLocalBlock(nn.Module):
     bn_scale_init: initial BatchNorm scale γ after W_z (norm='batch'). 0 (the paper) makes the block the
       identity at initialisation, but then no gradient reaches θ, φ, g or W_z until γ moves; a non-zero
       value lets them learn from the first step (used where the label depends only on the interaction).
+    tied_embedding_init: initialise φ with the same weights as θ (not the paper, which draws them
+      independently). Then θᵢᵀφⱼ = xᵢᵀWᵀWxⱼ starts as a positive semi-definite similarity, largest for equal
+      features as in the Gaussian, instead of a random bilinear form; the two still train independently.
     bn_momentum: BatchNorm running-average momentum (running = m·running + (1-m)·batch).
     bn_epsilon: BatchNorm epsilon.
     bn_axis_name: mapped axis over which BatchNorm statistics are averaged (synchronised BN), or None.
@@ -132,6 +135,7 @@ class NonLocalBlock(nn.Module):
   weight_init: str = 'official'
   use_bias: bool = True
   bn_scale_init: float = 0.0
+  tied_embedding_init: bool = False
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   bn_axis_name: Optional[str] = None
@@ -241,8 +245,13 @@ class NonLocalBlock(nn.Module):
       # θ and φ are the identity: f(x_i, x_j) = exp(x_iᵀ x_j).
       q, k = x.astype(dtype), kv_input.astype(dtype)
     else:
-      q = dense(inter, 'theta')(x)
-      k = dense(inter, 'phi')(kv_input)
+      embed_init = kernel_init
+      if self.tied_embedding_init and self.is_initializing():
+        # One key for both kernels: the same draw, whatever key each name would have been given.
+        shared_key = self.make_rng('params')
+        embed_init = lambda _, shape, dtype=jnp.float32: kernel_init(shared_key, shape, dtype)
+      q = dense(inter, 'theta', embed_init)(x)
+      k = dense(inter, 'phi', embed_init)(kv_input)
     v = dense(inter, 'g')(kv_input)
     if self.pool_position == 'after':
       k, v = pool(k), pool(v)

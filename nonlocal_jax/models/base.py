@@ -39,6 +39,7 @@ class ResNetBase(nn.Module):
   nonlocal_weight_init: str = 'official'
   nonlocal_use_bias: bool = True
   nonlocal_bn_scale_init: float = 0.0
+  nonlocal_tied_embedding_init: bool = False
   nonlocal_implementation: str = 'auto'
   nonlocal_chunk_size: int = 512
   nonlocal_max_affinity_bytes: int = 32 * 2**20
@@ -109,7 +110,8 @@ class ResNetBase(nn.Module):
     return NonLocalBlock(
         pairwise=self.nonlocal_pairwise, subsample=subsample, pool_position=self.nonlocal_pool_position,
         scale=self.nonlocal_scale, norm=norm, weight_init=self.nonlocal_weight_init,
-        use_bias=self.nonlocal_use_bias, bn_scale_init=self.nonlocal_bn_scale_init, bn_momentum=self.bn_momentum,
+        use_bias=self.nonlocal_use_bias, bn_scale_init=self.nonlocal_bn_scale_init,
+        tied_embedding_init=self.nonlocal_tied_embedding_init, bn_momentum=self.bn_momentum,
         bn_epsilon=self.bn_epsilon, bn_axis_name=self.bn_axis_name, implementation=self.nonlocal_implementation,
         chunk_size=self.nonlocal_chunk_size, max_affinity_bytes=self.nonlocal_max_affinity_bytes,
         dtype=self.dtype, name=f'nonlocal_conv{stage}_{index}', **extra)

@@ -119,6 +119,7 @@ class ResNetVideo(ResNetBase):
     nonlocal_weight_init: 'official' (N(0, 0.01²)) or 'he'.
     nonlocal_use_bias: biases on θ, φ, g, W_z (official: yes).
     nonlocal_bn_scale_init: initial γ of the block's BatchNorm; 0 (the paper) makes the block the identity.
+    nonlocal_tied_embedding_init: φ starts with θ's weights (not the paper); see ``NonLocalBlock``.
     nonlocal_implementation: 'auto' | 'naive' | 'chunked' | 'reassociated' | 'fused' (see the block).
     nonlocal_chunk_size: queries per chunk for the chunked implementation.
     nonlocal_max_affinity_bytes: above this affinity size 'auto' switches to the chunked implementation.

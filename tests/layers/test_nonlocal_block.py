@@ -199,6 +199,29 @@ def test_non_zero_bn_scale_init_matches_reference():
   assert float(jnp.abs(z - x).max()) > 0.1
 
 
+@pytest.mark.parametrize('weight_init', ['official', 'he'])
+def test_tied_embedding_init_starts_phi_as_theta(weight_init):
+  shape, window, _ = GEOMETRIES['3d_spacetime']
+  x = random_input(shape, 22)
+  tied = NonLocalBlock(subsample=window, implementation='naive', weight_init=weight_init, bn_scale_init=1.0,
+                       tied_embedding_init=True)
+  params = tied.init(jax.random.PRNGKey(4), x)['params']
+  np.testing.assert_array_equal(params['phi']['kernel'], params['theta']['kernel'])
+  assert not np.allclose(params['g']['kernel'], params['theta']['kernel'])
+  untied = NonLocalBlock(subsample=window, weight_init=weight_init).init(jax.random.PRNGKey(4), x)['params']
+  assert not np.allclose(untied['phi']['kernel'], untied['theta']['kernel'])
+  # θᵢᵀφⱼ = xᵢᵀWᵀWxⱼ (biases start at 0): a Gram matrix, so symmetric and positive semi-definite.
+  w = np.asarray(params['theta']['kernel'], np.float64)
+  feats = np.asarray(x, np.float64).reshape(-1, shape[-1])
+  gram = (feats @ w) @ (feats @ w).T
+  assert np.linalg.eigvalsh(gram).min() > -1e-8 * np.abs(gram).max()
+  # Applying needs no 'params' key, and the block still matches the float64 reference with those weights.
+  variables = tied.init(jax.random.PRNGKey(4), x)
+  z, _ = tied.apply(variables, x, train=True, mutable=['batch_stats'])
+  z_ref, parts = reference.nonlocal_block(x, variables['params'], **reference_kwargs(tied), train=True)
+  assert branch_error(z, x, z_ref, parts) <= REL_TOL
+
+
 # --- 2. Identity at initialisation; gradients after one SGD step ---------------------------------------------
 
 
