@@ -72,6 +72,14 @@ class Affine(nn.Module):
     return x.astype(dtype) * scale.astype(dtype) + bias.astype(dtype)
 
 
+def _antisymmetric(init):
+  """``init`` for the (2·C', 1) concatenation kernel with its φ half the negated θ half: w_fᵀ[θ; φ] = vᵀ(θ - φ)."""
+  def antisymmetric_init(key, shape, dtype=jnp.float32):
+    half = init(key, (shape[0] // 2,) + tuple(shape[1:]), dtype)
+    return jnp.concatenate([half, -half], axis=0)
+  return antisymmetric_init
+
+
 class ConcatProjection(nn.Module):
   """Holds w_f of the concatenation function, f = ReLU(w_fᵀ [θ(x_i), φ(x_j)]), as ``kernel`` (2·C', 1).
 
@@ -112,8 +120,11 @@ class NonLocalBlock(nn.Module):
       identity at initialisation, but then no gradient reaches θ, φ, g or W_z until γ moves; a non-zero
       value lets them learn from the first step (used where the label depends only on the interaction).
     tied_embedding_init: initialise φ with the same weights as θ (not the paper, which draws them
-      independently). Then θᵢᵀφⱼ = xᵢᵀWᵀWxⱼ starts as a positive semi-definite similarity, largest for equal
-      features as in the Gaussian, instead of a random bilinear form; the two still train independently.
+      independently), so that the learned pairwise functions start as functions of how x_i and x_j relate:
+      θᵢᵀφⱼ = xᵢᵀWᵀWxⱼ is a positive semi-definite similarity (embedded Gaussian, dot product), and for the
+      concatenation the φ half of w_f starts as the negated θ half, so w_fᵀ[θᵢ; φⱼ] = vᵀW(xᵢ - xⱼ) (zero for
+      equal features). Independent random weights start from a random bilinear or additive form instead. All
+      weights still train independently.
     bn_momentum: BatchNorm running-average momentum (running = m·running + (1-m)·batch).
     bn_epsilon: BatchNorm epsilon.
     bn_axis_name: mapped axis over which BatchNorm statistics are averaged (synchronised BN), or None.
@@ -262,6 +273,8 @@ class NonLocalBlock(nn.Module):
     if self.pairwise == 'concatenation':
       # He with fan-out would give this (2·C' -> 1) projection std √2, far above θ's; fan-in keeps it in scale.
       concat_init = kernel_init if self.weight_init == 'official' else _HE_FAN_IN_INIT
+      if self.tied_embedding_init:
+        concat_init = _antisymmetric(concat_init)
       w_f = ConcatProjection(2 * inter, concat_init, name='concat_project')()
     logit_scale = inter ** -0.5 if (self.scale and self.pairwise == 'embedded_gaussian') else 1.0
 

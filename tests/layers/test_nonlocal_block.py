@@ -222,6 +222,27 @@ def test_tied_embedding_init_starts_phi_as_theta(weight_init):
   assert branch_error(z, x, z_ref, parts) <= REL_TOL
 
 
+def test_tied_embedding_init_concatenation_starts_as_a_difference():
+  shape, _, _ = GEOMETRIES['3d_spacetime']
+  x = random_input(shape, 23)
+  block = NonLocalBlock(pairwise='concatenation', implementation='naive', weight_init='he', bn_scale_init=1.0,
+                        tied_embedding_init=True)
+  variables = block.init(jax.random.PRNGKey(5), x)
+  p = variables['params']
+  w_f = np.asarray(p['concat_project']['kernel'], np.float64)
+  half = w_f.shape[0] // 2
+  np.testing.assert_array_equal(w_f[half:], -w_f[:half])
+  assert np.abs(w_f).min() > 0
+  # f(x_i, x_j) = ReLU(vᵀW(x_i - x_j)) / N by hand, against the weights the block sows.
+  _, inter = block.apply(variables, x, train=False, mutable=['intermediates'])
+  got = np.asarray(inter['intermediates']['attention'][0], np.float64)
+  feats = np.asarray(x, np.float64).reshape(shape[0], -1, shape[-1])
+  proj = feats @ np.asarray(p['theta']['kernel'], np.float64) @ w_f[:half, 0]
+  want = np.maximum(proj[:, :, None] - proj[:, None, :], 0.0) / feats.shape[1]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+  assert np.all(np.diagonal(got, axis1=1, axis2=2) == 0)
+
+
 # --- 2. Identity at initialisation; gradients after one SGD step ---------------------------------------------
 
 
