@@ -85,7 +85,7 @@ def get_config(arg=None):
   d.eval_split = 'test'
   t = config.train
   # Adam, not the paper's SGD: SGD stayed on the initial plateau for 1,000+ steps in 3 of 4 runs.
-  t.optimizer, t.base_learning_rate, t.base_batch_size = 'adamw', 3e-3, 32
+  t.optimizer, t.base_learning_rate, t.base_batch_size = 'adamw', 1e-3, 32
   t.num_steps, t.schedule, t.warmup_steps = 5000, 'cosine', 50
   t.log_every_steps, t.checkpoint_every_steps, t.keep_checkpoints = 250, 1000, 2
   t.precise_bn_batches = 20
