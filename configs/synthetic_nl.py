@@ -15,7 +15,8 @@ frame reaches the network; its temporal pool of 2 keeps the two digit frames apa
 non-local blocks (embedded Gaussian) after res3 and res4. Arguments: ``blocks=none|res3|res4|res3res4``.
 
 Measured (shared 2-core AMD EPYC CPU, jax 0.10.2, seed 0, 5,000 steps): this config 91.0 % test, ``blocks=none``
-50.5 % (chance); this config alone took 5m01s end to end (7m41s and 11m18s in the sweeps, sharing the cores); the ablation sweeps built on it (configs/ablation_*.py:synthetic) are tabulated in the README's Results.
+50.5 % (chance). Alone, this config took 5m01s end to end (in the sweeps, sharing the cores: 7m41s, and the
+C2D run 11m18s). The ablation sweeps built on it (configs/ablation_*.py:synthetic) are in the README's Results.
 
 Where this recipe leaves the paper's, and why (each measured on the 2-core CPU, one seed each unless noted,
 most before the last three changes and with a quick in-memory loop rather than main.py):
