@@ -25,8 +25,8 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # pylint: disable=g-import-not-at-top
-from nonlocal_jax import parallel, train  # pylint: disable=g-import-not-at-top
-from nonlocal_jax.config_files import load_module  # pylint: disable=g-import-not-at-top
+from nonlocal_jax import parallel, sweep, train  # pylint: disable=g-import-not-at-top
+from nonlocal_jax.models import build_model  # pylint: disable=g-import-not-at-top
 
 
 def bare_step_fn(model, batch):
@@ -71,8 +71,8 @@ def main() -> None:
   parser.add_argument('--out_dir', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
   args = parser.parse_args()
 
-  path, _, arg = args.config.partition(':')
-  config = load_module(path).get_config(arg or None)
+  path, arg = sweep.split_spec(args.config)
+  config = sweep.load_module(path).get_config(arg)
   d = config.data
   rng = np.random.default_rng(0)
   batch = {'clips': rng.normal(size=(d.global_batch_size, d.num_frames, d.crop_size, d.crop_size, 3)
@@ -81,7 +81,7 @@ def main() -> None:
   mesh = parallel.make_mesh()
   accumulated = config.copy_and_resolve_references()
   accumulated.train.accumulation_steps = 2
-  fns = {'bare jit step (reference)': bare_step_fn(train.Trainer(config, mesh).model, batch),
+  fns = {'bare jit step (reference)': bare_step_fn(build_model(config.model), batch),
          'Trainer.train_step, accumulation_steps=1': trainer_step_fn(config, mesh, batch),
          'Trainer.train_step, accumulation_steps=2 (lax.scan)': trainer_step_fn(accumulated, mesh, batch)}
   times = common.time_interleaved(fns, args.repeats)

@@ -28,7 +28,7 @@ most before the last three changes and with a quick in-memory loop rather than m
   (2,000 steps: 1 of 3 and 1 of 2 seeds left the plateau; concatenation seed 0 was still at chance after 3,250
   of 5,000 steps). Tied, in 1,000-step runs of the same trainer: embedded Gaussian 4 of 4 seeds off the
   plateau by step 750, concatenation 2 of 3 by step 1,000.
-- Peak lr 1e-3, not 3e-3: at 3e-3 the tied embedded-Gaussian and 3-block runs reached 88 % train accuracy by
+- Peak lr 1e-3, not 3e-3: at 3e-3 the tied embedded-Gaussian and 3-block runs reached 87-88 % train accuracy by
   step 1,500-2,000, fell to 78 % and ended at 86.8 % and 86.0 % test; at 1e-3 they climbed steadily.
 - 5,000 steps, not 2,000: at 2,000 steps the 3-block and res5 variants ended at 84.0 % and 85.7 % (5,000: 90.6
   and 89.1 %, untied, lr 3e-3). A step costs ~0.04 s alone since the train step lost its lax.scan.
