@@ -23,6 +23,14 @@ cluster scheduler; ``--collect_only`` then gathers their results. Results: ``<wo
 column), ``results.md`` (model, top-1, top-5, params, multiply-adds, train time: Table 2's layout) and
 ``results.png`` (top-1/top-5 bars). Top-1/top-5 are the video-level (multi-view) test accuracies;
 multiply-adds are ``nonlocal_jax.models.summary``'s count per clip at the training clip size.
+
+``--seeds=0,1,2`` trains every variant once per seed (``config.seed``: initialisation, data order, dropout):
+the config's own seed in ``<name>``, so a finished one-seed sweep is reused, the others in ``<name>_seed<k>``;
+commands come seed by seed, so a scheduler finishes a whole one-seed table first. ``results.csv`` then has one
+row per run, and ``results.md``/``results.png`` give each variant's mean ± standard deviation and every seed's
+top-1::
+
+    python -m nonlocal_jax.sweep --config=configs/ablation_stage.py:synthetic --workdir=/tmp/table2b --seeds=0,1,2
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from nonlocal_jax import paths
 
 _NAME = re.compile(r'[A-Za-z0-9_.=,-]+')
 _TIME_FILE = 'sweep_time.json'
-CSV_COLUMNS = ('name', 'label', 'status', 'top1', 'top5', 'clip_top1', 'params', 'macs', 'train_time_s',
+CSV_COLUMNS = ('name', 'label', 'seed', 'status', 'top1', 'top5', 'clip_top1', 'params', 'macs', 'train_time_s',
                'overrides', 'workdir')
 
 
@@ -157,43 +165,91 @@ def format_flag(key: str, value: Any) -> str:
   return shlex.quote(f'--config.{key}={text}')
 
 
-def _resolved_variants(spec: str, workdir: str, extra: Optional[dict]) -> list[tuple[Any, Any, str]]:
-  """(variant, its config, its sub-workdir) for every variant of ``spec``, all configs built up front."""
+def check_seeds(seeds: Optional[Sequence[Any]]) -> Optional[tuple[int, ...]]:
+  """``seeds`` as distinct ints (None or empty: the config's own seed only); anything else fails in one sentence."""
+  if not seeds:
+    return None
+  try:
+    out = tuple(int(str(s).strip()) for s in seeds)
+  except ValueError:
+    raise SweepError(f'--seeds takes integers separated by commas (e.g. --seeds=0,1,2), got {list(seeds)!r}.'
+                     ) from None
+  if len(set(out)) != len(out):
+    raise SweepError(f'--seeds lists a seed twice ({list(out)}): give each seed once.')
+  return out
+
+
+def run_dir(workdir: str, name: str, seed: int, base_seed: int) -> str:
+  """A run's directory: ``<workdir>/<name>`` for the config's own seed, ``<workdir>/<name>_seed<k>`` otherwise.
+
+  So a one-seed sweep's runs are the first seed of the same sweep with more seeds, and nothing is retrained.
+  """
+  return os.path.join(workdir, name if seed == base_seed else f'{name}_seed{seed}')
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  variant: Variant
+  config: Any
+  workdir: str
+  seed: int
+  seed_override: dict  # {'seed': k} where k is not the config's own seed, else {}.
+
+
+def _resolved_runs(spec: str, workdir: str, extra: Optional[dict],
+                   seeds: Optional[Sequence[int]] = None) -> list[_Run]:
+  """Every run of ``spec`` (variants × seeds, seed-major), all configs built up front so bad overrides fail first."""
   path, arg = split_spec(spec)
   module = load_module(path)
   base = module.get_config(arg)
-  return [(v, variant_config(base, v, extra), os.path.join(workdir, v.name)) for v in load_variants(module, arg)]
+  variants = [(v, variant_config(base, v, extra)) for v in load_variants(module, arg)]
+  seeds = check_seeds(seeds)
+  runs = []
+  for seed in seeds or (None,):
+    for v, config in variants:
+      base_seed = int(config.seed)
+      if seed is None or seed == base_seed:
+        runs.append(_Run(v, config, run_dir(workdir, v.name, base_seed, base_seed), base_seed, {}))
+      else:
+        config = variant_config(base, v, {**(extra or {}), 'seed': seed})
+        runs.append(_Run(v, config, run_dir(workdir, v.name, seed, base_seed), seed, {'seed': seed}))
+  return runs
 
 
 def commands(spec: str, workdir: str, *, extra: Optional[dict] = None, only_unfinished: bool = True,
-             python: str = 'python') -> list[str]:
-  """One ``python main.py ...`` line per variant of the sweep ``spec`` (finished ones left out by default)."""
+             python: str = 'python', seeds: Optional[Sequence[int]] = None) -> list[str]:
+  """One ``python main.py ...`` line per run of the sweep ``spec`` (finished ones left out by default).
+
+  With ``seeds``, one line per variant and seed, every variant's first seed first.
+  """
   lines = []
-  for v, config, sub in _resolved_variants(spec, workdir, extra):
-    if only_unfinished and is_finished(config, sub):
+  for r in _resolved_runs(spec, workdir, extra, seeds):
+    if only_unfinished and is_finished(r.config, r.workdir):
       continue
-    flags = [format_flag(k, val) for k, val in {**v.overrides, **(extra or {})}.items()]
-    lines.append(' '.join([python, 'main.py', shlex.quote(f'--config={spec}'), shlex.quote(f'--workdir={sub}')]
-                          + flags))
+    flags = [format_flag(k, val) for k, val in {**r.variant.overrides, **(extra or {}), **r.seed_override}.items()]
+    lines.append(' '.join([python, 'main.py', shlex.quote(f'--config={spec}'),
+                           shlex.quote(f'--workdir={r.workdir}')] + flags))
   return lines
 
 
 def run(spec: str, workdir: str, *, extra: Optional[dict] = None,
-        train_fn: Optional[Callable[[Any, str], Any]] = None, log: Callable[[str], None] = print) -> list[dict]:
-  """Trains every unfinished variant of ``spec`` in ``workdir/<name>``, then writes and returns the results."""
+        train_fn: Optional[Callable[[Any, str], Any]] = None, log: Callable[[str], None] = print,
+        seeds: Optional[Sequence[int]] = None) -> list[dict]:
+  """Trains every unfinished run of ``spec`` (each variant, each seed), then writes and returns the results."""
   if train_fn is None:
     from nonlocal_jax import train  # pylint: disable=g-import-not-at-top
     train_fn = train.train_and_evaluate
-  variants = _resolved_variants(spec, workdir, extra)  # Every override checked before any training.
-  for i, (v, config, sub) in enumerate(variants):
-    if is_finished(config, sub):
-      log(f'[{i + 1}/{len(variants)}] {v.name}: finished, skipped.')
+  runs = _resolved_runs(spec, workdir, extra, seeds)  # Every override checked before any training.
+  for i, r in enumerate(runs):
+    what = os.path.basename(r.workdir)
+    if is_finished(r.config, r.workdir):
+      log(f'[{i + 1}/{len(runs)}] {what}: finished, skipped.')
       continue
-    log(f'[{i + 1}/{len(variants)}] {v.name}: training in {sub}.')
+    log(f'[{i + 1}/{len(runs)}] {what}: training in {r.workdir}.')
     start = time.time()
-    train_fn(config, sub)
-    _add_time(sub, time.time() - start)
-  return write_results(collect(spec, workdir, extra=extra), workdir)
+    train_fn(r.config, r.workdir)
+    _add_time(r.workdir, time.time() - start)
+  return write_results(collect(spec, workdir, extra=extra, seeds=seeds), workdir)
 
 
 def _add_time(workdir: str, seconds: float) -> None:
@@ -227,19 +283,56 @@ def model_cost(config) -> tuple[int, int]:
   return result.params, result.macs
 
 
-def collect(spec: str, workdir: str, *, extra: Optional[dict] = None) -> list[dict]:
-  """One row per variant of ``spec`` (CSV_COLUMNS); unfinished variants have status 'missing' and no metrics."""
+def collect(spec: str, workdir: str, *, extra: Optional[dict] = None,
+            seeds: Optional[Sequence[int]] = None) -> list[dict]:
+  """One row per run of ``spec`` (CSV_COLUMNS), variant by variant, each variant's seeds together; unfinished
+  runs have status 'missing' and no metrics."""
+  runs = _resolved_runs(spec, workdir, extra, seeds)
+  order = {name: i for i, name in enumerate(dict.fromkeys(r.variant.name for r in runs))}
+  cost = {}
   rows = []
-  for v, config, sub in _resolved_variants(spec, workdir, extra):
-    params, macs = model_cost(config)
-    row = dict(name=v.name, label=v.label, status='missing', top1=None, top5=None, clip_top1=None, params=params,
-               macs=macs, train_time_s=None, overrides=json.dumps(v.overrides, sort_keys=True), workdir=sub)
-    if is_finished(config, sub):
-      m = _read_json(metrics_path(config, sub))
+  for r in sorted(runs, key=lambda r: order[r.variant.name]):  # Stable: seeds keep their order.
+    if r.variant.name not in cost:  # The seed changes no weight shape.
+      cost[r.variant.name] = model_cost(r.config)
+    params, macs = cost[r.variant.name]
+    row = dict(name=r.variant.name, label=r.variant.label, seed=r.seed, status='missing', top1=None, top5=None,
+               clip_top1=None, params=params, macs=macs, train_time_s=None,
+               overrides=json.dumps(r.variant.overrides, sort_keys=True), workdir=r.workdir)
+    if is_finished(r.config, r.workdir):
+      m = _read_json(metrics_path(r.config, r.workdir))
       row.update(status='finished', top1=m['video_top1'], top5=m['video_top5'], clip_top1=m['clip_top1'],
-                 train_time_s=_train_time(config, sub))
+                 train_time_s=_train_time(r.config, r.workdir))
     rows.append(row)
   return rows
+
+
+def _mean(values: Sequence[float]) -> Optional[float]:
+  return sum(values) / len(values) if values else None
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+  """One row per variant from ``collect``'s per-run rows: the mean over its finished seeds of top-1, top-5,
+  clip top-1 and train time, the sample standard deviation of top-1 (``top1_std``, None below 2 runs), every
+  seed's top-1 in seed order (``top1_runs``, None where unfinished) and ``status``: 'finished' (all seeds),
+  'partial' or 'missing'."""
+  groups: dict[str, list[dict]] = {}
+  for r in rows:
+    groups.setdefault(r['name'], []).append(r)
+  out = []
+  for name, runs in groups.items():
+    done = [r for r in runs if r['status'] == 'finished']
+    top1 = [r['top1'] for r in done]
+    mean = _mean(top1)
+    std = (sum((x - mean) ** 2 for x in top1) / (len(top1) - 1)) ** 0.5 if len(top1) > 1 else None
+    times = [r['train_time_s'] for r in done if r['train_time_s'] is not None]
+    out.append(dict(
+        name=name, label=runs[0]['label'], params=runs[0]['params'], macs=runs[0]['macs'],
+        status='finished' if len(done) == len(runs) else ('partial' if done else 'missing'),
+        seeds=[r.get('seed') for r in runs], top1=mean, top1_std=std,
+        top1_runs=[r['top1'] if r['status'] == 'finished' else None for r in runs],
+        top5=_mean([r['top5'] for r in done]), clip_top1=_mean([r['clip_top1'] for r in done]),
+        train_time_s=_mean(times) if times else None))
+  return out
 
 
 def _pct(x) -> str:
@@ -258,35 +351,59 @@ def _count(n: int) -> str:
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
-  """The rows as a markdown table in Table 2's layout (accuracies in %, multiply-adds in G per clip)."""
-  lines = ['| model | top-1 | top-5 | params | multiply-adds | train time |', '|---|---:|---:|---:|---:|---:|']
-  for r in rows:
-    macs = f'{r["macs"] / 1e9:.2f}G' if r['macs'] >= 1e8 else f'{r["macs"] / 1e6:.1f}M'
-    lines.append(f'| {r["label"]} | {_pct(r["top1"])} | {_pct(r["top5"])} | {_count(r["params"])} | {macs} | '
-                 f'{_duration(r["train_time_s"])} |')
+  """``collect``'s rows as a markdown table in Table 2's layout (accuracies in %, multiply-adds per clip).
+
+  With several seeds a variant's top-1 is the mean ± the sample standard deviation over its finished seeds, the
+  'runs' column lists each seed's top-1 ('—' while unfinished), and top-5 and train time (a run's) are means.
+  """
+  variants = summarize(rows)
+  several = any(len(v['seeds']) > 1 for v in variants)
+  if several:
+    lines = ['| model | top-1 (mean ± sd) | runs (seeds ' + ', '.join(str(s) for s in variants[0]['seeds'])
+             + ') | top-5 | params | multiply-adds | train time (a run) |', '|---|---:|---:|---:|---:|---:|---:|']
+  else:
+    lines = ['| model | top-1 | top-5 | params | multiply-adds | train time |', '|---|---:|---:|---:|---:|---:|']
+  for v in variants:
+    macs = f'{v["macs"] / 1e9:.2f}G' if v['macs'] >= 1e8 else f'{v["macs"] / 1e6:.1f}M'
+    top1 = _pct(v['top1'])
+    if several:
+      top1 += '' if v['top1_std'] is None else f' ± {100 * v["top1_std"]:.1f}'
+      top1 += ' | ' + ' / '.join(_pct(x) for x in v['top1_runs'])
+    lines.append(f'| {v["label"]} | {top1} | {_pct(v["top5"])} | {_count(v["params"])} | {macs} | '
+                 f'{_duration(v["train_time_s"])} |')
   return '\n'.join(lines) + '\n'
 
 
 def plot(rows: Sequence[dict], path: paths.PathLike, title: str = '') -> None:
-  """Top-1 and top-5 bars per variant (unfinished variants left empty), saved as a PNG (local or gs://)."""
+  """Top-1 and top-5 bars per variant (unfinished variants left empty), saved as a PNG (local or gs://).
+
+  With several seeds the bars are means, top-1 carries a ± one standard deviation error bar and a dot per seed.
+  """
   # Figure + Agg canvas rather than pyplot: no global backend switch, no figure left open in notebooks.
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  n = len(rows)
+  variants = summarize(rows)
+  n = len(variants)
   fig = Figure(figsize=(max(5.0, 1.2 * n + 2.0), 4.0))
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
   x = np.arange(n)
   for offset, key, name in ((-0.2, 'top1', 'top-1'), (0.2, 'top5', 'top-5')):
-    values = [100 * r[key] if r[key] is not None else 0.0 for r in rows]
+    values = [100 * v[key] if v[key] is not None else 0.0 for v in variants]
     bars = ax.bar(x + offset, values, width=0.4, label=name)
-    for bar, r in zip(bars, rows):
-      if r[key] is not None:
-        ax.annotate(f'{100 * r[key]:.1f}', (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+    for bar, v in zip(bars, variants):
+      if v[key] is not None:
+        ax.annotate(f'{100 * v[key]:.1f}', (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha='center', va='bottom', fontsize=7)
-  ax.set_xticks(x, [r['label'] for r in rows], rotation=20, ha='right', fontsize=8)
-  ax.set_ylabel('test accuracy (%)')
+  for i, v in enumerate(variants):
+    if v['top1_std'] is not None:
+      ax.errorbar(i - 0.2, 100 * v['top1'], yerr=100 * v['top1_std'], color='black', capsize=3, linewidth=1)
+    runs = [100 * t for t in v['top1_runs'] if t is not None]
+    if len(v['seeds']) > 1 and runs:
+      ax.plot([i - 0.2] * len(runs), runs, linestyle='none', marker='o', markersize=3, color='black')
+  ax.set_xticks(x, [v['label'] for v in variants], rotation=20, ha='right', fontsize=8)
+  ax.set_ylabel('test accuracy (%)' + (' (mean over seeds)' if any(len(v['seeds']) > 1 for v in variants) else ''))
   ax.set_ylim(0, 105)
   ax.legend(loc='lower right')
   ax.set_title(title)
@@ -297,7 +414,8 @@ def plot(rows: Sequence[dict], path: paths.PathLike, title: str = '') -> None:
 
 
 def write_results(rows: Sequence[dict], workdir: str, title: str = '') -> list[dict]:
-  """Writes ``results.csv``, ``results.md`` and ``results.png`` into ``workdir`` (local or gs://); returns the rows."""
+  """Writes ``results.csv`` (one row per run), ``results.md`` and ``results.png`` (one per variant) into ``workdir``
+  (local or gs://); returns the rows."""
   directory = paths.as_path(workdir)
   directory.mkdir(parents=True, exist_ok=True)
   table = io.StringIO(newline='')  # The bytes open(..., newline='') wrote; epath's open takes no newline=''.
@@ -331,13 +449,16 @@ def main(argv: Sequence[str]) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   extra = parse_overrides(f.set)
+  seeds = check_seeds(f.seeds)
+  if seeds and 'seed' in extra:
+    raise SweepError('Give the seeds either with --seeds or with --set=seed=..., not both.')
   if f.print_commands:
-    print('\n'.join(commands(f.config, f.workdir, extra=extra, only_unfinished=not f.all_commands)))
+    print('\n'.join(commands(f.config, f.workdir, extra=extra, only_unfinished=not f.all_commands, seeds=seeds)))
     return
   if f.collect_only:
-    rows = write_results(collect(f.config, f.workdir, extra=extra), f.workdir)
+    rows = write_results(collect(f.config, f.workdir, extra=extra, seeds=seeds), f.workdir)
   else:
-    rows = run(f.config, f.workdir, extra=extra)
+    rows = run(f.config, f.workdir, extra=extra, seeds=seeds)
   print(markdown_table(rows), end='')
   print(f'Results: {os.path.join(f.workdir, "results.csv")}, results.md, results.png')
 
@@ -351,6 +472,8 @@ def _define_flags_and_run() -> None:
   flags.DEFINE_bool('all_commands', False, 'With --print_commands, also print the finished variants.')
   flags.DEFINE_bool('collect_only', False, 'Only gather the finished variants\' results; train nothing.')
   flags.DEFINE_multi_string('set', [], 'key=value override applied to every variant (data.data_dir=/x).')
+  flags.DEFINE_list('seeds', [], 'Train every variant once per seed (0,1,2): the config\'s own seed in <name>, '
+                    'the others in <name>_seed<k>; results.md gives mean ± sd and each seed\'s top-1.')
   flags.mark_flags_as_required(['config', 'workdir'])
 
   def run_main(argv):

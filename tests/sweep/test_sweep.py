@@ -179,3 +179,55 @@ def test_a_remote_sweep_writes_and_reads_everything_there(remote_dir, tmp_path, 
   tf.io.gfile.remove(f'{workdir}/c2d/sweep_time.json')
   assert sweep.collect(SPEC, workdir)[0]['train_time_s'] is not None
   assert os.listdir(tmp_path) == []
+
+
+def test_seeds_reuse_the_one_seed_runs_and_report_mean_and_spread(tmp_path):
+  workdir = str(tmp_path / 'sweep')
+  # Made-up accuracies per (variant, seed); the sweep must report their mean and sample standard deviation.
+  top1 = {('c2d', 0): 0.5, ('c2d', 3): 0.6, ('nl_dot', 0): 0.9, ('nl_dot', 3): 0.7}
+  trained = []
+
+  def fake_train(config, sub):
+    name = os.path.basename(sub).split('_seed')[0]
+    trained.append((os.path.basename(sub), config.seed))
+    os.makedirs(os.path.join(sub, 'eval'), exist_ok=True)
+    with open(os.path.join(sub, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort())
+    with open(sweep.metrics_path(config, sub), 'w') as f:
+      json.dump({'video_top1': top1[name, config.seed], 'video_top5': 1.0, 'clip_top1': 0.5}, f)
+
+  sweep.run(SPEC, workdir, train_fn=fake_train, log=lambda _: None)  # A one-seed sweep first.
+  assert trained == [('c2d', 0), ('nl_dot', 0)]
+  lines = sweep.commands(SPEC, workdir, seeds=['0', '3'])
+  # Seed 0, the config's own, is already trained in <name>; seed 3 goes to <name>_seed3 with its flag.
+  assert [shlex.split(line)[3] for line in lines] == [f'--workdir={workdir}/c2d_seed3',
+                                                     f'--workdir={workdir}/nl_dot_seed3']
+  [(config, _)] = _configs_from_commands(lines[1:])
+  assert config['seed'] == 3 and config['model']['nonlocal_pairwise'] == 'dot_product'
+
+  rows = sweep.run(SPEC, workdir, train_fn=fake_train, log=lambda _: None, seeds=(0, 3))
+  assert trained[2:] == [('c2d_seed3', 3), ('nl_dot_seed3', 3)]
+  assert [(r['name'], r['seed'], r['top1']) for r in rows] == [('c2d', 0, 0.5), ('c2d', 3, 0.6),
+                                                               ('nl_dot', 0, 0.9), ('nl_dot', 3, 0.7)]
+  with open(os.path.join(workdir, 'results.csv')) as f:
+    assert [(r['name'], r['seed']) for r in csv.DictReader(f)] == [('c2d', '0'), ('c2d', '3'), ('nl_dot', '0'),
+                                                                   ('nl_dot', '3')]
+  markdown = open(os.path.join(workdir, 'results.md')).read().splitlines()
+  assert markdown[0].startswith('| model | top-1 (mean ± sd) | runs (seeds 0, 3) |')
+  # By hand: c2d mean 55.0, sd sqrt(2 * 0.05**2 / 1) = 7.07; nl_dot mean 80.0, sd 14.14.
+  assert markdown[2].split('|')[1:4] == [' C2D baseline ', ' 55.0 ± 7.1 ', ' 50.0 / 60.0 ']
+  assert markdown[3].split('|')[1:4] == [' NL dot-product ', ' 80.0 ± 14.1 ', ' 90.0 / 70.0 ']
+
+  os.remove(sweep.metrics_path(sweep.load_module(SPEC).get_config(), os.path.join(workdir, 'nl_dot_seed3')))
+  [c2d, nl] = sweep.summarize(sweep.collect(SPEC, workdir, seeds=(0, 3)))
+  assert c2d['status'] == 'finished' and nl['status'] == 'partial'
+  assert nl['top1'] == 0.9 and nl['top1_std'] is None and nl['top1_runs'] == [0.9, None]
+  assert '| 90.0 | 90.0 / — |' in sweep.markdown_table(sweep.collect(SPEC, workdir, seeds=(0, 3)))
+
+
+def test_bad_seeds_are_one_sentence():
+  with pytest.raises(sweep.SweepError, match='integers separated by commas'):
+    sweep.check_seeds(['0', 'one'])
+  with pytest.raises(sweep.SweepError, match='lists a seed twice'):
+    sweep.check_seeds(['1', '1'])
+  assert sweep.check_seeds([]) is None and sweep.check_seeds(['2', '0']) == (2, 0)
