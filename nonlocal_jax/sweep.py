@@ -394,8 +394,11 @@ def plot(rows: Sequence[dict], path: paths.PathLike, title: str = '') -> None:
     bars = ax.bar(x + offset, values, width=0.4, label=name)
     for bar, v in zip(bars, variants):
       if v[key] is not None:
-        ax.annotate(f'{100 * v[key]:.1f}', (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha='center', va='bottom', fontsize=7)
+        # Above the error bar and the seeds' dots, so that the figure stays readable.
+        top = max([bar.get_height()] + ([100 * (v['top1'] + (v['top1_std'] or 0.0))]
+                                        + [100 * t for t in v['top1_runs'] if t is not None] if key == 'top1' else []))
+        ax.annotate(f'{100 * v[key]:.1f}', (bar.get_x() + bar.get_width() / 2, top), xytext=(0, 2),
+                    textcoords='offset points', ha='center', va='bottom', fontsize=7)
   for i, v in enumerate(variants):
     if v['top1_std'] is not None:
       ax.errorbar(i - 0.2, 100 * v['top1'], yerr=100 * v['top1_std'], color='black', capsize=3, linewidth=1)
@@ -404,7 +407,7 @@ def plot(rows: Sequence[dict], path: paths.PathLike, title: str = '') -> None:
       ax.plot([i - 0.2] * len(runs), runs, linestyle='none', marker='o', markersize=3, color='black')
   ax.set_xticks(x, [v['label'] for v in variants], rotation=20, ha='right', fontsize=8)
   ax.set_ylabel('test accuracy (%)' + (' (mean over seeds)' if any(len(v['seeds']) > 1 for v in variants) else ''))
-  ax.set_ylim(0, 105)
+  ax.set_ylim(0, 110)
   ax.legend(loc='lower right')
   ax.set_title(title)
   fig.tight_layout()
