@@ -159,11 +159,19 @@ def _display(clip: np.ndarray, data_config: Any = None) -> np.ndarray:
   return np.clip(x / 255.0, 0.0, 1.0)
 
 
+def key_frames(t: int, grid_t: int, clip_t: int) -> tuple[int, int]:
+  """[start, stop) of the input frames that key time step ``t`` of a ``grid_t``-step map of a ``clip_t``-frame clip
+  covers (e.g. 8 frames pooled to 4 steps: step 0 is frames 0-1), at least one frame."""
+  start = min(clip_t - 1, t * clip_t // grid_t)
+  return start, max(start + 1, min(clip_t, (t + 1) * clip_t // grid_t))
+
+
 def plot_attention(block: BlockAttention, clip: np.ndarray, queries: Sequence[Sequence[int]], *,
                    batch_index: int = 0, top_k: int = 10, data_config: Any = None, title: str = ''):
-  """A Figure: one row per query, one column per key frame, heat maps of |weights| and arrows to the top_k keys.
+  """A Figure: one row per query, one column per key time step, heat maps of |weights| and arrows to the top_k keys.
 
-  ``clip`` is the network input (T, H, W, 3) of clip ``batch_index``.
+  ``clip`` is the network input (T, H, W, 3) of clip ``batch_index``. Where the network has pooled time, a column
+  shows the mean of the input frames its key step covers (``key_frames``), so no frame of a step is hidden.
   """
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
@@ -177,8 +185,9 @@ def plot_attention(block: BlockAttention, clip: np.ndarray, queries: Sequence[Se
   FigureCanvasAgg(fig)
   axes = fig.subplots(len(queries), columns, squeeze=False)
 
-  def frame_of(feature_t, grid_t):
-    return min(clip_t - 1, int((feature_t + 0.5) * clip_t / grid_t))
+  def key_image(c):  # A key time step pools several input frames: show their mean, not one of them.
+    start, stop = key_frames(c, kt, clip_t)
+    return frames[start:stop].mean(axis=0), (f'frame {start}' if stop - start == 1 else f'frames {start}-{stop - 1}')
 
   def centre(i, j, grid_h, grid_w):  # Pixel (x, y) of a feature cell's centre.
     return (j + 0.5) * clip_w / grid_w - 0.5, (i + 0.5) * clip_h / grid_h - 0.5
@@ -188,13 +197,14 @@ def plot_attention(block: BlockAttention, clip: np.ndarray, queries: Sequence[Se
     vmax = max(float(np.abs(weights).max()), 1e-12)
     for c in range(columns):
       ax = axes[r, c]
-      ax.imshow(frames[frame_of(c, kt)], interpolation='nearest')
+      image, name = key_image(c)
+      ax.imshow(image, interpolation='nearest')
       ax.imshow(np.abs(weights[c]), cmap='inferno', alpha=0.55, vmin=0.0, vmax=vmax, interpolation='nearest',
                 extent=(-0.5, clip_w - 0.5, clip_h - 0.5, -0.5))
       ax.set_xticks([])
       ax.set_yticks([])
       if r == 0:
-        ax.set_title(f'frame {frame_of(c, kt)}', fontsize=8)
+        ax.set_title(name, fontsize=8)
     t, h, w = query
     q_col = min(columns - 1, t * kt // qt)
     q_xy = centre(h, w, qh, qw)

@@ -66,11 +66,23 @@ def test_space_only_queries_see_only_their_own_frame():
     visualize.query_weights(block, 0, (t_grid, 0, 0))
 
 
+def test_key_frames_cover_the_clip():
+  # By hand: 8 frames on 4 steps: pairs; 8 frames on 3 steps: 0-1, 2-4, 5-7; 2 frames on 4 steps: one frame each.
+  assert [visualize.key_frames(t, 4, 8) for t in range(4)] == [(0, 2), (2, 4), (4, 6), (6, 8)]
+  assert [visualize.key_frames(t, 3, 8) for t in range(3)] == [(0, 2), (2, 5), (5, 8)]
+  assert [visualize.key_frames(t, 4, 2) for t in range(4)] == [(0, 1), (0, 1), (1, 2), (1, 2)]
+
+
 def test_figure_is_written(tmp_path):
   model, variables, clips = _model_and_variables('dot_product')
   [block] = visualize.attention_weights(model, variables, clips).values()
   fig = visualize.plot_attention(block, clips[0], [(0, 1, 1), (1, 2, 2)], top_k=4)
   assert len(fig.axes) == 2 * block.key_grid[0]
+  # Each column shows the mean of the input frames its key step covers (4 frames on a 2-step map: 2 each).
+  assert block.key_grid[0] == 2 and clips.shape[1] == 4
+  frames = visualize._display(clips[0])
+  assert [ax.get_title() for ax in fig.axes[:2]] == ['frames 0-1', 'frames 2-3']
+  np.testing.assert_allclose(fig.axes[1].images[0].get_array(), (frames[2] + frames[3]) / 2, rtol=1e-6)
   path = tmp_path / 'attention.png'
   fig.savefig(path, format='png')
   assert path.read_bytes()[:8] == PNG
