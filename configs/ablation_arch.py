@@ -22,7 +22,7 @@ def get_sweep(arg=None):
   scale = load_sibling(__file__, 'ablation_common').scale_of(arg, 'ablation_arch')
   i3d = {'model.temporal': 'i3d_3x1x1'}
   if scale == 'synthetic':
-    i3d['model.temporal_pattern'] = ((1,), (1,), (1,), (1,))  # The official pattern is for R50's stages.
+    i3d['model.temporal_pattern'] = ((1,), (1,), (1,), (1, 1))  # The official pattern is for R50's stages.
   return [{'name': 'c2d', 'label': 'C2D', 'model.nonlocal_locations': 'none'},
           {'name': 'nl_c2d', 'label': 'NL C2D'},
           {'name': 'i3d', 'label': 'I3D', 'model.nonlocal_locations': 'none', **i3d},
