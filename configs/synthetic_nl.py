@@ -15,9 +15,9 @@ stride 1: every frame reaches the network; its temporal pool of 2 keeps the two 
 global pool), and non-local blocks (embedded Gaussian) after res3 and res4. Arguments:
 ``blocks=none|res3|res4|res3res4``.
 
-Measured (shared 2-core AMD EPYC CPU, jax 0.10.2, seed 0, 10,000 steps): this config @NL@ % test, ``blocks=none``
-@C2D@ % (chance). A run takes 6-8 minutes with the cores to itself (the res5 variant of the sweeps: 7m23s end to
-end); the sweeps ran two or three at a time, which took 14-20 minutes each. The ablation sweeps built on it
+Measured (shared 2-core AMD EPYC CPU, jax 0.10.2, 10,000 steps): this config 91.0 % test on seed 0 and 96.9 % on
+seed 1, ``blocks=none`` 49.1 % (chance). Alone, this config took 10m21s (seed 1) and the sweeps' res5 variant
+7m14s; a step's cost on the shared host varied by up to 1.5× within one run. The ablation sweeps built on it
 (configs/ablation_*.py:synthetic) are in the README's Results.
 
 Where this recipe leaves the paper's, and why (each measured on the 2-core CPU, one seed each unless noted,
