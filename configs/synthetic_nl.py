@@ -17,8 +17,8 @@ global pool), and non-local blocks (embedded Gaussian) after res3 and res4. Argu
 
 Measured (shared 2-core AMD EPYC CPU, jax 0.10.2, 10,000 steps): this config 91.0 % test on seed 0 and 96.9 % on
 seed 1, ``blocks=none`` 49.1 % (chance). Alone, this config took 10m21s (seed 1) and the sweeps' res5 variant
-7m14s; a step's cost on the shared host varied by up to 1.5× within one run. The ablation sweeps built on it
-(configs/ablation_*.py:synthetic) are in the README's Results.
+7m14s; a step's cost on the shared host varied up to 2× within one run (0.046-0.090 s). The ablation sweeps
+built on it (configs/ablation_*.py:synthetic) are in the README's Results.
 
 Where this recipe leaves the paper's, and why (each measured on the 2-core CPU, one seed each unless noted,
 the earlier ones with 8-frame clips and one residual block in res5, some with a quick in-memory loop):
