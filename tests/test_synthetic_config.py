@@ -5,25 +5,17 @@ pools together before the global pool, and its res5 blocks therefore see one dig
 checked here on the config's own network, by changing one digit frame and watching which res5 positions move.
 """
 
-import os
-
 import jax
 import numpy as np
 import pytest
 
-from nonlocal_jax import config_files
 from nonlocal_jax.data import synthetic
 from nonlocal_jax.models import build_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _config(arg=None):
-  return config_files.load_module(os.path.join(ROOT, 'configs', 'synthetic_nl.py')).get_config(arg)
+from tests.train.helpers import load_config
 
 
 def test_digits_fall_in_the_first_and_last_frame():
-  config = _config()
+  config = load_config('synthetic_nl')
   s = config.data.synthetic
   assert config.data.num_frames == s.num_frames
   gen = synthetic.synthetic_config(**{k: s[k] for k in ('num_frames', 'size', 'digit_size', 'same')})
@@ -33,7 +25,7 @@ def test_digits_fall_in_the_first_and_last_frame():
 
 @pytest.mark.parametrize('blocks, frame_0_moves', [('none', False), ('res3res4', True)])
 def test_res5_sees_the_first_digit_frame_only_through_a_nonlocal_block(blocks, frame_0_moves):
-  config = _config(f'blocks={blocks}')
+  config = load_config('synthetic_nl', f'blocks={blocks}')
   model = build_model(config.model)
   d = config.data
   rng = np.random.default_rng(0)
@@ -44,11 +36,11 @@ def test_res5_sees_the_first_digit_frame_only_through_a_nonlocal_block(blocks, f
   last = f'res5_{config.model.stage_sizes[-1] - 1}'
 
   @jax.jit
-  def res5_out(x):
+  def res5_out(variables, x):
     _, state = model.apply(variables, x, train=False, capture_intermediates=True, mutable=['intermediates'])
     return state['intermediates'][last]['__call__'][0]
 
-  a, b = np.asarray(res5_out(clip)), np.asarray(res5_out(changed))
+  a, b = np.asarray(res5_out(variables, clip)), np.asarray(res5_out(variables, changed))
   assert a.shape[1] == 2  # The stem's temporal pool of 2: frames (0, 1) and (2, 3).
   assert np.abs(a[:, 1] - b[:, 1]).max() > 1e-4  # The changed frame's own time step moves...
   if frame_0_moves:
