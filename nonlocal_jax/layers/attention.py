@@ -26,61 +26,23 @@ import functools
 import jax
 import jax.numpy as jnp
 
-PAIRWISE_FUNCTIONS = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
-SOFTMAX_FUNCTIONS = ('gaussian', 'embedded_gaussian')
+from nonlocal_jax.layers import pairwise as pairwise_lib
+
 IMPLEMENTATIONS = ('auto', 'naive', 'chunked', 'reassociated', 'fused')
 
 
-def pairwise_weights(pairwise: str, q, k, *, logit_scale: float = 1.0, concat_kernel=None):
-  """Returns the normalised pairwise weights f(x_i, x_j) / C(x), shape (G, Nq, Nk), in float32.
-
-  For the softmax functions these are a distribution over j; for dot product and concatenation they are
-  f / N, which is what multiplies g(x_j) in eq. (1) (not a distribution).
-  """
-  n_keys = k.shape[1]
-  acc = _accumulation_dtype(q)
-  if pairwise in SOFTMAX_FUNCTIONS:
-    logits = jnp.einsum('gqc,gkc->gqk', q, k, preferred_element_type=acc)
-    return jax.nn.softmax(logits * logit_scale, axis=-1)
-  if pairwise == 'dot_product':
-    logits = jnp.einsum('gqc,gkc->gqk', q, k, preferred_element_type=acc)
-    return logits / n_keys
-  if pairwise == 'concatenation':
-    a, b = _concat_terms(q, k, concat_kernel)
-    return jax.nn.relu(a[:, :, None] + b[:, None, :]) / n_keys
-  raise ValueError(f'pairwise must be one of {PAIRWISE_FUNCTIONS}, got {pairwise!r}.')
-
-
-def _accumulation_dtype(t):
-  """float32 for bf16/f16/f32 inputs (the softmax must not run in bf16); float64 stays float64."""
-  return jnp.promote_types(t.dtype, jnp.float32)
-
-
-def _concat_terms(q, k, concat_kernel):
-  """Splits ReLU(w_fᵀ [θ_i, φ_j]) into w_θᵀ θ_i + w_φᵀ φ_j, so no (Nq, Nk, 2C') array is ever formed."""
-  d = q.shape[-1]
-  acc = _accumulation_dtype(q)
-  w = concat_kernel.astype(acc)
-  a = jnp.einsum('gqc,c->gq', q.astype(acc), w[:d, 0])
-  b = jnp.einsum('gkc,c->gk', k.astype(acc), w[d:, 0])
-  return a, b
-
-
 def _naive(pairwise, q, k, v, logit_scale, concat_kernel):
-  weights = pairwise_weights(pairwise, q, k, logit_scale=logit_scale, concat_kernel=concat_kernel)
+  weights = pairwise_lib.pairwise_weights(pairwise, q, k, logit_scale=logit_scale, concat_kernel=concat_kernel)
   return jnp.einsum('gqk,gkc->gqc', weights.astype(v.dtype), v)
 
 
 def _reassociated(q, k, v):
   # (θ φᵀ) g / N == θ (φᵀ g) / N: the N×N product is never formed.
-  kv = jnp.einsum('gkc,gkd->gcd', k, v, preferred_element_type=_accumulation_dtype(k)) / k.shape[1]
+  kv = jnp.einsum('gkc,gkd->gcd', k, v, preferred_element_type=pairwise_lib.accumulation_dtype(k)) / k.shape[1]
   return jnp.einsum('gqc,gcd->gqd', q, kv.astype(q.dtype))
 
 
-def _fused(pairwise, q, k, v, logit_scale):
-  if pairwise not in SOFTMAX_FUNCTIONS:
-    raise ValueError("implementation='fused' supports the softmax pairwise functions "
-                     f"{SOFTMAX_FUNCTIONS}; got pairwise={pairwise!r}.")
+def _fused(q, k, v, logit_scale):
   # jax.nn.dot_product_attention wants one head size for q, k and v; zero padding is exact for both the
   # logits (q·k) and the output (the padded value channels are sliced off).
   dq, dv = q.shape[-1], v.shape[-1]
@@ -148,6 +110,21 @@ def _chunked_bwd(pairwise, logit_scale, chunk_size, residuals, dy):
 _chunked.defvjp(_chunked_fwd, _chunked_bwd)
 
 
+def check_implementation(implementation: str, pairwise: str) -> None:
+  """Raises a ValueError unless ``implementation`` is known and computes ``pairwise`` exactly."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}.')
+  function = pairwise_lib.get(pairwise)
+  if implementation == 'reassociated' and not function.linear:
+    linear = tuple(name for name, f in pairwise_lib.PAIRWISE.items() if f.linear)
+    raise ValueError(f"implementation='reassociated' only applies to the pairwise functions {linear} (the others "
+                     f"are not linear in φ); got pairwise={pairwise!r}.")
+  if implementation == 'fused' and not function.softmax:
+    softmax = tuple(name for name, f in pairwise_lib.PAIRWISE.items() if f.softmax)
+    raise ValueError(f"implementation='fused' supports the softmax pairwise functions {softmax}; got "
+                     f"pairwise={pairwise!r}.")
+
+
 def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_query: int, n_key: int,
                            inter_dim: int, max_affinity_bytes: int) -> str:
   """Returns the concrete implementation that ``implementation`` stands for at this size.
@@ -156,17 +133,10 @@ def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_
   other functions query-block by query-block when the full float32 affinity would exceed
   ``max_affinity_bytes``. Explicit choices are validated against the pairwise function.
   """
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}.')
-  if implementation == 'reassociated' and pairwise != 'dot_product':
-    raise ValueError("implementation='reassociated' only applies to pairwise='dot_product' "
-                     f"(the others are not linear in φ); got pairwise={pairwise!r}.")
-  if implementation == 'fused' and pairwise not in SOFTMAX_FUNCTIONS:
-    raise ValueError("implementation='fused' supports the softmax pairwise functions "
-                     f"{SOFTMAX_FUNCTIONS}; got pairwise={pairwise!r}.")
+  check_implementation(implementation, pairwise)
   if implementation != 'auto':
     return implementation
-  if pairwise == 'dot_product':
+  if pairwise_lib.get(pairwise).linear:
     # naive: Nq·Nk·(Dq + Dv) multiply-adds; reassociated: (Nq + Nk)·Dq·Dv.
     naive_cost = n_query * n_key * 2 * inter_dim
     reassoc_cost = (n_query + n_key) * inter_dim * inter_dim
@@ -180,7 +150,7 @@ def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive',
   """y = (1/C(x)) Σ_j f(q_i, k_j) v_j for grouped positions; see the module docstring for the shapes.
 
   Args:
-    pairwise: one of ``PAIRWISE_FUNCTIONS``.
+    pairwise: a key of ``nonlocal_jax.layers.pairwise.PAIRWISE``.
     q, k, v: (G, Nq, Dq), (G, Nk, Dq), (G, Nk, Dv).
     implementation: a concrete implementation (not 'auto'; see ``resolve_implementation``).
     logit_scale: multiplies q·k before the softmax (softmax functions only).
@@ -189,10 +159,11 @@ def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive',
   Returns:
     (G, Nq, Dv) in the dtype of ``v``.
   """
-  if pairwise not in PAIRWISE_FUNCTIONS:
-    raise ValueError(f'pairwise must be one of {PAIRWISE_FUNCTIONS}, got {pairwise!r}.')
-  if pairwise == 'concatenation' and concat_kernel is None:
-    raise ValueError('pairwise=concatenation needs concat_kernel of shape (2*C\', 1).')
+  function = pairwise_lib.get(pairwise)
+  if function.concat_projection and concat_kernel is None:
+    raise ValueError(f"pairwise={pairwise!r} needs concat_kernel of shape (2*C', 1).")
+  if implementation in ('reassociated', 'fused'):
+    check_implementation(implementation, pairwise)
   if implementation == 'naive':
     return _naive(pairwise, q, k, v, logit_scale, concat_kernel)
   if implementation == 'chunked':
@@ -200,10 +171,8 @@ def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive',
     w = concat_kernel if concat_kernel is not None else jnp.zeros((2 * q.shape[-1], 1), jnp.float32)
     return _chunked(pairwise, q, k, v, w, float(logit_scale), max(1, int(chunk_size)))
   if implementation == 'reassociated':
-    if pairwise != 'dot_product':
-      raise ValueError(f"implementation='reassociated' needs pairwise='dot_product', got {pairwise!r}.")
     return _reassociated(q, k, v)
   if implementation == 'fused':
-    return _fused(pairwise, q, k, v, logit_scale).astype(v.dtype)
+    return _fused(q, k, v, logit_scale).astype(v.dtype)
   raise ValueError(f"implementation must be one of {IMPLEMENTATIONS[1:]} here, got {implementation!r} "
                    "(resolve 'auto' with resolve_implementation first).")

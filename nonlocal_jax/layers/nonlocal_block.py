@@ -39,9 +39,10 @@ import jax
 import jax.numpy as jnp
 
 from nonlocal_jax.layers import attention
+from nonlocal_jax.layers import pairwise as pairwise_lib
+from nonlocal_jax.layers.geometry import POSITION_SETS, PositionSets
 
 POOL_POSITIONS = ('before', 'after')
-POSITION_SETS = ('spacetime', 'space', 'time')
 NORMS = ('batch', 'affine', 'none')
 INITS = ('official', 'he')
 
@@ -100,7 +101,8 @@ class NonLocalBlock(nn.Module):
   """Residual non-local block z = norm(W_z y) + x, with y from eq. (1) of the paper.
 
   Attributes:
-    pairwise: 'gaussian' | 'embedded_gaussian' | 'dot_product' | 'concatenation' (paper §3.2).
+    pairwise: a key of ``nonlocal_jax.layers.pairwise.PAIRWISE``: 'gaussian', 'embedded_gaussian', 'dot_product'
+      or 'concatenation' (docs/paper.md §2).
     inter_channels: C', the width of θ, φ, g; defaults to C // 2 (the paper's bottleneck).
     subsample: max-pool window (= stride) over the non-channel axes of the key/value path, e.g. (1, 2, 2) for
       video or (2, 2) for images; None for no subsampling. Windows are applied with VALID padding.
@@ -108,11 +110,14 @@ class NonLocalBlock(nn.Module):
       outputs of φ and g (the paper's description).
     scale: multiply θᵀφ by C'^-0.5 before the softmax of the embedded Gaussian (official USE_SCALE).
     positions: for 3D input only: 'spacetime' (all positions, the default when None), 'space' (each frame
-      attends within itself) or 'time' (each spatial location attends across frames).
+      attends within itself) or 'time' (each spatial location attends across frames); see
+      ``nonlocal_jax.layers.geometry``.
     temporal_groups: for 3D input only: attend inside groups of this many consecutive frames (the official
       grouped non-local of the 128-frame models). None for no grouping.
     norm: 'batch' (BatchNorm after W_z, scale initialised to 0: the paper), 'affine' (a per-channel affine
-      after a zero-initialised W_z: frozen-BN models), or 'none' (zero-initialised W_z only).
+      after a zero-initialised W_z: frozen-BN models), or 'none' (zero-initialised W_z only). None means
+      'batch' for a block on its own; in a network it follows the network's norm ('batch', or 'affine' for
+      frozen-BN networks).
     weight_init: 'official' (weights N(0, 0.01²), biases 0) or 'he' (He/MSRA normal, fan-out as Caffe2's
       MSRAFill, fan-in for the (2·C', 1) concatenation projection; biases 0).
     use_bias: whether θ, φ, g and W_z have biases (official: yes).
@@ -142,7 +147,7 @@ class NonLocalBlock(nn.Module):
   scale: bool = True
   positions: Optional[str] = None
   temporal_groups: Optional[int] = None
-  norm: str = 'batch'
+  norm: Optional[str] = None
   weight_init: str = 'official'
   use_bias: bool = True
   bn_scale_init: float = 0.0
@@ -156,91 +161,81 @@ class NonLocalBlock(nn.Module):
   sow_attention: bool = True
   dtype: Any = None
 
-  def _check_arguments(self, x) -> Tuple[int, ...]:
-    """Validates the attributes against the input; returns the pooling window (or ())."""
-    if x.ndim not in (3, 4, 5):
-      raise ValueError(f'NonLocalBlock expects channels-last input of rank 3, 4 or 5 ((B, L, C), (B, H, W, C) or '
-                       f'(B, T, H, W, C)); got shape {tuple(x.shape)}.')
-    if self.pairwise not in attention.PAIRWISE_FUNCTIONS:
-      raise ValueError(f'pairwise must be one of {attention.PAIRWISE_FUNCTIONS}, got {self.pairwise!r}.')
-    if self.pool_position not in POOL_POSITIONS:
-      raise ValueError(f'pool_position must be one of {POOL_POSITIONS}, got {self.pool_position!r}.')
-    if self.norm not in NORMS:
-      raise ValueError(f'norm must be one of {NORMS}, got {self.norm!r}.')
-    if self.weight_init not in INITS:
-      raise ValueError(f'weight_init must be one of {INITS}, got {self.weight_init!r}.')
-    if self.implementation not in attention.IMPLEMENTATIONS:
-      raise ValueError(f'implementation must be one of {attention.IMPLEMENTATIONS}, got {self.implementation!r}.')
-    if self.inter_channels is not None and self.inter_channels < 1:
+  @nn.nowrap
+  def check(self, input_rank: Optional[int] = None) -> None:
+    """Validates the attributes, for inputs with ``input_rank`` non-channel axes (1, 2 or 3) when given.
+
+    Networks call it when they are built, before any input exists; ``__call__`` calls it again with the input's
+    rank and then checks what depends on the input's size. Errors name the attribute and what to use.
+    """
+    pairwise_lib.get(self.pairwise)
+    attention.check_implementation(self.implementation, self.pairwise)
+    for name, value, allowed in (('pool_position', self.pool_position, POOL_POSITIONS),
+                                 ('weight_init', self.weight_init, INITS),
+                                 ('positions', self.positions, (None,) + POSITION_SETS),
+                                 ('norm', self.norm, (None,) + NORMS)):
+      if value not in allowed:
+        raise ValueError(f'{name} must be one of {allowed}, got {value!r}.')
+    if self.inter_channels is not None and (not isinstance(self.inter_channels, int) or self.inter_channels < 1):
       raise ValueError(f'inter_channels must be a positive integer or None, got {self.inter_channels!r}.')
-    if self.chunk_size < 1:
+    if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
       raise ValueError(f'chunk_size must be a positive integer, got {self.chunk_size!r}.')
-    spatial = tuple(x.shape[1:-1])
-    if self.positions is not None:
-      if x.ndim != 5:
-        raise ValueError(f'positions={self.positions!r} applies to 3D input (B, T, H, W, C) only; got shape '
-                         f'{tuple(x.shape)}. Leave positions=None for 1D and 2D input.')
-      if self.positions not in POSITION_SETS:
-        raise ValueError(f'positions must be one of {POSITION_SETS} or None, got {self.positions!r}.')
-    window = ()
-    if self.subsample is not None:
-      window = tuple(int(w) for w in self.subsample)
-      if len(window) != len(spatial) or any(w < 1 for w in window):
-        raise ValueError(f'subsample must be a window of {len(spatial)} positive integers for input of shape '
-                         f'{tuple(x.shape)} (one per non-channel axis, e.g. {(1, 2, 2)[-len(spatial):]}); '
-                         f'got {self.subsample!r}.')
-      if any(w > s for w, s in zip(window, spatial)):
-        raise ValueError(f'subsample window {window} does not fit the input positions {spatial}: use a smaller '
-                         'window or subsample=None.')
-      if all(w == 1 for w in window):
-        window = ()
+    window = self._window()
+    if any(w < 1 for w in window):
+      raise ValueError(f'subsample must be a window of positive integers, one per non-channel axis (e.g. '
+                       f'(1, 2, 2) for video, (2, 2) for images), or None; got {self.subsample!r}.')
+    if input_rank is not None and window and len(window) != input_rank:
+      raise ValueError(f'subsample must be a window of {input_rank} positive integers for {input_rank}D input '
+                       f'(one per non-channel axis, e.g. {(1, 2, 2)[-input_rank:]}); got {self.subsample!r}.')
+    pooled = window and any(w != 1 for w in window)
     positions = self.positions or 'spacetime'
-    if window and positions == 'space' and window[0] != 1:
+    if pooled and positions == 'space' and window[0] != 1:
       raise ValueError(f"positions='space' attends within each frame, so subsample must not pool time; got "
                        f'{window}. Use a window like (1, 2, 2).')
-    if window and positions == 'time' and any(w != 1 for w in window[1:]):
+    if pooled and positions == 'time' and any(w != 1 for w in window[1:]):
       raise ValueError(f"positions='time' attends across frames at each location, so subsample must not pool "
                        f'space; got {window}. Use a window like (2, 1, 1) or None.')
     if self.temporal_groups is not None:
-      if x.ndim != 5:
-        raise ValueError(f'temporal_groups applies to 3D input (B, T, H, W, C) only; got shape {tuple(x.shape)}.')
+      if not isinstance(self.temporal_groups, int) or self.temporal_groups < 1:
+        raise ValueError(f'temporal_groups must be a positive integer or None, got {self.temporal_groups!r}.')
       if positions != 'spacetime':
         raise ValueError(f"temporal_groups needs positions='spacetime' (or None), got {self.positions!r}.")
-      k = self.temporal_groups
-      if k < 1 or x.shape[1] % k:
-        raise ValueError(f'temporal_groups={k!r} must be a positive divisor of the number of frames '
-                         f'{x.shape[1]}.')
-      if window and window[0] != 1:
+      if pooled and window[0] != 1:
         raise ValueError(f'temporal_groups needs a subsample window that does not pool time, got {window}.')
-    return window
+    if input_rank is not None and input_rank != 3:
+      for name in ('positions', 'temporal_groups'):
+        if getattr(self, name) is not None:
+          raise ValueError(f'{name}={getattr(self, name)!r} applies to 3D input (B, T, H, W, C) only; leave it None '
+                           f'for {input_rank}D input.')
 
-  def _fold(self, t, positions: str):
-    """(B, *positions, D) -> (B·groups, N, D): the position sets that attend among themselves."""
-    b, d = t.shape[0], t.shape[-1]
-    if t.ndim != 5 or positions == 'spacetime' and self.temporal_groups is None:
-      return t.reshape(b, -1, d)
-    _, frames, h, w, _ = t.shape
-    if positions == 'space':
-      return t.reshape(b * frames, h * w, d)
-    if positions == 'time':
-      return t.transpose(0, 2, 3, 1, 4).reshape(b * h * w, frames, d)
-    k = self.temporal_groups
-    return t.reshape(b * (frames // k), k * h * w, d)
+  @nn.nowrap
+  def _window(self) -> Tuple[int, ...]:
+    """The subsampling window as integers, () for none."""
+    return tuple(int(w) for w in self.subsample) if self.subsample is not None else ()
 
-  def _unfold(self, y, like_shape, positions: str):
-    """Inverse of ``_fold`` for the query positions."""
-    if len(like_shape) != 5 or positions == 'spacetime' and self.temporal_groups is None:
-      return y.reshape(like_shape)
-    b, frames, h, w, d = like_shape
-    if positions == 'time':
-      return y.reshape(b, h, w, frames, d).transpose(0, 3, 1, 2, 4)
-    return y.reshape(like_shape)
+  def _check_input(self, x) -> Tuple[int, ...]:
+    """Validates the attributes against the input; returns the pooling window, () when it pools nothing."""
+    if x.ndim not in (3, 4, 5):
+      raise ValueError(f'NonLocalBlock expects channels-last input of rank 3, 4 or 5 ((B, L, C), (B, H, W, C) or '
+                       f'(B, T, H, W, C)); got shape {tuple(x.shape)}.')
+    self.check(x.ndim - 2)
+    spatial = tuple(x.shape[1:-1])
+    window = self._window()
+    if any(w > s for w, s in zip(window, spatial)):
+      raise ValueError(f'subsample window {window} does not fit the input positions {spatial}: use a smaller '
+                       'window or subsample=None.')
+    if self.temporal_groups is not None and x.shape[1] % self.temporal_groups:
+      raise ValueError(f'temporal_groups={self.temporal_groups!r} must be a positive divisor of the number of '
+                       f'frames {x.shape[1]}.')
+    return () if all(w == 1 for w in window) else window
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     """Applies the block; ``train`` selects batch statistics (True) or running statistics for BatchNorm."""
-    window = self._check_arguments(x)
-    positions = self.positions or 'spacetime'
+    window = self._check_input(x)
+    function = pairwise_lib.get(self.pairwise)
+    sets = PositionSets(self.positions or 'spacetime', self.temporal_groups)
+    norm = self.norm or 'batch'
     channels = x.shape[-1]
     inter = self.inter_channels or max(1, channels // 2)
     dtype = self.dtype or x.dtype
@@ -252,7 +247,7 @@ class NonLocalBlock(nn.Module):
 
     # Key/value path: official code pools x, then convolves; the paper convolves, then pools.
     kv_input = pool(x) if self.pool_position == 'before' else x
-    if self.pairwise == 'gaussian':
+    if not function.embedded:
       # θ and φ are the identity: f(x_i, x_j) = exp(x_iᵀ x_j).
       q, k = x.astype(dtype), kv_input.astype(dtype)
     else:
@@ -268,34 +263,34 @@ class NonLocalBlock(nn.Module):
       k, v = pool(k), pool(v)
 
     q_shape = q.shape[:-1] + (inter,)
-    qg, kg, vg = (self._fold(t, positions) for t in (q, k, v))
+    qg, kg, vg = (sets.fold(t) for t in (q, k, v))
     w_f = None
-    if self.pairwise == 'concatenation':
+    if function.concat_projection:
       # He with fan-out would give this (2·C' -> 1) projection std √2, far above θ's; fan-in keeps it in scale.
       concat_init = kernel_init if self.weight_init == 'official' else _HE_FAN_IN_INIT
       if self.tied_embedding_init:
         concat_init = _antisymmetric(concat_init)
       w_f = ConcatProjection(2 * inter, concat_init, name='concat_project')()
-    logit_scale = inter ** -0.5 if (self.scale and self.pairwise == 'embedded_gaussian') else 1.0
+    logit_scale = inter ** -0.5 if (self.scale and function.scalable) else 1.0
 
     if self.sow_attention and self.is_mutable_collection('intermediates'):
-      weights = attention.pairwise_weights(self.pairwise, qg, kg, logit_scale=logit_scale, concat_kernel=w_f)
+      weights = pairwise_lib.pairwise_weights(self.pairwise, qg, kg, logit_scale=logit_scale, concat_kernel=w_f)
       self.sow('intermediates', 'attention', weights)
 
     impl = attention.resolve_implementation(self.implementation, self.pairwise, qg.shape[0], qg.shape[1],
                                             kg.shape[1], inter, self.max_affinity_bytes)
     y = attention.nonlocal_attention(self.pairwise, qg, kg, vg, implementation=impl, logit_scale=logit_scale,
                                      concat_kernel=w_f, chunk_size=self.chunk_size)
-    y = self._unfold(y, q_shape, positions)
+    y = sets.unfold(y, q_shape)
 
-    out_init = kernel_init if self.norm == 'batch' else nn.initializers.zeros
+    out_init = kernel_init if norm == 'batch' else nn.initializers.zeros
     wz = dense(channels, 'out', out_init)(y)
-    if self.norm == 'batch':
+    if norm == 'batch':
       # Two-pass variance: W_z y averages over many positions, so its channel means dwarf its spread and the
       # one-pass E[v²] - E[v]² (Flax's default) loses several float32 digits there.
       wz = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                         scale_init=nn.initializers.constant(self.bn_scale_init), axis_name=self.bn_axis_name,
                         dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name='bn')(wz)
-    elif self.norm == 'affine':
+    elif norm == 'affine':
       wz = Affine(dtype=dtype, name='bn')(wz)
     return (wz + x.astype(dtype)).astype(dtype)

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 from nonlocal_jax.layers import attention
+from nonlocal_jax.layers.pairwise import PAIRWISE as TABLE
+from nonlocal_jax.layers.pairwise import PAIRWISE_FUNCTIONS, pairwise_weights
 from tests.layers import reference
 
-PAIRWISE = attention.PAIRWISE_FUNCTIONS
+PAIRWISE = PAIRWISE_FUNCTIONS
 CONCRETE = ('naive', 'chunked', 'reassociated', 'fused')
 LOGIT_SCALE = 0.7
 
@@ -28,7 +30,7 @@ def applicable(pairwise, implementation):
   if implementation == 'reassociated':
     return pairwise == 'dot_product'
   if implementation == 'fused':
-    return pairwise in attention.SOFTMAX_FUNCTIONS
+    return TABLE[pairwise].softmax
   return True
 
 
@@ -49,7 +51,7 @@ def reference_attention(pairwise, q, k, v, w_f, logit_scale):
   out = []
   for g in range(q.shape[0]):
     qg = np.asarray(q[g], np.float64)
-    if pairwise in attention.SOFTMAX_FUNCTIONS:
+    if TABLE[pairwise].softmax:
       # exp(s·qᵀk) is the reference's unscaled softmax of (s·q)ᵀk.
       weights = reference.pairwise_weights('gaussian', logit_scale * qg, np.asarray(k[g], np.float64),
                                            inter_channels=q.shape[-1], scale=False)
@@ -132,18 +134,18 @@ def test_naive_gradient_matches_reference_finite_differences():
 def test_pairwise_weights():
   q, k, _, w_f = random_qkv(2, 4, 6, 3, 1, seed=4)
   for pairwise in PAIRWISE:
-    weights = attention.pairwise_weights(pairwise, q, k, logit_scale=LOGIT_SCALE, concat_kernel=w_f)
+    weights = pairwise_weights(pairwise, q, k, logit_scale=LOGIT_SCALE, concat_kernel=w_f)
     assert weights.shape == (2, 4, 6) and weights.dtype == jnp.float32
     ones = np.ones((2, 6, 1), np.float32)
     # weights @ 1 is y for v = 1: the reference's Σ_j f / C(x).
     want = reference_attention(pairwise, q, k, ones, w_f, LOGIT_SCALE)[..., 0]
     np.testing.assert_allclose(np.asarray(weights).sum(-1), want, rtol=1e-5, atol=1e-6)
-    if pairwise in attention.SOFTMAX_FUNCTIONS:
+    if TABLE[pairwise].softmax:
       np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-6)
   # The logit scale belongs to the softmax functions only.
   for pairwise in ('dot_product', 'concatenation'):
-    a = attention.pairwise_weights(pairwise, q, k, logit_scale=1.0, concat_kernel=w_f)
-    b = attention.pairwise_weights(pairwise, q, k, logit_scale=0.25, concat_kernel=w_f)
+    a = pairwise_weights(pairwise, q, k, logit_scale=1.0, concat_kernel=w_f)
+    b = pairwise_weights(pairwise, q, k, logit_scale=0.25, concat_kernel=w_f)
     np.testing.assert_array_equal(a, b)
 
 

@@ -78,7 +78,7 @@ def reference_kwargs(block):
   """The block's configuration, in the reference's argument names."""
   return dict(pairwise=block.pairwise, subsample=block.subsample, pool_position=block.pool_position,
               scale=block.scale, positions=block.positions, temporal_groups=block.temporal_groups,
-              norm=block.norm, eps=block.bn_epsilon)
+              norm=block.norm or 'batch', eps=block.bn_epsilon)  # None: a block on its own is 'batch'.
 
 
 def branch_error(z, x, z_ref, parts):
