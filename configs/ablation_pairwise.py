@@ -10,6 +10,7 @@ Expected at CPU size: see the README's Results section (measured on a 2-core CPU
 """
 
 from nonlocal_jax.config_files import load_sibling
+from nonlocal_jax.layers import PAIRWISE
 
 
 
@@ -19,9 +20,7 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-  """The C2D baseline and the four pairwise functions (PAPER.md §1)."""
+  """The C2D baseline and the four pairwise functions (docs/paper.md §1)."""
   load_sibling(__file__, 'ablation_common').scale_of(arg, 'ablation_pairwise')
-  labels = {'gaussian': 'Gaussian', 'embedded_gaussian': 'Gaussian, embed', 'dot_product': 'dot-product',
-            'concatenation': 'concatenation'}
   return ([{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'}]
-          + [{'name': p, 'label': label, 'model.nonlocal_pairwise': p} for p, label in labels.items()])
+          + [{'name': p, 'label': f.label, 'model.nonlocal_block.pairwise': p} for p, f in PAIRWISE.items()])

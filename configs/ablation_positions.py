@@ -21,8 +21,8 @@ def get_sweep(arg=None):
   """The C2D baseline, then space-only, time-only and spacetime blocks."""
   load_sibling(__file__, 'ablation_common').scale_of(arg, 'ablation_positions')
   return [{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'},
-          {'name': 'space', 'label': 'space-only', 'model.nonlocal_positions': 'space'},
+          {'name': 'space', 'label': 'space-only', 'model.nonlocal_block.positions': 'space'},
           # A (1, 1, 1) window is no pooling, and unlike None it can be written as a main.py flag.
-          {'name': 'time', 'label': 'time-only', 'model.nonlocal_positions': 'time',
-           'model.nonlocal_subsample': (1, 1, 1)},
-          {'name': 'spacetime', 'label': 'spacetime', 'model.nonlocal_positions': 'spacetime'}]
+          {'name': 'time', 'label': 'time-only', 'model.nonlocal_block.positions': 'time',
+           'model.nonlocal_block.subsample': (1, 1, 1)},
+          {'name': 'spacetime', 'label': 'spacetime', 'model.nonlocal_block.positions': 'spacetime'}]

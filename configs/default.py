@@ -7,13 +7,16 @@ Sections: ``model`` (the network, see ``nonlocal_jax.models``), ``data`` (the da
 
 import ml_collections
 
+from nonlocal_jax.models.registry import nonlocal_block_config
+
 
 def model_config() -> ml_collections.ConfigDict:
   """The ``config.model`` section: which network and how it is built.
 
   ``nonlocal_jax.models.build_model(config.model)`` builds it; every field is an attribute of the model class
   named by ``name`` (see ``ResNetVideo`` / ``ResNetImage`` for the full story). A ``resnet_image`` config
-  replaces this section with the image fields.
+  replaces this section with the image fields
+  (and ``nonlocal_block_config('resnet_image')``).
   """
   placeholder = ml_collections.config_dict.placeholder
   model = ml_collections.ConfigDict()
@@ -27,23 +30,16 @@ def model_config() -> ml_collections.ConfigDict:
   model.stem = '32x2'  # '32x2' or '8x8' (official conv1 stride and pools) or 'table1' (the paper's pools).
   model.stem_pool_padding = 1  # pool1 spatial padding: 1 (PySlowFast) or 0 (official Caffe2, exact zoo parity).
   model.stride_in_1x1 = False  # Stride on branch2a (MSRA ResNet, the paper's FLOPs) not branch2b (official).
-  # Non-local blocks: a preset ('none', '1', '5', '10', 'res2'..'res5'; PAPER.md §3) or 'res3:1,3;res4:1,3,5'
+  # Non-local blocks: a preset ('none', '1', '5', '10', 'res2'..'res5'; docs/paper.md §3) or 'res3:1,3;res4:1,3,5'
   # (stage: indices of the residual blocks each followed by a non-local block).
   model.nonlocal_locations = 'none'
-  model.nonlocal_pairwise = 'embedded_gaussian'  # 'gaussian', 'embedded_gaussian', 'dot_product', 'concatenation'.
-  model.nonlocal_positions = placeholder(str)  # 'spacetime' (None), 'space' or 'time' (Table 2d).
-  model.nonlocal_subsample = (1, 2, 2)  # Max-pool window of the key/value path; None for no subsampling.
-  model.nonlocal_pool_position = 'before'  # 'before' phi/g convs (official) or 'after' them (the paper).
-  model.nonlocal_scale = True  # Scale theta^T phi by C'^-0.5 in the embedded Gaussian (official USE_SCALE).
-  model.nonlocal_res3_temporal_groups = placeholder(int)  # Grouped non-local in res3 (128-frame models): 4.
-  model.nonlocal_norm = placeholder(str)  # The block's norm: 'batch', 'affine', 'none'; None follows norm.
-  model.nonlocal_weight_init = 'official'  # 'official' (N(0, 0.01^2)) or 'he'.
-  model.nonlocal_use_bias = True  # Biases on theta, phi, g and W_z (official).
-  model.nonlocal_bn_scale_init = 0.0  # Initial gamma of the block's BN; 0 (the paper) = identity at init.
-  model.nonlocal_tied_embedding_init = False  # phi starts as a copy of theta (not the paper: independent).
-  model.nonlocal_implementation = 'auto'  # 'auto', 'naive', 'chunked', 'reassociated' or 'fused'.
-  model.nonlocal_chunk_size = 512  # Queries per chunk of the chunked implementation.
-  model.nonlocal_max_affinity_bytes = 32 * 2**20  # 'auto' switches to chunked above this affinity size.
+  # The options of every non-local block, one sub-dict whose keys are exactly NonLocalBlock's fields (pairwise,
+  # subsample, positions, implementation, ...; each documented in nonlocal_jax/layers/nonlocal_block.py), at
+  # the video defaults: embedded Gaussian, subsample (1, 2, 2), pooling before phi/g, the official init.
+  # Set one on the command line with --config.model.nonlocal_block.pairwise=dot_product. Its norm None follows
+  # model.norm ('batch' blocks in a BatchNorm network, 'affine' in a frozen-BN one).
+  model.nonlocal_block = nonlocal_block_config('resnet_video')
+  model.nonlocal_res3_temporal_groups = placeholder(int)  # Grouped non-local in res3 only (128-frame models): 4.
   model.norm = 'batch'  # 'batch' (trained BatchNorm) or 'affine' (frozen BN, the 128-frame models).
   model.bn_axis_name = placeholder(str)  # Device axis for synchronised BN ('batch'); None: per-device stats.
   model.bn_momentum = 0.9  # BatchNorm running-average momentum (official).

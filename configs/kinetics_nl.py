@@ -1,8 +1,8 @@
-r"""Non-local video networks on Kinetics-400 (Wang et al. 2018, PAPER.md §3-§4): the network and its clip sampling.
+r"""Non-local video networks on Kinetics-400 (Wang et al. 2018, docs/paper.md §3-§4): the network and its clip sampling.
 
 Default: NL C2D ResNet-50, 32x2 clips, 5 embedded-Gaussian non-local blocks (res3 1, 3; res4 1, 3, 5), the
 paper's Table 2c model (73.8 top-1 in the paper, vs 71.8 for the C2D baseline), trained with the paper's recipe
-(PAPER.md §5; ``config.train``): 400k steps of 64 clips, SGD + Nesterov momentum 0.9, lr 0.01 ÷10 at 150k and
+(docs/paper.md §5; ``config.train``): 400k steps of 64 clips, SGD + Nesterov momentum 0.9, lr 0.01 ÷10 at 150k and
 300k, weight decay 1e-4 (not on BN and biases), dropout 0.5, precise BN over 200 batches; tested with 10 clips ×
 3 crops of 256. ``arch=i3d`` is the Table 2f NL I3D (74.9).
 
@@ -23,42 +23,35 @@ The optional argument names a variant, as comma-separated key=value pairs:
 
     arch       c2d | i3d (I3D 3x1x1, the official NL I3D) | i3d_3x3x3
     depth      50 | 101
-    blocks     none | 1 | 5 | 10 | res2 | res3 | res4 | res5 (placement presets, PAPER.md §3)
+    blocks     none | 1 | 5 | 10 | res2 | res3 | res4 | res5 (placement presets, docs/paper.md §3)
     pairwise   gaussian | embedded_gaussian | dot_product | concatenation
     positions  spacetime | space | time (time-only blocks do not subsample: they attend over 4 frames)
     frames     32x2 | 8x8: the official models' stem and the clip sampling (32 frames every 2nd, or 8 every 8th)
 """
 
-from nonlocal_jax.config_files import load_sibling
+from nonlocal_jax.config_files import load_sibling, parse_arg
+from nonlocal_jax.layers import PAIRWISE_FUNCTIONS, POSITION_SETS
+from nonlocal_jax.models import NONLOCAL_PRESETS
 
 VARIANT_KEYS = {
     'arch': {'c2d': 'c2d', 'i3d': 'i3d_3x1x1', 'i3d_3x1x1': 'i3d_3x1x1', 'i3d_3x3x3': 'i3d_3x3x3'},
     'depth': {'50': 50, '101': 101},
-    'blocks': {b: b for b in ('none', '1', '5', '10', 'res2', 'res3', 'res4', 'res5')},
-    'pairwise': {p: p for p in ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')},
-    'positions': {p: p for p in ('spacetime', 'space', 'time')},
+    'blocks': {b: b for b in NONLOCAL_PRESETS},
+    'pairwise': {p: p for p in PAIRWISE_FUNCTIONS},
+    'positions': {p: p for p in POSITION_SETS},
     'frames': {'32x2': '32x2', '8x8': '8x8'},
 }
 # Frames per clip and stride between them (config.data) for each stem.
 _SAMPLING = {'32x2': (32, 2), '8x8': (8, 8)}
-# Which config.model field each variant key sets.
-_FIELDS = {'arch': 'temporal', 'depth': 'depth', 'blocks': 'nonlocal_locations', 'pairwise': 'nonlocal_pairwise',
-           'positions': 'nonlocal_positions', 'frames': 'stem'}
+# Which config.model field each variant key sets (dotted: inside config.model.nonlocal_block).
+_FIELDS = {'arch': 'temporal', 'depth': 'depth', 'blocks': 'nonlocal_locations', 'pairwise': 'nonlocal_block.pairwise',
+           'positions': 'nonlocal_block.positions', 'frames': 'stem'}
 DEFAULT_VARIANT = 'arch=c2d,depth=50,blocks=5,pairwise=embedded_gaussian,frames=32x2'
-
 
 
 def parse_variant(arg):
   """'arch=i3d,blocks=5' -> {'arch': 'i3d_3x1x1', 'blocks': '5'}; an unknown key or value names the allowed ones."""
-  variant = {}
-  for item in filter(None, (s.strip() for s in (arg or '').split(','))):
-    key, sep, value = item.partition('=')
-    if not sep or key not in VARIANT_KEYS:
-      raise ValueError(f'Config argument {item!r} is not key=value with a key among {sorted(VARIANT_KEYS)}.')
-    if value not in VARIANT_KEYS[key]:
-      raise ValueError(f'Config argument {key}={value!r}: the value must be one of {sorted(VARIANT_KEYS[key])}.')
-    variant[key] = VARIANT_KEYS[key][value]
-  return variant
+  return parse_arg(arg, VARIANT_KEYS, 'configs/kinetics_nl.py')
 
 
 def get_config(arg=None):
@@ -67,10 +60,11 @@ def get_config(arg=None):
   variant = parse_variant(DEFAULT_VARIANT)
   variant.update(parse_variant(arg))
   for key, value in variant.items():
-    config.model[_FIELDS[key]] = value
+    section, _, field = _FIELDS[key].rpartition('.')
+    (config.model[section] if section else config.model)[field] = value
   config.data.num_frames, config.data.frame_stride = _SAMPLING[variant['frames']]
   if variant.get('positions') == 'time':
-    config.model.nonlocal_subsample = None
+    config.model.nonlocal_block.subsample = None
   config.train.precise_bn_batches = 200  # Official TEST.PRECISE_BN (200 iterations).
   config.train.log_every_steps, config.train.checkpoint_every_steps = 100, 5000
   return config

@@ -35,7 +35,7 @@ the earlier ones with 8-frame clips and one residual block in res5, some with a 
 - AdamW (cosine), not SGD: the label depends only on the interaction of two frames, so training starts on
   a plateau; SGD + Nesterov (lr 0.05, 5x on the blocks) left it after ~600 steps on one seed and not in 1,000+
   on another, ending at 68 % test (read with the per-frame head below).
-- theta and phi start equal (``model.nonlocal_tied_embedding_init``; the concatenation's w_f starts as [v, -v]):
+- theta and phi start equal (``model.nonlocal_block.tied_embedding_init``; the concatenation's w_f starts as [v, -v]):
   with independent draws the embedded-Gaussian and concatenation blocks in res4 stayed at chance on some seeds
   (2,000 steps: 1 of 3 and 1 of 2 seeds left the plateau; concatenation seed 0 was still at chance after 3,250
   of 5,000 steps). Tied, in 1,000-step runs of the same trainer: embedded Gaussian 4 of 4 seeds off the
@@ -44,7 +44,7 @@ the earlier ones with 8-frame clips and one residual block in res5, some with a 
   step 1,500-2,000, fell to 78 % and ended at 86.8 % and 86.0 % test; at 1e-3 they climbed steadily.
 - 5,000 steps, not 2,000 (8 frames): at 2,000 steps the 3-block and res5 variants ended at 84.0 % and 85.7 %
   (5,000: 90.6 and 89.1 %, untied, lr 3e-3).
-- The non-local BN scale starts at 1 (``model.nonlocal_bn_scale_init``), not 0, and theta/phi/g are He-initialised:
+- The non-local BN scale starts at 1 (``model.nonlocal_block.bn_scale_init``), not 0, and theta/phi/g are He-initialised:
   with gamma = 0 no gradient reaches theta/phi/g until gamma drifts away from 0.
 - No key/value subsampling: the maps are 3×3 (res3) and 2×2 (res4), and a 2×2 VALID pool drops res3's last row
   and column (no measurable difference at 2,000 steps: 80 % either way).
@@ -56,21 +56,15 @@ the earlier ones with 8-frame clips and one residual block in res5, some with a 
   softmaxes (``head_window=None``) read the same width-8 model at 72 % instead of 90 %.
 """
 
-from nonlocal_jax.config_files import load_sibling
+from nonlocal_jax.config_files import load_sibling, parse_arg
 
 BLOCKS = {'none': 'none', 'res3': 'res3:0', 'res4': 'res4:0', 'res3res4': 'res3:0;res4:0'}
-
 
 
 def get_config(arg=None):
   """The synthetic benchmark config; ``arg`` 'blocks=none' gives the C2D baseline."""
   config = load_sibling(__file__, 'default').get_config()
-  blocks = 'res3res4'
-  for item in filter(None, (arg or '').split(',')):
-    key, _, value = item.partition('=')
-    if key != 'blocks' or value not in BLOCKS:
-      raise ValueError(f'configs/synthetic_nl.py takes blocks= one of {sorted(BLOCKS)}, got {item!r}.')
-    blocks = value
+  blocks = parse_arg(arg, {'blocks': {b: b for b in BLOCKS}}, 'configs/synthetic_nl.py').get('blocks', 'res3res4')
   m = config.model
   # Two residual blocks in res5, one elsewhere: a block placed in res5 then sits before the stage's last residual
   # block, as the paper places it (Table 2b), instead of after the network's last nonlinearity, where the global
@@ -83,13 +77,14 @@ def get_config(arg=None):
   # drifted away from 0 on noise, which took 1,000+ steps here. The feature maps are 3x3 (res3) and 2x2 (res4):
   # nothing to subsample (a 2x2 VALID pool would drop res3's last row and column). A (1, 1, 1) window is no
   # pooling and, unlike None, can still be overridden from the command line (the sweeps' printed commands).
-  m.nonlocal_weight_init = 'he'
-  m.nonlocal_bn_scale_init = 1.0
-  m.nonlocal_subsample = (1, 1, 1)
+  b = m.nonlocal_block
+  b.weight_init = 'he'
+  b.bn_scale_init = 1.0
+  b.subsample = (1, 1, 1)
   # phi starts as a copy of theta (and the concatenation's w_f as [v, -v]), so the learned pairwise functions
   # start by comparing x_i with x_j: with independent draws the embedded Gaussian and the concatenation block
   # stayed at chance on some seeds (see the docstring).
-  m.nonlocal_tied_embedding_init = True
+  b.tied_embedding_init = True
   m.dropout_rate = 0.0
   d = config.data
   d.name = 'synthetic_long_range/same_different'

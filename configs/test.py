@@ -9,8 +9,7 @@ comparable. The argument ``blocks=none`` gives the baseline without non-local bl
 Expected: finishes in ~15 s on a 2-core CPU (mostly compilation); accuracy is not meaningful.
 """
 
-from nonlocal_jax.config_files import load_sibling
-
+from nonlocal_jax.config_files import load_sibling, parse_arg
 
 
 # The generated variant (also what the tests' fixture prepares).
@@ -20,12 +19,7 @@ SYNTHETIC = dict(num_frames=4, size=16, digit_size=8, num_train=16, num_validati
 def get_config(arg=None):
   """The tiny test config; ``arg`` 'blocks=none' removes the non-local block."""
   config = load_sibling(__file__, 'default').get_config()
-  blocks = 'res3'
-  for item in filter(None, (arg or '').split(',')):
-    key, _, value = item.partition('=')
-    if key != 'blocks' or value not in ('none', 'res3'):
-      raise ValueError(f'configs/test.py takes blocks=none or blocks=res3, got {item!r}.')
-    blocks = value
+  blocks = parse_arg(arg, {'blocks': {'none': 'none', 'res3': 'res3'}}, 'configs/test.py').get('blocks', 'res3')
   m = config.model
   m.stage_sizes, m.width, m.num_classes = (1, 1, 1, 1), 4, 2
   m.stem = '8x8'  # Temporal stride 1: every frame reaches the network.

@@ -32,9 +32,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from nonlocal_jax import paths
-
-SOFTMAX_FUNCTIONS = ('gaussian', 'embedded_gaussian')
-
+from nonlocal_jax.layers import PAIRWISE, PositionSets
 
 class VisualizeError(ValueError):
   """The workdir, the clip or the chosen block/queries cannot be shown; the message says what to change."""
@@ -60,6 +58,11 @@ class BlockAttention:
   query_grid: tuple
   key_grid: tuple
   weights: np.ndarray
+
+  @property
+  def position_sets(self) -> PositionSets:
+    """Which positions attend to each other (``nonlocal_jax.layers.geometry``)."""
+    return PositionSets(self.positions, self.temporal_groups)
 
 
 def attention_weights(model, variables: dict, clips) -> dict[str, BlockAttention]:
@@ -97,7 +100,7 @@ def normalize_rows(weights: np.ndarray, pairwise: str) -> np.ndarray:
   """Each row divided by its sum of absolute values (a no-op for the softmax functions, whose rows are already
   distributions); all-zero rows stay zero."""
   weights = np.asarray(weights, np.float64)
-  if pairwise in SOFTMAX_FUNCTIONS:
+  if PAIRWISE[pairwise].softmax:
     return weights
   total = np.abs(weights).sum(axis=-1, keepdims=True)
   return np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
@@ -105,38 +108,21 @@ def normalize_rows(weights: np.ndarray, pairwise: str) -> np.ndarray:
 
 def _row_of(block: BlockAttention, batch_index: int, query: Sequence[int]) -> tuple[int, int]:
   """(group, query index) of the sown weights that hold ``query`` = (t, h, w) of clip ``batch_index``."""
-  t, h, w = (int(q) for q in query)
   big_t, big_h, big_w = block.query_grid
+  t, h, w = (int(q) for q in query)
   if not (0 <= t < big_t and 0 <= h < big_h and 0 <= w < big_w):
     raise VisualizeError(f'Query {tuple(query)} is outside the {block.name} feature grid {block.query_grid} '
                          '(T, H, W): choose t < T, h < H, w < W.')
-  if block.positions == 'space':
-    return batch_index * big_t + t, h * big_w + w
-  if block.positions == 'time':
-    return (batch_index * big_h + h) * big_w + w, t
-  if block.temporal_groups:
-    k = block.temporal_groups
-    return batch_index * (big_t // k) + t // k, ((t % k) * big_h + h) * big_w + w
-  return batch_index, (t * big_h + h) * big_w + w
+  return block.position_sets.query_row(block.query_grid, batch_index, query)
 
 
 def query_weights(block: BlockAttention, batch_index: int, query: Sequence[int]) -> np.ndarray:
   """The normalised weights of one query over the whole key grid (T', H', W'); keys it cannot see are 0."""
   group, row = _row_of(block, batch_index, query)
   values = normalize_rows(block.weights[group, row], block.pairwise)
-  t, h, w = (int(q) for q in query)
-  kt, kh, kw = block.key_grid
+  region = block.position_sets.keys_seen(block.query_grid, block.key_grid, query)
   full = np.zeros(block.key_grid)
-  if block.positions == 'space':
-    full[t * kt // block.query_grid[0]] = values.reshape(kh, kw)
-  elif block.positions == 'time':
-    full[:, h * kh // block.query_grid[1], w * kw // block.query_grid[2]] = values
-  elif block.temporal_groups:
-    per_group = kt // (block.query_grid[0] // block.temporal_groups)
-    start = (t // block.temporal_groups) * per_group
-    full[start:start + per_group] = values.reshape(per_group, kh, kw)
-  else:
-    full[...] = values.reshape(block.key_grid)
+  full[region] = values.reshape(full[region].shape)
   return full
 
 
@@ -220,7 +206,7 @@ def plot_attention(block: BlockAttention, clip: np.ndarray, queries: Sequence[Se
                               color='red' if weights[c, i, j] > 0 else 'deepskyblue',
                               linewidth=0.5 + 1.5 * strength, alpha=0.4 + 0.6 * strength)
       fig.add_artist(arrow)
-  normalised = 'softmax weights' if block.pairwise in SOFTMAX_FUNCTIONS else 'w / Σ|w| per query'
+  normalised = 'softmax weights' if PAIRWISE[block.pairwise].softmax else 'w / Σ|w| per query'
   fig.suptitle(title or f'{block.name} ({block.pairwise}, {block.positions}; {normalised}; top {top_k})',
                fontsize=9)
   fig.tight_layout()

@@ -176,6 +176,11 @@ class NonLocalBlock(nn.Module):
                                  ('norm', self.norm, (None,) + NORMS)):
       if value not in allowed:
         raise ValueError(f'{name} must be one of {allowed}, got {value!r}.')
+    if input_rank is not None and input_rank != 3:
+      for name in ('positions', 'temporal_groups'):
+        if getattr(self, name) is not None:
+          raise ValueError(f'{name}={getattr(self, name)!r} applies to 3D input (B, T, H, W, C) only; leave it None '
+                           f'for {input_rank}D input.')
     if self.inter_channels is not None and (not isinstance(self.inter_channels, int) or self.inter_channels < 1):
       raise ValueError(f'inter_channels must be a positive integer or None, got {self.inter_channels!r}.')
     if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
@@ -202,11 +207,6 @@ class NonLocalBlock(nn.Module):
         raise ValueError(f"temporal_groups needs positions='spacetime' (or None), got {self.positions!r}.")
       if pooled and window[0] != 1:
         raise ValueError(f'temporal_groups needs a subsample window that does not pool time, got {window}.')
-    if input_rank is not None and input_rank != 3:
-      for name in ('positions', 'temporal_groups'):
-        if getattr(self, name) is not None:
-          raise ValueError(f'{name}={getattr(self, name)!r} applies to 3D input (B, T, H, W, C) only; leave it None '
-                           f'for {input_rank}D input.')
 
   @nn.nowrap
   def _window(self) -> Tuple[int, ...]:

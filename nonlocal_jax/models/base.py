@@ -1,20 +1,33 @@
-"""What the video and image ResNets share: the non-local options, normalisation, residual stages and the head."""
+"""What the video and image ResNets share: the non-local block spec, normalisation, residual stages and the head.
+
+The block's options travel as one value, ``nonlocal_block``: a mapping whose keys are ``NonLocalBlock``'s own
+fields (``nonlocal_block_fields()``), handed to every block whole. The network adds only what it owns: where the
+blocks go (``nonlocal_locations``), the norm, the dtype and the BatchNorm settings.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+import dataclasses
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nonlocal_jax.layers import NonLocalBlock, PAIRWISE_FUNCTIONS
-from nonlocal_jax.layers.nonlocal_block import INITS as NONLOCAL_INITS
-from nonlocal_jax.layers.nonlocal_block import NORMS as NONLOCAL_NORMS
-from nonlocal_jax.layers.nonlocal_block import POOL_POSITIONS
-from nonlocal_jax.layers.attention import IMPLEMENTATIONS
+from nonlocal_jax.layers import NonLocalBlock
 from nonlocal_jax.models import blocks
 from nonlocal_jax.models.placement import resolve_nonlocal_locations
+
+
+# Block fields that the network sets from its own fields, so they are not part of the block spec.
+NETWORK_OWNED_BLOCK_FIELDS = ('dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon')
+
+
+def nonlocal_block_fields() -> Tuple[str, ...]:
+  """The keys a ``nonlocal_block`` spec may hold: NonLocalBlock's fields minus those the network owns."""
+  return tuple(f.name for f in dataclasses.fields(NonLocalBlock)
+               if f.name not in ('parent', 'name') + NETWORK_OWNED_BLOCK_FIELDS)
 
 
 def check_one_of(field: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -31,18 +44,7 @@ class ResNetBase(nn.Module):
   width: Optional[int] = None
   stride_in_1x1: bool = False
   nonlocal_locations: Any = 'none'
-  nonlocal_pairwise: str = 'embedded_gaussian'
-  nonlocal_subsample: Optional[Sequence[int]] = None
-  nonlocal_pool_position: str = 'before'
-  nonlocal_scale: bool = True
-  nonlocal_norm: Optional[str] = None
-  nonlocal_weight_init: str = 'official'
-  nonlocal_use_bias: bool = True
-  nonlocal_bn_scale_init: float = 0.0
-  nonlocal_tied_embedding_init: bool = False
-  nonlocal_implementation: str = 'auto'
-  nonlocal_chunk_size: int = 512
-  nonlocal_max_affinity_bytes: int = 32 * 2**20
+  nonlocal_block: Optional[Mapping[str, Any]] = None
   norm: str = 'batch'
   bn_axis_name: Optional[str] = None
   bn_momentum: float = 0.9
@@ -51,6 +53,11 @@ class ResNetBase(nn.Module):
   dropout_rate: float = 0.5
   conv_implementation: str = 'auto'
   dtype: Any = jnp.float32
+
+  # The block options a network of this kind uses unless its ``nonlocal_block`` says otherwise.
+  NONLOCAL_DEFAULTS = {}
+  # The rank (non-channel axes) of the feature maps the blocks see.
+  NONLOCAL_RANK = 3
 
   # --- derived structure, overridden by the subclasses -------------------------------------------------------
   @nn.nowrap
@@ -85,12 +92,7 @@ class ResNetBase(nn.Module):
       raise ValueError(f'width must be a positive integer, got {self.width!r}.')
     check_one_of('norm', self.norm, blocks.NORMS)
     check_one_of('conv_implementation', self.conv_implementation, blocks.CONV_IMPLEMENTATIONS)
-    check_one_of('nonlocal_pairwise', self.nonlocal_pairwise, PAIRWISE_FUNCTIONS)
-    check_one_of('nonlocal_pool_position', self.nonlocal_pool_position, POOL_POSITIONS)
-    check_one_of('nonlocal_weight_init', self.nonlocal_weight_init, NONLOCAL_INITS)
-    check_one_of('nonlocal_implementation', self.nonlocal_implementation, IMPLEMENTATIONS)
-    if self.nonlocal_norm is not None:
-      check_one_of('nonlocal_norm', self.nonlocal_norm, NONLOCAL_NORMS)
+    self.check_nonlocal_block()
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
     self.placement()
@@ -103,18 +105,38 @@ class ResNetBase(nn.Module):
     return blocks.norm_factory(self.norm, train=train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                axis_name=self.bn_axis_name, dtype=self.dtype)
 
-  def _nonlocal_block(self, stage: int, index: int, **extra) -> NonLocalBlock:
+  @nn.nowrap
+  def nonlocal_kwargs(self, **overrides) -> dict:
+    """The keyword arguments of this network's blocks: ``nonlocal_block`` over ``NONLOCAL_DEFAULTS``, then the
+    norm (when the spec leaves it None), dtype and BatchNorm settings of the network, then ``overrides``."""
+    spec = dict(self.NONLOCAL_DEFAULTS)
+    spec.update(self.nonlocal_block or {})
+    unknown = sorted(set(spec) - set(nonlocal_block_fields()))
+    if unknown:
+      raise ValueError(f'nonlocal_block has key(s) {unknown} that NonLocalBlock does not take; its keys are the '
+                       f'block\'s fields: {", ".join(nonlocal_block_fields())}.')
+    if spec.get('norm') is None:
+      spec['norm'] = 'batch' if self.norm == 'batch' else 'affine'
+    if spec.get('subsample') is not None:
+      spec['subsample'] = tuple(spec['subsample'])
+    spec.update(dtype=self.dtype, bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
+                bn_epsilon=self.bn_epsilon)
+    spec.update(overrides)
+    return spec
+
+  @nn.nowrap
+  def check_nonlocal_block(self, **overrides) -> None:
+    """Validates the block spec (with ``overrides``) early, for this network's feature-map rank; the error
+    names the ``nonlocal_block`` field to fix."""
+    kwargs = self.nonlocal_kwargs(**overrides)
+    try:
+      NonLocalBlock(parent=None, **kwargs).check(self.NONLOCAL_RANK)
+    except ValueError as e:
+      raise ValueError(f'nonlocal_block.{e}') from None
+
+  def _nonlocal_block(self, stage: int, index: int, **overrides) -> NonLocalBlock:
     """The non-local block after residual block ``index`` of res{stage}, named as the official blob prefix."""
-    norm = self.nonlocal_norm or ('batch' if self.norm == 'batch' else 'affine')
-    subsample = tuple(self.nonlocal_subsample) if self.nonlocal_subsample is not None else None
-    return NonLocalBlock(
-        pairwise=self.nonlocal_pairwise, subsample=subsample, pool_position=self.nonlocal_pool_position,
-        scale=self.nonlocal_scale, norm=norm, weight_init=self.nonlocal_weight_init,
-        use_bias=self.nonlocal_use_bias, bn_scale_init=self.nonlocal_bn_scale_init,
-        tied_embedding_init=self.nonlocal_tied_embedding_init, bn_momentum=self.bn_momentum,
-        bn_epsilon=self.bn_epsilon, bn_axis_name=self.bn_axis_name, implementation=self.nonlocal_implementation,
-        chunk_size=self.nonlocal_chunk_size, max_affinity_bytes=self.nonlocal_max_affinity_bytes,
-        dtype=self.dtype, name=f'nonlocal_conv{stage}_{index}', **extra)
+    return NonLocalBlock(**self.nonlocal_kwargs(**overrides), name=f'nonlocal_conv{stage}_{index}')
 
   def _stage(self, x, stage: int, make_block, nonlocal_after: Sequence[int], train: bool, **nonlocal_extra):
     """Runs residual stage res{stage}: ``make_block(index)`` builds block i; non-local blocks follow some."""

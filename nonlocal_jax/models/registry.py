@@ -7,17 +7,32 @@ with a message that names the field.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
-from typing import Any, Dict, Mapping
+import sys
+import typing
+from typing import Any, Dict, Mapping, Optional
 
+import flax
 import jax.numpy as jnp
+import ml_collections
 
+from nonlocal_jax.layers import NonLocalBlock
+
+from nonlocal_jax.models.base import nonlocal_block_fields
 from nonlocal_jax.models.resnet_image import ResNetImage
 from nonlocal_jax.models.resnet_video import ResNetVideo
 
 MODELS = {'resnet_video': ResNetVideo, 'resnet_image': ResNetImage}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 _FLAX_FIELDS = ('parent', 'name')
+
+
+def renamed_field(old: str) -> Optional[str]:
+  """The field that replaced model field ``old`` ('nonlocal_pairwise' -> 'nonlocal_block.pairwise'), or None."""
+  if old.startswith('nonlocal_') and old[len('nonlocal_'):] in nonlocal_block_fields():
+    return f'nonlocal_block.{old[len("nonlocal_"):]}'
+  return None
 
 
 def model_fields(name: str) -> tuple:
@@ -46,19 +61,48 @@ def model_kwargs(model_config: Any) -> tuple:
     raise ValueError(f'config.model.name must be one of {tuple(MODELS)}, got {name!r}.')
   allowed = model_fields(name)
   unknown = sorted(set(fields) - set(allowed))
+  moved = [f for f in unknown if renamed_field(f)]
+  if moved:
+    raise ValueError(f'config.model.{moved[0]} is now config.model.{renamed_field(moved[0])}: the block options '
+                     'live in one sub-dict, config.model.nonlocal_block, whose keys are the block\'s own fields.')
   if unknown:
     raise ValueError(f'config.model has field(s) {unknown} that model {name!r} does not take; remove or rename '
                      f'them. Allowed fields: {", ".join(sorted(allowed))}.')
-  if isinstance(fields.get('nonlocal_locations'), Mapping):
-    # Module attributes must be hashable: {'res3': (1, 3)} becomes the equivalent 'res3:1,3'.
-    fields['nonlocal_locations'] = ';'.join(
-        f'{k if str(k).startswith("res") else f"res{k}"}:{",".join(str(i) for i in v)}'
-        for k, v in fields['nonlocal_locations'].items())
+  # Module attributes must be hashable (jit treats the model as static): mappings become FrozenDicts.
+  fields = {k: flax.core.FrozenDict(v) if isinstance(v, Mapping) else v for k, v in fields.items()}
   if isinstance(fields.get('dtype'), str):
     if fields['dtype'] not in DTYPES:
       raise ValueError(f'config.model.dtype must be one of {tuple(DTYPES)}, got {fields["dtype"]!r}.')
     fields['dtype'] = DTYPES[fields['dtype']]
   return MODELS[name], fields
+
+
+def _placeholder_type(annotation: Any) -> type:
+  """The type an override of a field that defaults to None must have: int for Optional[int], tuple for an
+  Optional[Sequence[...]], ... (ml_collections needs it to parse --config.model.nonlocal_block.x=... flags)."""
+  inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+  base = typing.get_origin(inner[0]) or inner[0] if inner else str
+  return tuple if base in (collections.abc.Sequence, list, tuple) else base
+
+
+def nonlocal_block_config(model_name: str = 'resnet_video') -> ml_collections.ConfigDict:
+  """``config.model.nonlocal_block``: every field of the block spec at the default of a ``model_name`` network.
+
+  Generated from ``NonLocalBlock``'s fields (see its docstring for each), so the config always offers exactly
+  the block's options; None defaults become typed placeholders that command-line flags can set.
+  """
+  fields = {f.name: f for f in dataclasses.fields(NonLocalBlock)}
+  module = sys.modules[NonLocalBlock.__module__]
+  defaults = MODELS[model_name].NONLOCAL_DEFAULTS
+  spec = ml_collections.ConfigDict()
+  for name in nonlocal_block_fields():
+    value = defaults.get(name, fields[name].default)
+    if value is None:
+      annotation = fields[name].type
+      annotation = eval(annotation, vars(module)) if isinstance(annotation, str) else annotation  # pylint: disable=eval-used
+      value = ml_collections.config_dict.placeholder(_placeholder_type(annotation))
+    spec[name] = value
+  return spec
 
 
 def build_model(model_config: Any):

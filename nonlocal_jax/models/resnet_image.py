@@ -14,7 +14,6 @@ Basic blocks (ResNet-18/34, CIFAR) have branch2a and branch2b only. The stage ou
 
 from __future__ import annotations
 
-import functools
 from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -42,7 +41,7 @@ class ResNetImage(ResNetBase):
     block: 'bottleneck' or 'basic'; None follows depth.
     stem: 'imagenet' (7×7/2 conv, 3×3/2 max pool; four stages) or 'cifar' (3×3 conv, no pool; three stages).
     stride_in_1x1: stride on branch2a (original MSRA ResNet) instead of branch2b (torchvision "v1.5").
-    nonlocal_locations, nonlocal_*: as ``ResNetVideo`` (2D blocks: nonlocal_subsample is an (H, W) window).
+    nonlocal_locations, nonlocal_block: as ``ResNetVideo``, with 2D blocks (the default subsample is (2, 2)).
     norm, bn_axis_name, bn_momentum, bn_epsilon, residual_bn_init, conv_implementation, dtype: as
       ``ResNetVideo`` (2D convolutions are always native).
     dropout_rate: dropout before the classifier (0 by default for images).
@@ -51,8 +50,10 @@ class ResNetImage(ResNetBase):
   width: Optional[int] = None
   block: Optional[str] = None
   stem: str = 'imagenet'
-  nonlocal_subsample: Optional[Sequence[int]] = (2, 2)
   dropout_rate: float = 0.0
+
+  NONLOCAL_DEFAULTS = {'subsample': (2, 2)}
+  NONLOCAL_RANK = 2
 
   @nn.nowrap
   def resolved_stage_sizes(self) -> Tuple[int, ...]:
@@ -91,9 +92,6 @@ class ResNetImage(ResNetBase):
     check_one_of('stem', self.stem, IMAGE_STEMS)
     self._check_common()
     check_one_of('block', self.resolved_block(), BLOCKS)
-    if self.nonlocal_subsample is not None and len(tuple(self.nonlocal_subsample)) != 2:
-      raise ValueError(f'nonlocal_subsample must be an (H, W) window such as (2, 2), or None; got '
-                       f'{self.nonlocal_subsample!r}.')
 
   @nn.nowrap
   def check_input(self, shape: Sequence[int]) -> None:
@@ -103,7 +101,7 @@ class ResNetImage(ResNetBase):
                        f'{tuple(shape)}. Add the missing axes (e.g. x[None] for a single image).')
     h, w = shape[1:3]
     downsample = 2 ** (len(self.resolved_stage_sizes()) - 1) * (4 if self.stem == 'imagenet' else 1)
-    window = tuple(self.nonlocal_subsample) if self.nonlocal_subsample is not None else (1, 1)
+    window = self.nonlocal_kwargs().get('subsample') or (1, 1)
     need = 1
     for k, indices in enumerate(self.placement()):
       if indices:
@@ -150,10 +148,3 @@ class ResNetImage(ResNetBase):
 
       x = self._stage(x, stage, make_block, after, train)
     return self._classify(x, train)
-
-
-ResNet18 = functools.partial(ResNetImage, depth=18)
-ResNet50 = functools.partial(ResNetImage, depth=50)
-ResNet101 = functools.partial(ResNetImage, depth=101)
-CifarResNet20 = functools.partial(ResNetImage, depth=20, stem='cifar', num_classes=10)
-TinyResNetImage = functools.partial(ResNetImage, stem='cifar', stage_sizes=(1, 1, 1), width=4, num_classes=10)

@@ -3,7 +3,8 @@
 Input clips are channels-last, (B, T, H, W, C) with C = 3 for RGB; the output is (B, num_classes) float32 logits,
 or in fully-convolutional test mode the softmax averaged over positions:
 
-    model = ResNetVideo(depth=50, temporal='i3d_3x1x1', nonlocal_locations='5')
+    model = ResNetVideo(depth=50, temporal='i3d_3x1x1', nonlocal_locations='5',
+                        nonlocal_block={'pairwise': 'embedded_gaussian'})
     variables = model.init(jax.random.key(0), clips, train=False)
     logits, updates = model.apply(variables, clips, train=True, mutable=['batch_stats'],
                                   rngs={'dropout': key})
@@ -28,13 +29,11 @@ names and no batch_stats. The stage outputs are sown as 'intermediates' (``conv1
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from nonlocal_jax.layers.nonlocal_block import POSITION_SETS
 from nonlocal_jax.models import blocks
 from nonlocal_jax.models.base import ResNetBase, check_one_of, softmax_over_positions
 from nonlocal_jax.models.placement import R101_STAGES, R50_STAGES
@@ -108,21 +107,12 @@ class ResNetVideo(ResNetBase):
       for R101) instead of branch2b (official video code; default).
     nonlocal_locations: where the non-local blocks go: a preset ('none', '1', '5', '10', 'res2' .. 'res5') or a
       per-stage placement (see ``nonlocal_jax.models.placement``).
-    nonlocal_pairwise: 'gaussian' | 'embedded_gaussian' | 'dot_product' | 'concatenation'.
-    nonlocal_positions: 'spacetime' (None means the same), 'space' or 'time' (Table 2d).
-    nonlocal_subsample: max-pool window of the key/value path, (1, 2, 2) officially; None for none.
-    nonlocal_pool_position: 'before' (official: pool x before φ, g) or 'after' (the paper: pool φ(x), g(x)).
-    nonlocal_scale: scale θᵀφ by C'^-0.5 in the embedded Gaussian (official USE_SCALE).
-    nonlocal_res3_temporal_groups: attend inside groups of this many frames in res3 (the official grouped
-      non-local of the frozen-BN 128-frame models); None for no grouping.
-    nonlocal_norm: the block's norm ('batch' | 'affine' | 'none'); None follows ``norm``.
-    nonlocal_weight_init: 'official' (N(0, 0.01²)) or 'he'.
-    nonlocal_use_bias: biases on θ, φ, g, W_z (official: yes).
-    nonlocal_bn_scale_init: initial γ of the block's BatchNorm; 0 (the paper) makes the block the identity.
-    nonlocal_tied_embedding_init: φ starts with θ's weights (not the paper); see ``NonLocalBlock``.
-    nonlocal_implementation: 'auto' | 'naive' | 'chunked' | 'reassociated' | 'fused' (see the block).
-    nonlocal_chunk_size: queries per chunk for the chunked implementation.
-    nonlocal_max_affinity_bytes: above this affinity size 'auto' switches to the chunked implementation.
+    nonlocal_block: the options of every non-local block, a mapping whose keys are ``NonLocalBlock``'s fields
+      (pairwise, subsample, positions, ...; see ``nonlocal_jax.layers.NonLocalBlock``), over the video default
+      subsample (1, 2, 2); the network sets the block's dtype and BatchNorm settings, and its norm when the
+      spec leaves it None ('batch', or 'affine' for a frozen-BN network).
+    nonlocal_res3_temporal_groups: attend inside groups of this many frames in the res3 blocks only (the official
+      grouped non-local of the frozen-BN 128-frame models); None for no grouping there.
     norm: 'batch' (BatchNorm, statistics per device unless bn_axis_name is set) or 'affine' (frozen BN: a
       fixed per-channel affine transform, as the official 128-frame models).
     bn_axis_name: mapped axis name over which BatchNorm statistics are averaged (synchronised BN); None keeps
@@ -143,10 +133,11 @@ class ResNetVideo(ResNetBase):
   temporal_pattern: Optional[Sequence[Sequence[int]]] = None
   stem: str = '32x2'
   stem_pool_padding: int = 1
-  nonlocal_positions: Optional[str] = None
-  nonlocal_subsample: Optional[Sequence[int]] = (1, 2, 2)
   nonlocal_res3_temporal_groups: Optional[int] = None
   head_window: Optional[Sequence[int]] = (7, 7)
+
+  NONLOCAL_DEFAULTS = {'subsample': (1, 2, 2)}
+  NONLOCAL_RANK = 3
 
   @nn.nowrap
   def stem_spec(self) -> StemSpec:
@@ -196,24 +187,14 @@ class ResNetVideo(ResNetBase):
     self._check_common()
     check_one_of('temporal', self.temporal, TEMPORAL)
     check_one_of('stem', self.stem, tuple(STEMS))
-    if self.nonlocal_positions is not None:
-      check_one_of('nonlocal_positions', self.nonlocal_positions, POSITION_SETS)
-    window = tuple(self.nonlocal_subsample) if self.nonlocal_subsample is not None else (1, 1, 1)
-    if len(window) != 3:
-      raise ValueError(f'nonlocal_subsample must be a (T, H, W) window such as (1, 2, 2), or None; got '
-                       f'{self.nonlocal_subsample!r}.')
-    if self.nonlocal_positions == 'time' and window[1:] != (1, 1):
-      raise ValueError("nonlocal_positions='time' attends across frames at each location, so nonlocal_subsample "
-                       f'must not pool space: set it to None or (2, 1, 1), not {window}.')
-    if self.nonlocal_positions == 'space' and window[0] != 1:
-      raise ValueError("nonlocal_positions='space' attends within each frame, so nonlocal_subsample must not "
-                       f'pool time: use a window like (1, 2, 2), not {window}.')
     groups = self.nonlocal_res3_temporal_groups
-    if groups is not None and (not isinstance(groups, int) or groups < 1):
-      raise ValueError(f'nonlocal_res3_temporal_groups must be a positive integer or None, got {groups!r}.')
-    if groups is not None and self.nonlocal_positions not in (None, 'spacetime'):
-      raise ValueError('nonlocal_res3_temporal_groups groups spacetime attention; it needs nonlocal_positions '
-                       f"'spacetime' (or None), not {self.nonlocal_positions!r}.")
+    if groups is not None:
+      if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f'nonlocal_res3_temporal_groups must be a positive integer or None, got {groups!r}.')
+      try:
+        self.check_nonlocal_block(temporal_groups=groups)
+      except ValueError as e:
+        raise ValueError(f'nonlocal_res3_temporal_groups={groups} does not fit the block spec: {e}') from None
     if self.head_window is not None and len(tuple(self.head_window)) != 2:
       raise ValueError(f'head_window must be an (H, W) window such as (7, 7), or None; got {self.head_window!r}.')
     self.resolved_temporal_pattern()
@@ -249,14 +230,18 @@ class ResNetVideo(ResNetBase):
       for axis, n in zip('THW', shape):
         if n < 1:
           return f'its {axis} axis shrinks to nothing at {layer}'
-    window = tuple(self.nonlocal_subsample) if self.nonlocal_subsample is not None else (1, 1, 1)
+    window = self.nonlocal_kwargs().get('subsample') or (1, 1, 1)
     for k, indices in zip((2, 3, 4, 5), self.placement()):
       if indices and any(s < w for s, w in zip(sizes[f'res{k}'], window)):
         return (f'the non-local blocks of res{k} subsample with window {window} but res{k} is only '
                 f'{"×".join(map(str, sizes[f"res{k}"]))}')
-    groups = self.nonlocal_res3_temporal_groups
-    if groups and self.placement()[1] and sizes['res3'][0] % groups:
-      return (f'res3 has {sizes["res3"][0]} frames, which nonlocal_res3_temporal_groups={groups} does not divide')
+    spec_groups = self.nonlocal_kwargs().get('temporal_groups')
+    for k, indices in zip((2, 3, 4, 5), self.placement()):
+      res3_groups = self.nonlocal_res3_temporal_groups if k == 3 else None
+      groups, field = (res3_groups, 'nonlocal_res3_temporal_groups') if res3_groups else (
+          spec_groups, 'nonlocal_block.temporal_groups')
+      if indices and groups and sizes[f'res{k}'][0] % groups:
+        return f'res{k} has {sizes[f"res{k}"][0]} frames, which {field}={groups} does not divide'
     return None
 
   @nn.nowrap
@@ -326,8 +311,8 @@ class ResNetVideo(ResNetBase):
                                  conv=conv, norm=norm, stride_in_1x1=self.stride_in_1x1,
                                  residual_bn_init=self.residual_bn_init, name=f'res{k}_{i}')
 
-      extra = {'positions': self.nonlocal_positions}
-      if k == 3:
+      extra = {}
+      if k == 3 and self.nonlocal_res3_temporal_groups is not None:
         extra['temporal_groups'] = self.nonlocal_res3_temporal_groups
       x = self._stage(x, k, make_block, placement[k - 2], train, **extra)
 
@@ -337,11 +322,3 @@ class ResNetVideo(ResNetBase):
       window = (x.shape[1], min(self.head_window[0], x.shape[2]), min(self.head_window[1], x.shape[3]))
       x = nn.avg_pool(x, window, strides=(1, 1, 1), padding='VALID')
     return softmax_over_positions(self._pred()(x))
-
-
-# Named variants (flax examples style); widths and depths of the paper, and a tiny one for tests and demos.
-C2DResNet50 = functools.partial(ResNetVideo, depth=50, temporal='c2d')
-C2DResNet101 = functools.partial(ResNetVideo, depth=101, temporal='c2d')
-I3DResNet50 = functools.partial(ResNetVideo, depth=50, temporal='i3d_3x1x1')
-I3DResNet101 = functools.partial(ResNetVideo, depth=101, temporal='i3d_3x1x1')
-TinyResNetVideo = functools.partial(ResNetVideo, stage_sizes=(1, 1, 1, 1), width=4, num_classes=10)

@@ -21,9 +21,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import app, flags
+from ml_collections import config_flags
 
-from nonlocal_jax.layers import NonLocalBlock
+from nonlocal_jax.layers import PAIRWISE, NonLocalBlock, PositionSets
 from nonlocal_jax.models.blocks import Conv
+from nonlocal_jax.models.registry import build_model
 
 _STAGE_ORDER = ('conv1', 'pool1', 'res2', 'pool2', 'res3', 'res4', 'res5', 'head')
 
@@ -74,22 +77,12 @@ def nonlocal_attention_macs(block: NonLocalBlock, input_shape: Sequence[int]) ->
   b, *spatial, c = (int(s) for s in input_shape)
   inter = block.inter_channels or max(1, c // 2)
   window = tuple(block.subsample) if block.subsample is not None else (1,) * len(spatial)
-  pooled = [s // w for s, w in zip(spatial, window)]
-  n_query, n_key, groups = math.prod(spatial), math.prod(pooled), 1
-  positions = block.positions or 'spacetime'
-  if len(spatial) == 3 and positions == 'space':
-    groups, n_query, n_key = spatial[0], spatial[1] * spatial[2], pooled[1] * pooled[2]
-  elif len(spatial) == 3 and positions == 'time':
-    groups, n_query, n_key = spatial[1] * spatial[2], spatial[0], pooled[0]
-  elif len(spatial) == 3 and block.temporal_groups:
-    groups = spatial[0] // block.temporal_groups
-    n_query, n_key = n_query // groups, n_key // groups
-  pairs = n_query * n_key
-  if block.pairwise == 'concatenation':
-    affinity = pairs  # ReLU(a_i + b_j): one addition per pair; the projections are O(N).
-  else:
-    affinity = pairs * (c if block.pairwise == 'gaussian' else inter)
-  return b * groups * (affinity + pairs * inter)
+  key_grid = [s // w for s, w in zip(spatial, window)]
+  sets = PositionSets(block.positions or 'spacetime', block.temporal_groups)
+  groups, n_query, n_key = sets.set_sizes(spatial, key_grid)
+  function = PAIRWISE[block.pairwise]
+  affinity = function.affinity_macs(n_query, n_key, inter if function.embedded else c)
+  return b * groups * (affinity + n_query * n_key * inter)
 
 
 def _layer_macs(module: nn.Module, args, out) -> int:
@@ -188,7 +181,7 @@ def describe(model: nn.Module) -> str:
     parts += [model.temporal, f'stem {model.stem}']
   n = model.num_nonlocal_blocks()
   if n:
-    parts.append(f'{n} non-local ({model.nonlocal_pairwise}, {model.nonlocal_locations!r})')
+    parts.append(f'{n} non-local ({model.nonlocal_kwargs()["pairwise"]}, {model.nonlocal_locations!r})')
   parts.append(f'{model.num_classes} classes')
   return ', '.join(parts)
 
@@ -196,8 +189,6 @@ def describe(model: nn.Module) -> str:
 def main(argv: Sequence[str]) -> None:
   """Prints the summary of ``--config``'s model."""
   del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.models.registry import build_model  # pylint: disable=g-import-not-at-top
   config = flags.FLAGS.config
   model = build_model(config.model)
   if flags.FLAGS.input_size:
@@ -217,8 +208,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 def _define_flags_and_run() -> None:
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file('config', None, 'Config file (e.g. configs/kinetics_nl.py[:arg]).',
                                   lock_config=True)
   flags.DEFINE_string('input_size', None, 'T,H,W (video) or H,W (images); default: config.data.num_frames '

@@ -39,13 +39,13 @@ def test_kinetics_nl_default_is_nl_c2d_r50_with_5_blocks():
 def test_kinetics_nl_variant_argument():
   config = load_config('kinetics_nl', 'arch=i3d,depth=101,blocks=5,pairwise=dot_product,frames=8x8')
   model = build_model(config.model)
-  assert (model.temporal, model.depth, model.nonlocal_pairwise, model.stem) == ('i3d_3x1x1', 101, 'dot_product',
-                                                                                '8x8')
+  assert (model.temporal, model.depth, model.nonlocal_block['pairwise'], model.stem) == ('i3d_3x1x1', 101,
+                                                                                        'dot_product', '8x8')
   assert model.placement() == ((), (1, 3), (6, 13, 20), ())
   assert (config.data.num_frames, config.data.frame_stride) == (8, 8)
   config = load_config('kinetics_nl', 'positions=time')
   assert (config.data.num_frames, config.data.frame_stride) == (32, 2)
-  assert build_model(config.model).nonlocal_subsample is None
+  assert build_model(config.model).nonlocal_kwargs()['subsample'] is None
   config = load_config('kinetics_c2d', 'depth=101')
   model = build_model(config.model)
   assert (model.temporal, model.depth, model.num_nonlocal_blocks()) == ('c2d', 101, 0)
@@ -73,7 +73,7 @@ def test_unknown_model_name_lists_the_models():
 
 def test_unknown_field_lists_the_allowed_fields():
   config = ml_collections.ConfigDict({'name': 'resnet_video', 'nonlocal_type': 'dot'})
-  with pytest.raises(ValueError, match=r"\['nonlocal_type'\].*Allowed fields:.*nonlocal_pairwise"):
+  with pytest.raises(ValueError, match=r"\['nonlocal_type'\].*Allowed fields:.*nonlocal_block"):
     build_model(config)
   with pytest.raises(ValueError, match="'temporal'"):
     build_model({'name': 'resnet_image', 'temporal': 'c2d'})
@@ -84,7 +84,7 @@ def test_unknown_field_lists_the_allowed_fields():
     ({'stem': '16x4'}, r"stem must be one of \('32x2', '8x8', 'table1'\)"),
     ({'depth': 34}, r'depth must be one of \(50, 101\)'),
     ({'norm': 'frozen'}, r"norm must be one of \('batch', 'affine'\)"),
-    ({'nonlocal_pairwise': 'cosine'}, 'nonlocal_pairwise must be one of'),
+    ({'nonlocal_block': {'pairwise': 'cosine'}}, 'nonlocal_block.pairwise must be one of'),
     ({'nonlocal_locations': '7'}, r"neither a preset \('none', '1', '5', '10'"),
     ({'nonlocal_locations': 'res6:0'}, 'unknown stage'),
     ({'nonlocal_locations': 'res4:6'}, r'blocks 0 \.\. 5 only'),
@@ -93,10 +93,13 @@ def test_unknown_field_lists_the_allowed_fields():
     ({'stage_sizes': (1, 1, 1, 1), 'nonlocal_locations': 'res3'}, 'has only 1'),
     ({'temporal': 'i3d_3x1x1', 'temporal_pattern': ((1,), (1,))}, 'one 0/1 entry per residual block'),
     ({'dtype': 'float64'}, 'dtype must be one of'),
-    ({'nonlocal_subsample': (2, 2)}, r'\(T, H, W\) window'),
-    ({'nonlocal_positions': 'time'}, 'must not pool space'),
-    ({'nonlocal_positions': 'space', 'nonlocal_subsample': (2, 2, 2)}, 'must not pool time'),
-    ({'nonlocal_positions': 'space', 'nonlocal_res3_temporal_groups': 4}, "needs nonlocal_positions 'spacetime'"),
+    ({'nonlocal_block': {'subsample': (2, 2)}}, r'nonlocal_block.subsample must be a window of 3 .* for 3D input'),
+    ({'nonlocal_block': {'positions': 'time'}}, 'must not pool space'),
+    ({'nonlocal_block': {'positions': 'space', 'subsample': (2, 2, 2)}}, 'must not pool time'),
+    ({'nonlocal_block': {'positions': 'space'}, 'nonlocal_res3_temporal_groups': 4},
+     r"nonlocal_res3_temporal_groups=4 does not fit .*temporal_groups needs positions='spacetime'"),
+    ({'nonlocal_block': {'chunk': 64}}, r"nonlocal_block has key\(s\) \['chunk'\].*chunk_size"),
+    ({'nonlocal_pairwise': 'dot_product'}, r'config.model.nonlocal_pairwise is now config.model.nonlocal_block.pairwise'),
 ])
 def test_invalid_values_name_the_field(fields, message):
   with pytest.raises(ValueError, match=message):

@@ -27,12 +27,12 @@ def without_nonlocal(variables):
 
 
 @pytest.mark.parametrize('options', [
-    dict(temporal='c2d', nonlocal_pairwise='embedded_gaussian'),
-    dict(temporal='i3d_3x1x1', nonlocal_pairwise='dot_product', nonlocal_positions='space',
+    dict(temporal='c2d', nonlocal_block={'pairwise': 'embedded_gaussian'}),
+    dict(temporal='i3d_3x1x1', nonlocal_block={'pairwise': 'dot_product', 'positions': 'space'},
          nonlocal_res3_temporal_groups=None),
-    dict(temporal='i3d_3x3x3', nonlocal_pairwise='concatenation', nonlocal_positions='time',
-         nonlocal_subsample=None, norm='affine'),
-    dict(temporal='c2d', nonlocal_pairwise='gaussian', nonlocal_res3_temporal_groups=2),
+    dict(temporal='i3d_3x3x3', nonlocal_block={'pairwise': 'concatenation', 'positions': 'time', 'subsample': None},
+         norm='affine'),
+    dict(temporal='c2d', nonlocal_block={'pairwise': 'gaussian'}, nonlocal_res3_temporal_groups=2),
 ])
 def test_nonlocal_network_equals_plain_network_at_init(clips, options):
   nl = ResNetVideo(nonlocal_locations=PLACEMENT, **TINY, **options)

@@ -16,7 +16,7 @@ PNG = b'\x89PNG\r\n\x1a\n'
 
 def _model_and_variables(pairwise, positions=None, subsample=(1, 2, 2)):
   model = ResNetVideo(stage_sizes=(1, 1, 1, 1), width=4, num_classes=3, stem='8x8', nonlocal_locations='res3:0',
-                      nonlocal_pairwise=pairwise, nonlocal_positions=positions, nonlocal_subsample=subsample,
+                      nonlocal_block={'pairwise': pairwise, 'positions': positions, 'subsample': subsample},
                       head_window=None)
   clips = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 32, 32, 3))
   variables = model.init(jax.random.PRNGKey(0), clips, train=False)
