@@ -7,8 +7,6 @@ from nonlocal_jax import data
 from nonlocal_jax.data import layout as layout_lib
 from tests.data.conftest import synthetic_config
 
-ONE = layout_lib.ProcessLayout(0, 1, 1)
-
 
 def test_processes_share_the_split_without_overlap(synthetic_prepared):
   c = synthetic_config(synthetic_prepared, eval_global_batch_size=9, normalization='none')
