@@ -129,7 +129,8 @@ def main(argv=None) -> None:
   """Runs the benchmark and writes the results."""
   # pylint: disable=g-import-not-at-top
   from bench import common
-  from nonlocal_jax.data import pipeline, prepare
+  from nonlocal_jax.data import layout as layout_lib
+  from nonlocal_jax.data import prepare
   from tests.data import fixtures
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--quick', action='store_true', help='fewer videos and batches')
@@ -140,7 +141,7 @@ def main(argv=None) -> None:
   n_like = 4 if args.quick else args.kinetics_like_videos
   machine = common.machine_description()
   cores = int(machine['cpu_cores_available'])
-  layout = pipeline.ProcessLayout(0, 1, 1)
+  layout = layout_lib.ProcessLayout(0, 1, 1)
   results = {'machine': machine, 'assumptions': {'gpu_train_clips_per_s': ASSUMED_GPU_TRAIN_CLIPS_PER_S,
                                                   'gpu_test_views_per_s': ASSUMED_GPU_TEST_VIEWS_PER_S},
              'datasets': {}}

@@ -88,7 +88,6 @@ def data_config() -> ml_collections.ConfigDict:
   # Batching: global batches are split evenly over processes, then devices.
   data.global_batch_size = 64  # Training clips per step over all devices (paper: 8 GPUs x 8); a multiple of them.
   data.eval_global_batch_size = 64  # Evaluation views per step over all devices; the last batch is padded + masked.
-  data.batch_layout = 'flat'  # 'flat': (B, ...) per process; 'devices': (local_devices, B / local_devices, ...).
   # Decoded clips waiting in memory: each holds up to a few hundred encoded frames (~5 MB for Kinetics), so
   # shuffle_buffer bounds memory, not just randomness.
   data.shuffle_buffer = 256  # Examples in the shuffle buffer.

@@ -226,14 +226,14 @@ def check_workdir(workdir: str) -> None:
 
 def check_data(config) -> None:
   """Raises ConfigError if the dataset is not prepared; generates a missing synthetic one if allowed."""
-  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.data import builders  # pylint: disable=g-import-not-at-top
   d = config.data
   splits = [d.train_split, d.eval_split]
-  name = pipeline.resolve_name(d.name)
+  name = builders.resolve_name(d.name)
   try:
-    pipeline.check_prepared(d.name, d.data_dir, splits, d.get('synthetic'))
+    builders.check_prepared(d.name, d.data_dir, splits, d.get('synthetic'))
     return
-  except pipeline.DatasetNotPreparedError as e:
+  except builders.DatasetNotPreparedError as e:
     if not (name.startswith('synthetic_long_range') and config.train.auto_prepare_synthetic):
       raise ConfigError(str(e)) from e
   except ValueError as e:
@@ -255,7 +255,7 @@ def _barrier(name: str) -> None:
 
 def check_config(config) -> None:
   """Raises ConfigError naming the field when the config cannot train (checked before any work starts)."""
-  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.data import builders  # pylint: disable=g-import-not-at-top
   from nonlocal_jax.models import build_model  # pylint: disable=g-import-not-at-top
   t, d = config.train, config.data
   devices = jax.device_count()
@@ -284,7 +284,7 @@ def check_config(config) -> None:
     model.check_input(_dummy_input(config).shape)
   except ValueError as e:
     raise ConfigError(f'{e}'.rstrip('.') + ' (config.model / config.data).') from e
-  classes = pipeline.num_classes(d)
+  classes = builders.num_classes(d)
   if classes != config.model.num_classes:
     raise ConfigError(f'config.model.num_classes={config.model.num_classes} but dataset {d.name!r} has {classes} '
                       f'classes: set --config.model.num_classes={classes}.')
@@ -347,8 +347,8 @@ def _check_finite(metrics: dict, step: int, manager, workdir: str) -> None:
 
 def _evaluate(trainer: Trainer, state: TrainState, config, mode: str):
   from nonlocal_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  dataset = pipeline.create_eval_dataset(config.data, mode=mode)
+  from nonlocal_jax.data import eval_pipeline  # pylint: disable=g-import-not-at-top
+  dataset = eval_pipeline.create_eval_dataset(config.data, mode=mode)
   return evaluate.evaluate(trainer.predict_fn(state), dataset, num_classes=config.model.num_classes)
 
 
@@ -359,7 +359,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   NonFiniteLossError when the loss becomes NaN/Inf (the last good checkpoint stays).
   """
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.data import train_pipeline  # pylint: disable=g-import-not-at-top
   mesh = startup(config, workdir)
   t = config.train
   _save_config(config, workdir)
@@ -379,7 +379,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                  sum(x.size for x in jax.tree.leaves(state.params)), jax.device_count(), jax.process_count())
 
   if start < t.num_steps:
-    batches = pipeline.create_train_iterator(config.data, seed=config.seed, start_batch=start)
+    batches = train_pipeline.create_train_iterator(config.data, seed=config.seed, start_batch=start)
     pending = None  # Metrics of the step before: checked one step late so that the device stays busy.
     window_start, window_steps, window_sums = time.time(), 0, {}
     for step in range(start + 1, t.num_steps + 1):
@@ -415,7 +415,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     _check_finite(pending, t.num_steps, manager, workdir)
     if t.precise_bn_batches > 0 and state.batch_stats:
       logging.info('Precise BN: re-estimating BatchNorm statistics over %d batches.', t.precise_bn_batches)
-      stats_batches = pipeline.create_train_iterator(config.data, seed=config.seed + 1)
+      stats_batches = train_pipeline.create_train_iterator(config.data, seed=config.seed + 1)
       state = trainer.precise_bn(state, stats_batches, t.precise_bn_batches)
     ckpt_lib.save(manager, state, batches_consumed=t.num_steps)
   manager.wait_until_finished()

@@ -32,7 +32,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from nonlocal_jax import paths
+from nonlocal_jax.data import normalization
 from nonlocal_jax.layers import PAIRWISE, PositionSets
+
 
 class VisualizeError(ValueError):
   """The workdir, the clip or the chosen block/queries cannot be shown; the message says what to change."""
@@ -136,10 +138,8 @@ def _display(clip: np.ndarray, data_config: Any = None) -> np.ndarray:
   """0-1 RGB frames from a network input (undoing config.data's normalisation when known)."""
   x = np.asarray(clip, np.float64)
   norm = data_config.get('normalization') if data_config is not None else 'official'
-  if norm == 'official':
-    x = x * 57.375 + 114.75
-  elif norm == 'mean_std':
-    x = x * np.asarray(data_config.std) + np.asarray(data_config.mean)
+  if norm in ('official', 'mean_std'):
+    x = normalization.denormalize(x, data_config)
   elif x.max() <= 1.0:
     x = x * 255.0
   return np.clip(x / 255.0, 0.0, 1.0)
@@ -257,19 +257,14 @@ def clip_from_video(path: str, data_config) -> np.ndarray:
     frame = np.asarray(Image.open(io.BytesIO(video.frames[i])).convert('RGB'), np.float32)
     top, left = (frame.shape[0] - size) // 2, (frame.shape[1] - size) // 2
     frames.append(frame[top:top + size, left:left + size])
-  x = np.stack(frames)
-  if data_config.normalization == 'official':
-    return (x - 114.75) / 57.375
-  if data_config.normalization == 'mean_std':
-    return (x - np.asarray(data_config.mean)) / np.asarray(data_config.std)
-  return x
+  return normalization.normalize(np.stack(frames), data_config)
 
 
 def clip_from_dataset(data_config, index: int) -> tuple[np.ndarray, int]:
   """(clip, label) of example ``index`` of config.data's eval split, as the 'val' view (centre clip and crop)."""
-  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.data import eval_pipeline  # pylint: disable=g-import-not-at-top
   seen = 0
-  for batch in pipeline.create_eval_dataset(data_config, mode='val'):
+  for batch in eval_pipeline.create_eval_dataset(data_config, mode='val'):
     rows = int(np.sum(batch['mask']))
     if index < seen + rows:
       return np.asarray(batch['clips'][index - seen]), int(batch['label'][index - seen])

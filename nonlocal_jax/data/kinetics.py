@@ -126,7 +126,7 @@ class KineticsConfig(tfds.core.BuilderConfig):
   num_classes: int = 400  # Classes in the official release; a mismatch with the CSVs is logged, not fatal.
 
 
-class Kinetics(_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder):
+class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.core.GeneratorBasedBuilder):
   """Kinetics from local files; see the module docstring for the expected layout and the command."""
 
   VERSION = tfds.core.Version('1.0.0')

@@ -28,12 +28,14 @@ from typing import Optional, Sequence
 import tensorflow_datasets as tfds
 
 from nonlocal_jax import paths
+from nonlocal_jax.data import _compat
+from nonlocal_jax.data import builders
 from nonlocal_jax.data import kinetics as kinetics_lib
 from nonlocal_jax.data import synthetic as synthetic_lib
 
-# The pipeline module (which imports TensorFlow) is imported inside functions only: Kinetics decoding workers
-# are started with 'spawn' and re-import this module when it is the program's entry point, and they should not
-# pay seconds and hundreds of megabytes for a TensorFlow they never use.
+# Nothing imported here imports TensorFlow: Kinetics decoding workers are started with 'spawn' and re-import this
+# module when it is the program's entry point, and they should not pay seconds and hundreds of megabytes for a
+# TensorFlow they never use.
 
 
 @dataclasses.dataclass
@@ -98,15 +100,25 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
 
 
 def prepare_synthetic(name: str, data_dir: str, **settings) -> tfds.core.DatasetBuilder:
-  """Generates ``synthetic_long_range/<task>`` (settings other than the defaults give a named variant)."""
-  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  task = pipeline.resolve_name(name).split('/')[1]
-  defaults = synthetic_lib.SyntheticConfig(name='defaults')
-  overrides = {k: v for k, v in settings.items() if v is not None and getattr(defaults, k) != v}
-  config = synthetic_lib.synthetic_config(task, **overrides) if overrides else task
-  builder = tfds.builder('synthetic_long_range', config=config, data_dir=os.path.expanduser(data_dir),
-                         try_gcs=False)
-  builder.download_and_prepare()
+  """Generates ``synthetic_long_range/<task>`` (settings other than the defaults give a named variant).
+
+  Prints one line before (the dataset, its clips, the directory) and one after (the time it took); TFDS's own
+  "Downloading and preparing" lines go to the log, since nothing is downloaded, and it shows no progress bars.
+  """
+  builder = builders.get_builder(name, data_dir, settings)
+  label = f'{builder.name}/{builder.builder_config.name}'
+  directory = paths.absolute(paths.expand(data_dir))
+  if builder.is_prepared():
+    print(f'{label} is already prepared in {directory}.')
+    return builder
+  c = builder.builder_config
+  counts = {'train': c.num_train, 'validation': c.num_validation, 'test': c.num_test}
+  print(f'Generating {label} locally: {sum(counts.values()):,} clips ('
+        + ', '.join(f'{n:,} {split}' for split, n in counts.items() if n > 0) + f') in {directory}.')
+  start = time.time()
+  with _compat.no_progress_bars():  # Seconds of work: the two lines say it; bars would add dozens in a log.
+    builder.download_and_prepare()
+  print(f'Generated {label} in {time.time() - start:.1f} s.')
   return builder
 
 
@@ -137,9 +149,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help=f'default {field.default}')
   parser.add_argument('--manual_dir', default=None, help='other TFDS datasets: folder of manually downloaded files')
   args = parser.parse_args(argv)
-  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   data_dir = args.data_dir or os.path.expanduser('~/tensorflow_datasets')
-  full = pipeline.resolve_name(args.name)
+  full = builders.resolve_name(args.name)
   if full.startswith('kinetics/'):
     if not args.videos or not args.annotations:
       parser.error('Kinetics is built from local files: pass --videos=DIR and --annotations=DIR.')
@@ -154,11 +165,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   if full.startswith('synthetic_long_range/'):
     settings = {f.name: getattr(args, f.name) for f in _synthetic_settings()}
-    builder = prepare_synthetic(full, data_dir, **settings)
-    print(f'{builder.name}/{builder.builder_config.name} is prepared in {data_dir}: '
-          f'{ {s: i.num_examples for s, i in builder.info.splits.items()} }')
+    prepare_synthetic(full, data_dir, **settings)
     return 0
-  builder = pipeline.get_builder(args.name, data_dir)
+  builder = builders.get_builder(args.name, data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
   print(f'{args.name} is prepared in {data_dir}.')
   return 0

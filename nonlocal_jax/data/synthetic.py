@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -46,6 +47,8 @@ from PIL import Image
 from nonlocal_jax.data import _compat
 
 TASKS = ('same_different', 'sum_mod10')
+# Names of each task's classes in label order (the stored labels are plain numbers: same_different's 1 is 'same').
+CLASS_NAMES = {'same_different': ('different', 'same'), 'sum_mod10': tuple(str(i) for i in range(10))}
 SAME_MODES = ('class', 'image')  # What a 'same' pair of same_different shares (SyntheticConfig.same).
 _SPLITS = ('train', 'validation', 'test')
 # Share of the 1,797 digit images given to each split; disjoint so that test digits were never seen in training.
@@ -91,6 +94,19 @@ def synthetic_config(task: str = 'same_different', **overrides) -> SyntheticConf
                     if k in overrides and overrides[k] != getattr(defaults, k)]
   return SyntheticConfig(name='_'.join(parts), task=task, description=f'Long-range synthetic task {task}.',
                          **overrides)
+
+
+def builder_config(task: str, settings: Any = None) -> SyntheticConfig | str:
+  """The ``config=`` of ``tfds.builder('synthetic_long_range', ...)`` for ``task`` with generation ``settings``.
+
+  ``settings`` (``config.data.synthetic``, or the prepare command's flags) maps setting names to values; None
+  and default values change nothing. Returns the registered config's name (``task``) when nothing changes, else
+  the named variant of ``synthetic_config``.
+  """
+  settings = dict(settings.items()) if hasattr(settings, 'items') else dict(settings or {})
+  defaults = SyntheticConfig(name='defaults')
+  overrides = {k: v for k, v in settings.items() if v is not None and getattr(defaults, k) != v}
+  return synthetic_config(task, **overrides) if overrides else task
 
 
 @functools.lru_cache(maxsize=1)
@@ -190,7 +206,7 @@ def label_from_digits(task: str, classes) -> int:
   return int(c1 == c2) if task == 'same_different' else (c1 + c2) % 10
 
 
-class SyntheticLongRange(_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder):
+class SyntheticLongRange(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.core.GeneratorBasedBuilder):
   """TFDS builder of the long-range synthetic benchmark (see the module docstring); generated locally."""
 
   VERSION = tfds.core.Version('1.0.0')

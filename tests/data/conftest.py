@@ -1,4 +1,5 @@
-"""Session-wide test data: one tiny Kinetics copy and one small synthetic set, prepared once per worker."""
+"""Session-wide test data (one tiny Kinetics copy and one small synthetic set, prepared once per worker) and the
+small ``config.data`` settings the data tests share."""
 
 import os
 
@@ -40,4 +41,20 @@ def small_video_config(**overrides):
   c.global_batch_size, c.eval_global_batch_size, c.shuffle_buffer = 2, 4, 8
   for k, v in overrides.items():
     setattr(c, k, v)
+  return c
+
+
+def kinetics_config(prepared, **overrides):
+  """``small_video_config`` reading the prepared tiny Kinetics copy."""
+  return small_video_config(name='kinetics400', data_dir=prepared['data_dir'], **overrides)
+
+
+def synthetic_config(prepared, **overrides):
+  """``config.data`` reading the prepared synthetic set whole: 8 frames of 32², no rescaling, crop or flip."""
+  settings = dict(name='synthetic_long_range/same_different', data_dir=prepared['data_dir'], num_frames=8,
+                  frame_stride=1, train_short_side_min=32, train_short_side_max=32, crop_size=32, test_short_side=32,
+                  test_crop_size=32, test_num_clips=1, test_num_crops=1, random_flip=False)
+  c = small_video_config(**{**settings, **overrides})
+  for k, v in SYNTHETIC_SETTINGS.items():
+    setattr(c.synthetic, k, v)
   return c

@@ -64,14 +64,14 @@ def test_sum_mod10_uses_all_ten_labels():
 
 def test_command_line_variant_is_what_the_pipeline_reads(tmp_path):
   from configs import default  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.data import pipeline, prepare  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.data import builders, prepare  # pylint: disable=g-import-not-at-top
   assert prepare.main(['synthetic_long_range/sum_mod10', f'--data_dir={tmp_path}', '--num_train=8',
                        '--num_validation=4', '--num_test=0', '--size=24']) == 0
   c = default.data_config()
   c.name, c.data_dir = 'synthetic_long_range/sum_mod10', str(tmp_path)
   c.synthetic.num_train, c.synthetic.num_validation, c.synthetic.num_test, c.synthetic.size = 8, 4, 0, 24
-  builder = pipeline.check_prepared(c.name, c.data_dir, ['train', 'validation'], c.synthetic)
-  assert builder.info.splits['train'].num_examples == 8 and pipeline.num_classes(c, builder) == 10
+  builder = builders.check_prepared(c.name, c.data_dir, ['train', 'validation'], c.synthetic)
+  assert builder.info.splits['train'].num_examples == 8 and builders.num_classes(c, builder) == 10
 
 
 def test_same_image_pairs_repeat_one_image_and_different_pairs_differ_in_class(tmp_path):
@@ -93,3 +93,13 @@ def test_same_image_pairs_repeat_one_image_and_different_pairs_differ_in_class(t
   assert prepare.main(['synthetic_long_range/same_different', f'--data_dir={tmp_path}', '--num_train=4',
                        '--num_validation=2', '--num_test=2', '--size=16', '--digit_size=8', '--same=image']) == 0
   assert (tmp_path / 'synthetic_long_range' / 'same_different_s16_d8_sameimage_ntrain4_nval2_ntest2').is_dir()
+
+
+def test_one_function_names_the_variant_of_a_set_of_settings():
+  # config.data.synthetic (all fields) and the prepare flags (None where not given) pick the same variant.
+  from configs import default  # pylint: disable=g-import-not-at-top
+  assert synthetic.builder_config('sum_mod10', default.data_config().synthetic) == 'sum_mod10'
+  assert synthetic.builder_config('sum_mod10', {'size': None, 'seed': 0}) == 'sum_mod10'
+  assert synthetic.builder_config('same_different', None) == 'same_different'
+  variant = synthetic.builder_config('sum_mod10', {'size': 24, 'num_test': None, 'noise_std': 20.0})
+  assert variant.name == 'sum_mod10_s24' and variant.size == 24 and variant.task == 'sum_mod10'

@@ -1,0 +1,34 @@
+"""The input normalisation has one home: its constants, their inverse, and the pipeline applying the same map."""
+
+import numpy as np
+import pytest
+
+from nonlocal_jax import data
+from nonlocal_jax.data import layout as layout_lib
+from nonlocal_jax.data import normalization
+from tests.data.conftest import small_video_config, synthetic_config
+
+
+def test_official_constants_and_the_inverse():
+  pixels = np.array([0., 114.75, 172.125, 255.], np.float32)
+  official = normalization.normalize(pixels, None)
+  np.testing.assert_array_equal(official, np.float32([-2., 0., 1., (255 - 114.75) / 57.375]))
+  assert official.dtype == np.float32  # The official constants do not widen a float32 input.
+  c = small_video_config(normalization='mean_std')
+  image = np.random.default_rng(0).uniform(0, 255, (2, 3, 3)).astype(np.float32)
+  np.testing.assert_allclose(normalization.normalize(image, c), (image - np.array(c.mean)) / np.array(c.std))
+  for config in (None, c, {'normalization': 'official'}):
+    np.testing.assert_allclose(normalization.denormalize(normalization.normalize(image, config), config), image,
+                               rtol=1e-5)
+  none = {'normalization': 'none'}
+  assert normalization.normalize(image, none) is image and normalization.denormalize(image, none) is image
+
+
+@pytest.mark.parametrize('kind', ['official', 'mean_std'])
+def test_the_pipeline_normalises_as_the_module_says(synthetic_prepared, kind):
+  one = layout_lib.ProcessLayout(0, 1, 1)
+  raw = next(data.create_train_iterator(synthetic_config(synthetic_prepared, normalization='none'), seed=0,
+                                        layout=one))
+  c = synthetic_config(synthetic_prepared, normalization=kind)
+  normalised = next(data.create_train_iterator(c, seed=0, layout=one))
+  np.testing.assert_allclose(normalised['clips'], normalization.normalize(raw['clips'], c), rtol=1e-6, atol=1e-6)
