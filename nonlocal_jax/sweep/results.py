@@ -11,7 +11,8 @@ from nonlocal_jax import paths
 from nonlocal_jax.models import build_model, summary
 from nonlocal_jax.sweep import variants
 
-TIME_FILE = 'sweep_time.json'
+TIME_FILE = 'sweep_time.json'  # In each run's directory: its training time, summed over restarts.
+# A row of collect() (and a column of results.csv), in order.
 CSV_COLUMNS = ('name', 'label', 'seed', 'status', 'top1', 'top5', 'clip_top1', 'params', 'macs', 'train_time_s',
                'overrides', 'workdir')
 
