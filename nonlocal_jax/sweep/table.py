@@ -1,0 +1,46 @@
+"""A sweep's results as a markdown table in the layout of the paper's Table 2."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from nonlocal_jax.sweep import statistics
+
+
+def _pct(x) -> str:
+  return '—' if x is None else f'{100 * x:.1f}'
+
+
+def _duration(s) -> str:
+  if s is None:
+    return '—'
+  s = int(round(s))
+  return f'{s // 3600}h{s // 60 % 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
+
+
+def _count(n: int) -> str:
+  return f'{n / 1e6:.2f}M' if n >= 1e6 else f'{n / 1e3:.1f}k'
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+  """``collect``'s rows as a markdown table in Table 2's layout (accuracies in %, multiply-adds per clip).
+
+  With several seeds a variant's top-1 is the mean ± the sample standard deviation over its finished seeds, the
+  'runs' column lists each seed's top-1 ('—' while unfinished), and top-5 and train time (a run's) are means.
+  """
+  variants = statistics.summarize(rows)
+  several = any(len(v['seeds']) > 1 for v in variants)
+  if several:
+    lines = ['| model | top-1 (mean ± sd) | runs (seeds ' + ', '.join(str(s) for s in variants[0]['seeds'])
+             + ') | top-5 | params | multiply-adds | train time (a run) |', '|---|---:|---:|---:|---:|---:|---:|']
+  else:
+    lines = ['| model | top-1 | top-5 | params | multiply-adds | train time |', '|---|---:|---:|---:|---:|---:|']
+  for v in variants:
+    macs = f'{v["macs"] / 1e9:.2f}G' if v['macs'] >= 1e8 else f'{v["macs"] / 1e6:.1f}M'
+    top1 = _pct(v['top1'])
+    if several:
+      top1 += '' if v['top1_std'] is None else f' ± {100 * v["top1_std"]:.1f}'
+      top1 += ' | ' + ' / '.join(_pct(x) for x in v['top1_runs'])
+    lines.append(f'| {v["label"]} | {top1} | {_pct(v["top5"])} | {_count(v["params"])} | {macs} | '
+                 f'{_duration(v["train_time_s"])} |')
+  return '\n'.join(lines) + '\n'
