@@ -10,7 +10,7 @@ optional ``name`` (its sub-workdir, letters, digits, ``-_.=,``) and ``label`` (i
 
     def get_sweep(arg=None):
       return [{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'},
-              {'name': 'dot_product', 'model.nonlocal_pairwise': 'dot_product'}]
+              {'name': 'dot_product', 'model.nonlocal_block.pairwise': 'dot_product'}]
 
 ``product(a, b)`` crosses two such lists (big_vision's ``hyper.product``). The sweep lives beside the config
 rather than in it so that every variant's saved ``config.json`` is exactly what main.py would train.

@@ -1,7 +1,7 @@
 """A sweep's variants: its config module, the dotted overrides of each variant, and the runs (variants × seeds).
 
 A sweep config is an ordinary config module (``get_config(arg)``, which main.py reads) that also defines
-``get_sweep(arg)``: a list of dicts of dotted overrides of any depth ('model.nonlocal_pairwise',
+``get_sweep(arg)``: a list of dicts of dotted overrides of any depth ('model.nonlocal_block.pairwise',
 'data.synthetic.num_train') plus an optional ``name`` (the run's sub-workdir) and ``label`` (its row in the table).
 """
 

@@ -34,7 +34,7 @@ def test_cli_prints_one_command_per_variant(tmp_path):
   for (config, _), v in zip(configs, sweep.load_variants(module, 'synthetic')):
     expected = sweep.variant_config(module.get_config('synthetic'), v, extra)
     assert json.dumps(config, sort_keys=True) == json.dumps(expected.to_dict(), sort_keys=True), v.name
-  assert configs[2][0]['model']['nonlocal_positions'] == 'time'
+  assert configs[2][0]['model']['nonlocal_block']['positions'] == 'time'
   assert configs[2][0]['data']['synthetic']['num_train'] == 12
 
 

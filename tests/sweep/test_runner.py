@@ -46,7 +46,7 @@ def test_sweep_runs_stops_resumes_and_writes_results(tmp_path):
   expected = sweep.variant_config(base, sweep.load_variants(sweep.load_module(SPEC))[1], extra)
   assert json.dumps(config, sort_keys=True) == json.dumps(expected.to_dict(), sort_keys=True)
   assert sub == os.path.join(workdir, 'nl_dot')
-  assert config['model']['nonlocal_pairwise'] == 'dot_product' and config['data']['data_dir'] == data_dir
+  assert config['model']['nonlocal_block']['pairwise'] == 'dot_product' and config['data']['data_dir'] == data_dir
 
   resumed, logs = [], []
 
@@ -137,7 +137,7 @@ def test_seeds_reuse_the_one_seed_runs_and_report_mean_and_spread(tmp_path):
   assert [shlex.split(line)[3] for line in lines] == [f'--workdir={workdir}/c2d_seed3',
                                                      f'--workdir={workdir}/nl_dot_seed3']
   [(config, _)] = helpers.configs_from_commands(lines[1:])
-  assert config['seed'] == 3 and config['model']['nonlocal_pairwise'] == 'dot_product'
+  assert config['seed'] == 3 and config['model']['nonlocal_block']['pairwise'] == 'dot_product'
 
   rows = sweep.run(SPEC, workdir, train_fn=fake_train, log=lambda _: None, seeds=(0, 3))
   assert trained[2:] == [('c2d_seed3', 3), ('nl_dot_seed3', 3)]

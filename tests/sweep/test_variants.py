@@ -52,9 +52,9 @@ def test_bad_seeds_are_one_sentence():
 
 def test_overrides_of_any_depth_reach_the_config_and_the_flags():
   base = sweep.load_module(SPEC).get_config()
-  variant = sweep.Variant('n12', 'n12', {'data.synthetic.num_train': 12, 'model.nonlocal_pairwise': 'gaussian'})
+  variant = sweep.Variant('n12', 'n12', {'data.synthetic.num_train': 12, 'model.nonlocal_block.pairwise': 'gaussian'})
   config = sweep.variant_config(base, variant, {'train.num_steps': 3})
-  assert config.data.synthetic.num_train == 12 and config.model.nonlocal_pairwise == 'gaussian'
+  assert config.data.synthetic.num_train == 12 and config.model.nonlocal_block.pairwise == 'gaussian'
   assert config.train.num_steps == 3 and base.data.synthetic.num_train != 12  # The base is left as it was.
   assert sweep.format_flag('data.synthetic.num_train', 12) == '--config.data.synthetic.num_train=12'
   with pytest.raises(sweep.SweepError, match=r'cannot set config\.data\.synthetic\.no_such_field'):

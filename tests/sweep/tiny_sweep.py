@@ -21,4 +21,4 @@ def get_sweep(arg=None):
   """The baseline without blocks and the dot-product non-local network."""
   del arg
   return [{'name': 'c2d', 'label': 'C2D baseline', 'model.nonlocal_locations': 'none'},
-          {'name': 'nl_dot', 'label': 'NL dot-product', 'model.nonlocal_pairwise': 'dot_product'}]
+          {'name': 'nl_dot', 'label': 'NL dot-product', 'model.nonlocal_block.pairwise': 'dot_product'}]
