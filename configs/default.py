@@ -57,7 +57,7 @@ def data_config() -> ml_collections.ConfigDict:
   """The ``config.data`` section: which dataset, how clips are sampled, augmented and batched.
 
   ``nonlocal_jax.data.create_train_iterator(config.data, seed=...)`` and ``create_eval_dataset(config.data)``
-  read it; defaults are the paper's Kinetics recipe (PAPER.md §5): 32×2 clips, scale [256, 320], 224 crops,
+  read it; defaults are the paper's Kinetics recipe (docs/paper.md §5): 32×2 clips, scale [256, 320], 224 crops,
   10 clips × 3 crops of 256 at test time.
   """
   data = ml_collections.ConfigDict()
@@ -112,7 +112,7 @@ def data_config() -> ml_collections.ConfigDict:
 def train_config() -> ml_collections.ConfigDict:
   """The ``config.train`` section: optimiser, schedule, checkpoints, logging (``nonlocal_jax.train``).
 
-  Defaults are the paper's Kinetics recipe (PAPER.md §5): SGD with Nesterov momentum 0.9, weight decay 1e-4
+  Defaults are the paper's Kinetics recipe (docs/paper.md §5): SGD with Nesterov momentum 0.9, weight decay 1e-4
   (not on BN parameters and biases), learning rate 0.01 for 64 clips per step, divided by 10 at 150k and 300k
   of 400k steps, dropout 0.5 (``config.model``). Step counts are optimiser updates of ``data.global_batch_size``
   clips.

@@ -1,4 +1,4 @@
-"""Which frames make a clip, and where the crops go (PAPER.md §5).
+"""Which frames make a clip, and where the crops go (docs/paper.md §5).
 
 Each rule exists twice: a NumPy function (the reference, easy to test and read) and a TensorFlow function with
 the same name and a ``tf_`` prefix that the tf.data pipeline runs inside its graph. Tests check that the two

@@ -2,7 +2,7 @@
 
 A placement is a tuple with one tuple of block indices (0-based) per residual stage, res2 first. It can be given
 as a named preset (the paper's experiments), a string such as ``'res3:1,3;res4:1,3,5'``, a mapping
-``{'res3': (1, 3), 'res4': (1, 3, 5)}`` or the per-stage tuple itself. Presets (PAPER.md §3):
+``{'res3': (1, 3), 'res4': (1, 3, 5)}`` or the per-stage tuple itself. Presets (docs/paper.md §3):
 
     'none'                    no non-local block
     '1'                       one block in res4, just before its last residual block (R50: after res4 block 4)

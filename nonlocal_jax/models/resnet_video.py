@@ -1,4 +1,4 @@
-"""Video ResNets of the paper: C2D and I3D ResNet-50/101, with non-local blocks (PAPER.md §3, Table 1).
+"""Video ResNets of the paper: C2D and I3D ResNet-50/101, with non-local blocks (docs/paper.md §3, Table 1).
 
 Input clips are channels-last, (B, T, H, W, C) with C = 3 for RGB; the output is (B, num_classes) float32 logits,
 or in fully-convolutional test mode the softmax averaged over positions:
@@ -101,7 +101,7 @@ class ResNetVideo(ResNetBase):
     stem: '32x2' or '8x8' (the official models' conv1 stride and pool1/pool2) or 'table1' (the paper's Table 1
       pools).
     stem_pool_padding: spatial padding of the 32x2 / 8x8 stem max pool (pool1): 1 as PySlowFast (default,
-      PAPER.md §3), or 0 as the official Caffe2 code, which makes converted official checkpoints compute
+      docs/paper.md §3), or 0 as the official Caffe2 code, which makes converted official checkpoints compute
       exactly the official function (224 input: res2 is 55×55 instead of 56×56). 'table1' always pads by 1.
     stride_in_1x1: stride res3..res5 on branch2a (original MSRA ResNet, which matches the paper's 34.2 GFLOPs
       for R101) instead of branch2b (official video code; default).

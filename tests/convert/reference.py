@@ -1,5 +1,5 @@
 """An independent NumPy description of the official video networks: blobs with the official names and shapes,
-and the forward pass written from PAPER.md §2-§3 and the official code (not from nonlocal_jax.models).
+and the forward pass written from docs/paper.md §2-§3 and the official code (not from nonlocal_jax.models).
 
 Layout here is channels-last (B, T, H, W, C) float64; blobs are Caffe2's (C_out, C_in, kT, kH, kW).
 """
@@ -157,7 +157,7 @@ def nonlocal_block(x, blobs, prefix, affine, groups=None):
   return norm(proj(y, 'out'), blobs, f'{prefix}_bn', affine) + x
 
 
-STEMS = {  # conv1 stride, pool1 (window, stride, pad), pool2 (window, stride): PAPER.md §3; pool1 padded (0,1,1).
+STEMS = {  # conv1 stride, pool1 (window, stride, pad), pool2 (window, stride): docs/paper.md §3; pool1 padded (0,1,1).
     '8x8': ((1, 2, 2), ((1, 3, 3), (1, 2, 2), (0, 1, 1)), ((2, 1, 1), (2, 1, 1))),
     '32x2': ((2, 2, 2), ((2, 3, 3), (2, 2, 2), (0, 1, 1)), ((2, 1, 1), (2, 1, 1))),
 }

@@ -1,11 +1,11 @@
-"""An independent NumPy float64 reference of the non-local block, written from PAPER.md §1–§2.
+"""An independent NumPy float64 reference of the non-local block, written from docs/paper.md §1–§2.
 
     y_i = (1 / C(x)) Σ_j f(x_i, x_j) g(x_j)        (eq. 1)
     z_i = BN(W_z y_i) + x_i                         (eq. 6, with the BatchNorm of §2)
 
 Nothing here calls or mirrors the package: the sets of positions that attend among themselves are built as
 explicit lists of index tuples (one list per group, keyed by a group label), max pooling is a loop over
-windows, and f and C(x) follow the table of PAPER.md §1 pair by pair within each group. The package instead
+windows, and f and C(x) follow the table of docs/paper.md §1 pair by pair within each group. The package instead
 reshapes and transposes whole arrays, so a wrong axis there cannot be reproduced here by accident.
 
 Parameters are taken in the Flax layout of the block (``theta/kernel`` of shape (C_in, C_out), ...), converted
@@ -78,7 +78,7 @@ def position_groups(spatial, positions, temporal_groups):
 
 
 def pairwise_weights(pairwise, q, k, *, inter_channels, scale, concat_kernel=None):
-  """f(x_i, x_j) / C(x) for one group: q (Nq, Dq) and k (Nk, Dq) -> (Nq, Nk), as in PAPER.md §1."""
+  """f(x_i, x_j) / C(x) for one group: q (Nq, Dq) and k (Nk, Dq) -> (Nq, Nk), as in docs/paper.md §1."""
   n_keys = k.shape[0]
   if pairwise in ('gaussian', 'embedded_gaussian'):
     logits = q @ k.T

@@ -8,7 +8,7 @@ from tests.models.helpers import abstract_image, abstract_video, count
 
 
 def nonlocal_block_params(c):
-  """θ, φ, g: C -> C/2 with bias; W_z: C/2 -> C with bias; BN scale and bias on C (PAPER.md §2)."""
+  """θ, φ, g: C -> C/2 with bias; W_z: C/2 -> C with bias; BN scale and bias on C (docs/paper.md §2)."""
   inter = c // 2
   return 3 * (c * inter + inter) + (inter * c + c) + 2 * c
 
@@ -36,7 +36,7 @@ def test_each_nonlocal_block_adds_what_its_weights_predict(depth, preset, channe
   _, with_nl = abstract_video((1, 8, 224, 224, 3), depth=depth, stem='8x8', nonlocal_locations=preset)
   added = count(with_nl['params']) - count(plain['params'])
   assert added == sum(nonlocal_block_params(c) for c in channels)
-  # About 4·C·C/2 weights each (PAPER.md §3).
+  # About 4·C·C/2 weights each (docs/paper.md §3).
   assert added == pytest.approx(sum(2 * c * c for c in channels), rel=1e-2)
   # The running mean and variance of each block's BN.
   assert count(with_nl['batch_stats']) - count(plain['batch_stats']) == sum(2 * c for c in channels)

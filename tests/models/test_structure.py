@@ -10,7 +10,7 @@ import pytest
 from nonlocal_jax.models import ResNetVideo, caffe2_name, caffe2_names, resolve_nonlocal_locations
 from tests.models.helpers import abstract_video
 
-# PAPER.md §3, official use_temp_convs: which residual blocks of I3D get a temporal kernel.
+# docs/paper.md §3, official use_temp_convs: which residual blocks of I3D get a temporal kernel.
 R50_PATTERN = {2: [1, 1, 1], 3: [1, 0, 1, 0], 4: [1, 0, 1, 0, 1, 0], 5: [0, 1, 0]}
 R101_PATTERN = {2: [1, 1, 1], 3: [1, 0, 1, 0], 4: [1, 0] * 11 + [1], 5: [0, 1, 0]}
 
@@ -56,7 +56,7 @@ def test_c2d_has_no_temporal_kernels_and_full_channel_shapes():
   assert params['pred']['kernel'].shape == (2048, 400)
 
 
-# PAPER.md §3 "Where the non-local blocks go", 0-indexed residual blocks per stage res2..res5.
+# docs/paper.md §3 "Where the non-local blocks go", 0-indexed residual blocks per stage res2..res5.
 PRESETS = {
     (50, 'none'): ((), (), (), ()),
     (50, '1'): ((), (), (4,), ()),
@@ -135,7 +135,7 @@ def test_parameter_names_map_one_to_one_onto_the_official_blobs():
   assert len(names) == n_vars  # one-to-one
   for name in names:
     assert OFFICIAL_NAME.fullmatch(name), name
-  # PAPER.md §6 examples.
+  # docs/paper.md §6 examples.
   for blob in ('conv1_w', 'res_conv1_bn_riv', 'res4_0_branch1_w', 'res3_1_branch2b_bn_rm',
                'nonlocal_conv3_1_theta_w', 'nonlocal_conv4_5_out_b', 'nonlocal_conv4_3_bn_s', 'pred_w', 'pred_b'):
     assert blob in names, blob
