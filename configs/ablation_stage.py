@@ -26,8 +26,8 @@ def get_sweep(arg=None):
     v = {'name': stage, 'label': stage,
          'model.nonlocal_locations': stage if scale == 'kinetics' else f'{stage}:0'}
     if scale == 'synthetic' and stage == 'res2':
-      # The paper's 2×2 max pool of φ and g (docs/paper.md §2), which the synthetic base turns off because its res3-res5
-      # maps are 3×3 and smaller; res2's 6×6 map pools to 3×3 keys, a quarter of the pairwise cost.
+      # The paper's 2×2 max pool of φ and g (docs/paper.md §2), which the synthetic base turns off because its
+      # res3-res5 maps are 3×3 and smaller; res2's 6×6 map pools to 3×3 keys, a quarter of the pairwise cost.
       v['model.nonlocal_block.subsample'] = (1, 2, 2)
     if scale == 'synthetic' and stage == 'res5':
       v['model.nonlocal_block.subsample'] = (1, 1, 1)  # res5 is 1×1 there: nothing to pool.

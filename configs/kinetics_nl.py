@@ -1,4 +1,4 @@
-r"""Non-local video networks on Kinetics-400 (Wang et al. 2018, docs/paper.md §3-§4): the network and its clip sampling.
+r"""Non-local video networks on Kinetics-400 (Wang et al. 2018, docs/paper.md §3-§4): the network, clip sampling.
 
 Default: NL C2D ResNet-50, 32x2 clips, 5 embedded-Gaussian non-local blocks (res3 1, 3; res4 1, 3, 5), the
 paper's Table 2c model (73.8 top-1 in the paper, vs 71.8 for the C2D baseline), trained with the paper's recipe

@@ -44,8 +44,8 @@ the earlier ones with 8-frame clips and one residual block in res5, some with a 
   step 1,500-2,000, fell to 78 % and ended at 86.8 % and 86.0 % test; at 1e-3 they climbed steadily.
 - 5,000 steps, not 2,000 (8 frames): at 2,000 steps the 3-block and res5 variants ended at 84.0 % and 85.7 %
   (5,000: 90.6 and 89.1 %, untied, lr 3e-3).
-- The non-local BN scale starts at 1 (``model.nonlocal_block.bn_scale_init``), not 0, and theta/phi/g are He-initialised:
-  with gamma = 0 no gradient reaches theta/phi/g until gamma drifts away from 0.
+- The non-local BN scale starts at 1 (``model.nonlocal_block.bn_scale_init``), not 0, and theta/phi/g are
+  He-initialised: with gamma = 0 no gradient reaches theta/phi/g until gamma drifts away from 0.
 - No key/value subsampling: the maps are 3×3 (res3) and 2×2 (res4), and a 2×2 VALID pool drops res3's last row
   and column (no measurable difference at 2,000 steps: 80 % either way).
 - ``same='image'``: with ``same='class'`` the network must learn digit classes from pair labels alone; every run
