@@ -10,6 +10,7 @@ folder ``./gs:/b/run``, so remote paths are passed through unchanged.
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Union
 
 from etils import epath
@@ -60,6 +61,24 @@ def describe_error(e: BaseException) -> str:
   return getattr(e, 'strerror', None) or getattr(e, 'message', None) or str(e)
 
 
+def write_atomic(path: PathLike, data: bytes) -> None:
+  """Writes ``data`` to ``path`` (local or remote) so that readers see the old file or the whole new one.
+
+  The bytes go to a hidden temporary file beside ``path``, which is then renamed over it: a preempted or concurrent
+  writer never leaves a half-written file under the final name, and a failed write leaves no temporary file.
+  """
+  # Not tempfile.mkstemp: its files are private to the user whatever the umask, and it knows only local disks.
+  path = as_path(path)
+  tmp = path.parent / f'.{path.name}.{uuid.uuid4().hex}.tmp'
+  try:
+    tmp.write_bytes(data)
+    tmp.replace(path)
+  except BaseException:
+    if tmp.exists():
+      tmp.unlink()
+    raise
+
+
 def mtime(path: PathLike) -> float:
   """Seconds since the epoch of the last change of ``path`` (to the second on remote file systems)."""
   if not is_remote(path):
@@ -67,4 +86,5 @@ def mtime(path: PathLike) -> float:
   return float(as_path(path).stat().mtime)
 
 
-__all__ = ['PathLike', 'absolute', 'as_path', 'describe_error', 'errors', 'expand', 'is_remote', 'mtime']
+__all__ = ['PathLike', 'absolute', 'as_path', 'describe_error', 'errors', 'expand', 'is_remote', 'mtime',
+           'write_atomic']

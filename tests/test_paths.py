@@ -47,3 +47,29 @@ def test_local_modification_time_is_the_os_one(tmp_path):
   file.write_text('x')
   os.utime(file, (1e9, 1e9 + 0.25))
   assert paths.mtime(file) == os.path.getmtime(file) == 1e9 + 0.25
+
+
+def test_write_atomic_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
+  file = tmp_path / 'f.json'
+  file.write_bytes(b'old')
+  paths.write_atomic(str(file), b'new contents')
+  assert file.read_bytes() == b'new contents' and os.listdir(tmp_path) == ['f.json']
+
+
+def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+  file = tmp_path / 'f.json'
+  file.write_bytes(b'old')
+
+  def refused(self, target):
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(type(paths.as_path(str(file))), 'replace', refused)
+  with pytest.raises(OSError, match='No space left'):
+    paths.write_atomic(file, b'new')
+  assert file.read_bytes() == b'old' and os.listdir(tmp_path) == ['f.json']
+
+
+def test_write_atomic_on_a_remote_file_system(remote_dir):
+  paths.write_atomic(f'{remote_dir}/f.bin', b'\x00\x01')
+  assert paths.as_path(f'{remote_dir}/f.bin').read_bytes() == b'\x00\x01'
+  assert [p.name for p in paths.as_path(remote_dir).iterdir()] == ['f.bin']

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from nonlocal_jax import evaluate as ev
+from nonlocal_jax import evaluation as ev
 from tests.data.conftest import small_video_config
-from tests.evaluate import cases
+from tests.evaluation import cases
 
 NUM_CLASSES = 101  # UCF101.
 

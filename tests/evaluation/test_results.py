@@ -7,17 +7,17 @@ import os
 import numpy as np
 import pytest
 
-from nonlocal_jax import evaluate as ev
+from nonlocal_jax import evaluation as ev
 from tests import remote
-from tests.evaluate import cases
-from tests.evaluate.cases import NUM_CLASSES
+from tests.evaluation import cases
+from tests.evaluation.cases import NUM_CLASSES
 
 NAMES = ['abseiling', 'air drumming', 'answering, questions', 'archery', 'arm wrestling', 'arranging flowers']
 
 
-def _result(id_kind='bytes', class_names=None, views=cases.VIEW_ORDER):
-  batches = cases.make_batches(views, batch_size=5, id_kind=id_kind)
-  return ev.evaluate(cases.fake_predict(id_kind), batches, num_classes=NUM_CLASSES, class_names=class_names)
+def _result(class_names=None, views=cases.VIEW_ORDER):
+  batches = cases.make_batches(views, batch_size=5)
+  return ev.evaluate(cases.fake_predict(), batches, num_classes=NUM_CLASSES, class_names=class_names)
 
 
 def test_files_and_round_trip(tmp_path):
@@ -31,8 +31,8 @@ def test_files_and_round_trip(tmp_path):
   with open(directory / 'test_metrics.json') as f:
     assert json.load(f) == cases.EXPECTED_METRICS
   with np.load(directory / 'test_video_scores.npz') as z:
-    np.testing.assert_array_equal(z['video_ids'], [b'clip_a', b'clip_b', b'clip_c', b'clip_d', b'clip_e',
-                                                   b'clip_f'])
+    np.testing.assert_array_equal(z['video_ids'], [11, 12, 13, 14, 15, 16])
+    assert z['video_ids'].dtype == np.int64
     np.testing.assert_array_equal(z['scores'], [cases.VIDEO_SCORES[n] for n in 'abcdef'])
     np.testing.assert_array_equal(z['labels'], [0, 2, 5, 1, 3, 2])
   with open(directory / 'test_per_class_accuracy.csv', newline='') as f:
@@ -48,7 +48,7 @@ def test_files_and_round_trip(tmp_path):
 
 
 def test_without_class_names_round_trip(tmp_path):
-  result = _result('int')
+  result = _result()
   ev.save_results(result, str(tmp_path), prefix='val_step_100')
   loaded = ev.load_results(str(tmp_path), 'val_step_100')
   assert loaded.class_names is None
@@ -56,17 +56,17 @@ def test_without_class_names_round_trip(tmp_path):
 
 
 def test_other_prefixes_are_never_overwritten(tmp_path):
-  ev.save_results(_result('str'), str(tmp_path), prefix='val')
+  ev.save_results(_result(), str(tmp_path), prefix='val')
   before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
   assert len(before) == 5
-  other = _result('str', views=cases.VIEW_ORDER[:6])
+  other = _result(views=cases.VIEW_ORDER[:6])
   assert other.metrics != cases.EXPECTED_METRICS
   # Prefixes that extend another prefix, or look like one of its file names, write files of their own.
   for prefix in ('test', 'val_video', 'val_confusion', 'val_per_class'):
     ev.save_results(other, str(tmp_path), prefix=prefix)
   assert {name: (tmp_path / name).read_bytes() for name in before} == before
   assert len(os.listdir(tmp_path)) == 25
-  cases.assert_same_result(ev.load_results(str(tmp_path), 'val'), _result('str'))
+  cases.assert_same_result(ev.load_results(str(tmp_path), 'val'), _result())
   cases.assert_same_result(ev.load_results(str(tmp_path), 'val_confusion'), other)
 
 
@@ -98,3 +98,23 @@ def test_round_trip_on_a_remote_file_system(remote_dir, tmp_path, monkeypatch):
       assert written[f'run/eval/{name}'] == data, name
   cases.assert_same_result(ev.load_results(directory, 'test'), result)
   assert os.listdir(tmp_path) == ['local']
+
+
+def test_two_classes_leave_top_5_out_and_name_the_classes(tmp_path):
+  batch = {'video_id': np.array([1, 2, 3, 1]), 'label': np.array([0, 1, 1, 0]), 'view_index': np.array([0, 0, 0, 1])}
+  scores = np.array([[.75, .25], [.25, .75], [.75, .25], [.5, .5]])
+  result = ev.evaluate(lambda b: scores, [batch], num_classes=2, class_names=['different', 'same'])
+  ev.save_results(result, str(tmp_path))
+  with open(tmp_path / 'test_metrics.json') as f:
+    assert json.load(f) == {'clip_top1': .5, 'video_top1': 2 / 3, 'mean_class_accuracy': .75, 'num_videos': 3,
+                            'num_views': 4}
+  with open(tmp_path / 'test_per_class_accuracy.csv', newline='') as f:
+    assert list(csv.reader(f)) == [['class_index', 'class_name', 'num_videos', 'accuracy'],
+                                   ['0', 'different', '1', '1.0'], ['1', 'same', '2', '0.5']]
+  with open(tmp_path / 'test_confusion.csv', newline='') as f:
+    assert list(csv.reader(f)) == [['true \\ predicted', 'different', 'same'], ['different', '1', '0'],
+                                   ['same', '1', '1']]
+  loaded = ev.load_results(str(tmp_path))
+  cases.assert_same_result(loaded, result)
+  assert loaded.summary() == result.summary() == ('video top-1 66.67% over 1-2 views per video, clip top-1 50.00%, '
+                                                  'mean class accuracy 75.00% (3 videos, 4 views)')

@@ -1,43 +1,20 @@
-"""Multi-view evaluation with a fake model whose outputs are known exactly: metrics, tie rule, padding, layouts."""
+"""Evaluation with a fake model whose outputs are known exactly: metrics, summary, padding, layouts, bad inputs."""
 
 import numpy as np
 import pytest
 
-from nonlocal_jax import evaluate as ev
-from tests.evaluate import cases
-from tests.evaluate.cases import NUM_CLASSES
+from nonlocal_jax import evaluation as ev
+from tests.evaluation import cases
+from tests.evaluation.cases import NUM_CLASSES
 
 
-def _evaluate(batches, id_kind='int', **kwargs):
-  return ev.evaluate(cases.fake_predict(id_kind), batches, num_classes=NUM_CLASSES, **kwargs)
+def _evaluate(batches, **kwargs):
+  return ev.evaluate(cases.fake_predict(), batches, num_classes=NUM_CLASSES, **kwargs)
 
 
-def test_top_k_ties_count_against_the_prediction():
-  scores = np.array([
-      [.5, .5, 0.],  # True class 0 tied with class 1 for the top.
-      [1 / 3, 1 / 3, 1 / 3],  # Constant scores.
-      [.2, .7, .1],  # True class 1 strictly best.
-      [.1, .2, .7],  # True class 0 strictly last.
-      [np.nan, .2, .7],  # NaN true score.
-  ])
-  labels = np.array([0, 2, 1, 0, 0])
-  np.testing.assert_array_equal(ev.top_k_correct(scores, labels, 1), [False, False, True, False, False])
-  np.testing.assert_array_equal(ev.top_k_correct(scores, labels, 2), [True, False, True, False, False])
-  np.testing.assert_array_equal(ev.top_k_correct(scores, labels, 3), [True, True, True, True, False])
-  # k beyond the number of classes: every finite row.
-  np.testing.assert_array_equal(ev.top_k_correct(scores, labels, 5), [True, True, True, True, False])
-  # The rule does not depend on the order of the classes, which an argsort with its index tie-break would.
-  perm = np.array([2, 0, 1])
-  inverse = np.argsort(perm)
-  for k in (1, 2, 3):
-    np.testing.assert_array_equal(ev.top_k_correct(scores[:, perm], inverse[labels], k),
-                                  ev.top_k_correct(scores, labels, k))
-
-
-@pytest.mark.parametrize('id_kind', ['int', 'bytes', 'str'])
-def test_exact_metrics_of_a_known_model(id_kind):
-  batches = cases.make_batches(cases.VIEW_ORDER, batch_size=5, id_kind=id_kind)
-  result = _evaluate(batches, id_kind)
+def test_exact_metrics_of_a_known_model():
+  batches = cases.make_batches(cases.VIEW_ORDER, batch_size=5)
+  result = _evaluate(batches)
   assert result.metrics == cases.EXPECTED_METRICS
   assert all(type(v) is float for k, v in result.metrics.items() if not k.startswith('num_'))
   assert type(result.metrics['num_videos']) is int and type(result.metrics['num_views']) is int
@@ -45,14 +22,14 @@ def test_exact_metrics_of_a_known_model(id_kind):
   np.testing.assert_array_equal(result.confusion, cases.expected_confusion())
   # The confusion matrix breaks ties as top-1 does: its trace is the number of top-1 videos.
   assert np.trace(result.confusion) == 3
-  ids = cases.ID_KINDS[id_kind]
+  ids = cases.IDS
   names = sorted('abcdef', key=lambda n: ids[n])
   np.testing.assert_array_equal(result.video_ids, [ids[n] for n in names])
   np.testing.assert_array_equal(result.video_scores, [cases.VIDEO_SCORES[n] for n in names])
   np.testing.assert_array_equal(result.video_labels, [cases.LABELS[n] for n in names])
   np.testing.assert_array_equal(result.video_num_views, [cases.NUM_VIEWS[n] for n in names])
-  assert result.summary() == ('video top-1 50.00% top-5 83.33%, clip top-1 33.33% top-5 66.67%, '
-                              'mean class accuracy 40.00% (6 videos, 12 views)')
+  assert result.summary() == ('video top-1 50.00% top-5 83.33% over 1-4 views per video, clip top-1 33.33% top-5 '
+                              '66.67%, mean class accuracy 40.00% (6 videos, 12 views)')
 
 
 def test_views_of_a_video_in_different_batches_and_out_of_order():
@@ -107,13 +84,13 @@ def test_leading_device_axis_is_flattened(keep_device_axis):
 @pytest.mark.parametrize('same_batch', [False, True])
 def test_views_that_disagree_on_the_label_name_the_video(same_batch):
   views = [('a', 0), ('c', 0), ('c', 1), ('b', 0)] if same_batch else cases.VIEW_ORDER
-  batches = cases.make_batches(views, batch_size=5, id_kind='bytes')
-  # Give one view of video c (b'clip_c', label 5) label 4, in the last batch that holds c.
-  batch = [b for b in batches if b'clip_c' in b['video_id']][-1]
-  row = np.flatnonzero(batch['video_id'] == b'clip_c')[-1]
+  batches = cases.make_batches(views, batch_size=5)
+  # Give one view of video c (id 13, label 5) label 4, in the last batch that holds c.
+  batch = [b for b in batches if 13 in b['video_id']][-1]
+  row = np.flatnonzero(batch['video_id'] == 13)[-1]
   batch['label'][row] = 4
-  with pytest.raises(ValueError, match=r"Video b'clip_c' has views with different labels \((5 and 4|4 and 5)\)"):
-    _evaluate(batches, 'bytes')
+  with pytest.raises(ValueError, match=r"Video 13 has views with different labels \((5 and 4|4 and 5)\)"):
+    _evaluate(batches)
 
 
 def test_bad_inputs_fail_with_a_message():
@@ -139,11 +116,54 @@ def test_bad_inputs_fail_with_a_message():
     _evaluate(batches, class_names=['x', 'y', 'z'])
 
 
+@pytest.mark.parametrize('ids', [np.array([b'clip_a'] * 5), np.array(['a'] * 5), np.full(5, 11.0),
+                                 np.array([11] * 5, object)])
+def test_ids_that_are_not_integers_fail_in_one_sentence(ids):
+  batch = cases.make_batches(cases.VIEW_ORDER[:5], batch_size=5)[0]
+  batch['video_id'] = ids
+  with pytest.raises(ValueError, match=r"^Batch field 'video_id' holds \S+ values: ids must be integers \(one per "
+                                       r'video, shared by its views\), as nonlocal_jax.data.create_eval_dataset '
+                                       r'makes them\.$'):
+    _evaluate([batch])
+
+
 def test_image_ids_and_batches_without_mask():
   batch = {'image': np.zeros((3, 2, 2, 3)), 'image_id': np.array([5, 6, 5]), 'label': np.array([1, 0, 1])}
   scores = np.array([[.25, .75], [.5, .5], [.5, .5]])
   result = ev.evaluate(lambda b: scores, [batch], num_classes=2)
-  # Image 5: mean (.375, .625), correct. Image 6: tie, wrong. Views: 1 correct of 3.
-  assert result.metrics == {'clip_top1': 1 / 3, 'clip_top5': 1.0, 'video_top1': .5, 'video_top5': 1.0,
-                            'mean_class_accuracy': .5, 'num_videos': 2, 'num_views': 3}
+  # Image 5: mean (.375, .625), correct. Image 6: tie, wrong. Views: 1 correct of 3. Top-5 of 2 classes would
+  # always be 100 %: it is left out.
+  assert result.metrics == {'clip_top1': 1 / 3, 'video_top1': .5, 'mean_class_accuracy': .5, 'num_videos': 2,
+                            'num_views': 3}
   np.testing.assert_array_equal(result.confusion, [[0, 1], [0, 1]])
+  assert result.summary() == ('video top-1 50.00% over 1-2 views per video, clip top-1 33.33%, mean class accuracy '
+                              '50.00% (2 videos, 3 views)')
+
+
+def test_one_view_per_video_is_not_called_multi_view():
+  batch = {'video_id': np.array([3, 1, 2, 4]), 'label': np.array([0, 1, 1, 0]), 'mask': np.array([1, 1, 1, 0])}
+  scores = np.array([[.75, .25], [.25, .75], [.5, .5], [0., 1.]])
+  result = ev.evaluate(lambda b: scores, [batch], num_classes=2, class_names=['different', 'same'])
+  # Video 3 right, video 1 right, video 2 a tie (wrong); video 4 is padding.
+  assert result.metrics == {'clip_top1': 2 / 3, 'video_top1': 2 / 3, 'mean_class_accuracy': .75, 'num_videos': 3,
+                            'num_views': 3}
+  assert result.summary() == 'top-1 66.67% (1 view per video), mean class accuracy 75.00% (3 videos)'
+  assert result.class_names == ('different', 'same') and result.class_labels() == ['different', 'same']
+  assert ev.evaluate(lambda b: scores, [batch], num_classes=2).class_labels() == ['0', '1']
+
+
+def test_same_number_of_views_for_every_video_is_named_once():
+  views = [(name, v) for name in 'abf' for v in range(2)]
+  table = {('f', 1): cases.TABLE[('f', 0)]}
+  batches = cases.make_batches(views, batch_size=6)
+  predict = cases.fake_predict()
+
+  def with_second_view_of_f(batch):
+    scores = predict(batch)
+    scores[(batch['video_id'] == cases.IDS['f']) & (batch['view_index'] == 1)] = table[('f', 1)]
+    return scores
+
+  result = ev.evaluate(with_second_view_of_f, batches, num_classes=NUM_CLASSES)
+  assert result.views_per_video() == '2 views'
+  assert result.summary().startswith('video top-1 66.67% top-5 100.00% over 2 views per video, clip top-1 ')
+

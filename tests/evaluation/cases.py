@@ -58,14 +58,9 @@ EXPECTED_CONFUSION_CELLS = {(0, 1): 1, (2, 2): 2, (5, 5): 1, (1, 2): 1, (3, 0): 
 VIEW_ORDER = [('c', 3), ('a', 1), ('e', 0), ('b', 1), ('c', 0), ('f', 0), ('d', 0), ('c', 2), ('a', 0), ('e', 1),
               ('b', 0), ('c', 1)]
 
-ID_KINDS = {
-    'int': {name: 11 + i for i, name in enumerate('abcdef')},
-    'bytes': {name: f'clip_{name}'.encode() for name in 'abcdef'},
-    # Ids of different lengths: the gather between processes pads them to a common width.
-    'str': {'a': 'a', 'b': 'bbbbbbbbb/long_name_0001', 'c': 'ccc', 'd': 'd' * 7, 'e': 'ééé', 'f': 'ff'},
-}
-# The pipeline pads with zeros.
-PAD_IDS = {'int': 0, 'bytes': b'', 'str': ''}
+# Integer ids, as the data pipeline makes them; it pads with id 0.
+IDS = {name: 11 + i for i, name in enumerate('abcdef')}
+PAD_ID = 0
 
 
 def expected_confusion():
@@ -76,21 +71,19 @@ def expected_confusion():
   return confusion
 
 
-def make_batches(views, batch_size, id_kind='int', devices=None, pad_batches=0):
+def make_batches(views, batch_size, devices=None, pad_batches=0):
   """Padded batches of ``views`` ((name, view_index) pairs) as the data pipeline yields them.
 
-  Padding rows are zeros (id 0 / empty, label 0, mask False) like the pipeline's; ``devices`` reshapes every
-  field to (devices, batch_size / devices, ...); ``pad_batches`` fully masked batches follow.
+  Padding rows are zeros (id 0, label 0, mask False) like the pipeline's; ``devices`` reshapes every field to
+  (devices, batch_size / devices, ...); ``pad_batches`` fully masked batches follow.
   """
-  ids = ID_KINDS[id_kind]
-  id_dtype = {'int': np.int32, 'bytes': 'S32', 'str': 'U32'}[id_kind]
   chunks = [views[i:i + batch_size] for i in range(0, len(views), batch_size)] + [[]] * pad_batches
   batches = []
   for chunk in chunks:
     pad = batch_size - len(chunk)
     batch = {
         'clips': np.zeros((batch_size, 2, 1, 1, 3), np.float32),
-        'video_id': np.array([ids[n] for n, _ in chunk] + [PAD_IDS[id_kind]] * pad, id_dtype),
+        'video_id': np.array([IDS[n] for n, _ in chunk] + [PAD_ID] * pad, np.int32),
         'label': np.array([LABELS[n] for n, _ in chunk] + [0] * pad, np.int32),
         'view_index': np.array([v for _, v in chunk] + [0] * pad, np.int32),
         'mask': np.array([True] * len(chunk) + [False] * pad),
@@ -101,9 +94,9 @@ def make_batches(views, batch_size, id_kind='int', devices=None, pad_batches=0):
   return batches
 
 
-def fake_predict(id_kind='int', keep_device_axis=False):
+def fake_predict(keep_device_axis=False):
   """A predict_fn returning TABLE's scores for each row's (video, view_index), PAD_SCORES for unknown rows."""
-  names = {i: n for n, i in ID_KINDS[id_kind].items()}
+  names = {i: n for n, i in IDS.items()}
 
   def predict(batch):
     ids = np.asarray(batch['video_id']).reshape(-1).tolist()
