@@ -25,9 +25,13 @@ def plot(rows: Sequence[dict], path: paths.PathLike, title: str = '') -> None:
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
   x = np.arange(n)
-  for offset, key, name in ((-0.2, 'top1', 'top-1'), (0.2, 'top5', 'top-5')):
+  bars_of = [(-0.2, 'top1', 'top-1'), (0.2, 'top5', 'top-5')]
+  if all(v['top5'] is None for v in variants):  # No top-5 for tasks with 5 classes or fewer.
+    bars_of = [(0.0, 'top1', 'top-1')]
+  width = 0.8 / len(bars_of)
+  for offset, key, name in bars_of:
     values = [100 * v[key] if v[key] is not None else 0.0 for v in variants]
-    bars = ax.bar(x + offset, values, width=0.4, label=name)
+    bars = ax.bar(x + offset, values, width=width, label=name)
     for bar, v in zip(bars, variants):
       if v[key] is not None:
         # Above the error bar and the seeds' dots, so that the figure stays readable.
@@ -37,10 +41,10 @@ def plot(rows: Sequence[dict], path: paths.PathLike, title: str = '') -> None:
                     textcoords='offset points', ha='center', va='bottom', fontsize=7)
   for i, v in enumerate(variants):
     if v['top1_std'] is not None:
-      ax.errorbar(i - 0.2, 100 * v['top1'], yerr=100 * v['top1_std'], color='black', capsize=3, linewidth=1)
+      ax.errorbar(i + bars_of[0][0], 100 * v['top1'], yerr=100 * v['top1_std'], color='black', capsize=3, linewidth=1)
     runs = [100 * t for t in v['top1_runs'] if t is not None]
     if len(v['seeds']) > 1 and runs:
-      ax.plot([i - 0.2] * len(runs), runs, linestyle='none', marker='o', markersize=3, color='black')
+      ax.plot([i + bars_of[0][0]] * len(runs), runs, linestyle='none', marker='o', markersize=3, color='black')
   ax.set_xticks(x, [v['label'] for v in variants], rotation=20, ha='right', fontsize=8)
   ax.set_ylabel('test accuracy (%)' + (' (mean over seeds)' if any(len(v['seeds']) > 1 for v in variants) else ''))
   ax.set_ylim(0, 110)

@@ -75,7 +75,7 @@ def collect(spec: str, workdir: str, *, extra: Optional[dict] = None,
                overrides=json.dumps(r.variant.overrides, sort_keys=True), workdir=r.workdir)
     if is_finished(r.config, r.workdir):
       m = _read_json(metrics_path(r.config, r.workdir))
-      row.update(status='finished', top1=m['video_top1'], top5=m['video_top5'], clip_top1=m['clip_top1'],
+      row.update(status='finished', top1=m['video_top1'], top5=m.get('video_top5'), clip_top1=m['clip_top1'],
                  train_time_s=_train_time(r.config, r.workdir))
     rows.append(row)
   return rows

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 
-def _mean(values: Sequence[float]) -> Optional[float]:
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+  # None: a metric the run did not report (top-5 of a task with 5 classes or fewer).
+  values = [v for v in values if v is not None]
   return sum(values) / len(values) if values else None
 
 
 def summarize(rows: Sequence[dict]) -> list[dict]:
   """One row per variant from ``collect``'s per-run rows: the mean over its finished seeds of top-1, top-5,
-  clip top-1 and train time, the sample standard deviation of top-1 (``top1_std``, None below 2 runs), every
+  clip top-1 and train time (None where no run reports it: top-5 of tasks with 5 classes or fewer), the sample
+  standard deviation of top-1 (``top1_std``, None below 2 runs), every
   seed's top-1 in seed order (``top1_runs``, None where unfinished) and ``status``: 'finished' (all seeds),
   'partial' or 'missing'."""
   groups: dict[str, list[dict]] = {}

@@ -30,17 +30,21 @@ def markdown_table(rows: Sequence[dict]) -> str:
   """
   variants = statistics.summarize(rows)
   several = any(len(v['seeds']) > 1 for v in variants)
-  if several:
-    lines = ['| model | top-1 (mean ± sd) | runs (seeds ' + ', '.join(str(s) for s in variants[0]['seeds'])
-             + ') | top-5 | params | multiply-adds | train time (a run) |', '|---|---:|---:|---:|---:|---:|---:|']
-  else:
-    lines = ['| model | top-1 | top-5 | params | multiply-adds | train time |', '|---|---:|---:|---:|---:|---:|']
+  # Tasks with 5 classes or fewer report no top-5 (it would always be 100 %): no column for it then.
+  top5 = any(v['top5'] is not None for v in variants) or not any(v['status'] != 'missing' for v in variants)
+  top1_header = ('top-1 (mean ± sd) | runs (seeds ' + ', '.join(str(s) for s in variants[0]['seeds']) + ')'
+                 if several else 'top-1')
+  columns = [top1_header] + (['top-5'] if top5 else []) + ['params', 'multiply-adds',
+                                                           'train time (a run)' if several else 'train time']
+  lines = ['| model | ' + ' | '.join(columns) + ' |',
+           '|---|' + '---:|' * (len(columns) + (1 if several else 0))]
   for v in variants:
     macs = f'{v["macs"] / 1e9:.2f}G' if v['macs'] >= 1e8 else f'{v["macs"] / 1e6:.1f}M'
     top1 = _pct(v['top1'])
     if several:
       top1 += '' if v['top1_std'] is None else f' ± {100 * v["top1_std"]:.1f}'
       top1 += ' | ' + ' / '.join(_pct(x) for x in v['top1_runs'])
-    lines.append(f'| {v["label"]} | {top1} | {_pct(v["top5"])} | {_count(v["params"])} | {macs} | '
+    top5_cell = f' {_pct(v["top5"])} |' if top5 else ''
+    lines.append(f'| {v["label"]} | {top1} |{top5_cell} {_count(v["params"])} | {macs} | '
                  f'{_duration(v["train_time_s"])} |')
   return '\n'.join(lines) + '\n'

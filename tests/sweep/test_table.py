@@ -12,3 +12,14 @@ def test_one_seed_table_in_readable_units():
   assert lines[0] == '| model | top-1 | top-5 | params | multiply-adds | train time |'
   assert lines[2] == '| R50 NL | 77.3 | 93.1 | 35.30M | 32.10G | 2h05m |'
   assert lines[3] == '| tiny | — | — | 33.3k | 0.2M | — |'
+
+
+def test_no_top5_column_when_no_run_reports_one():
+  # Tasks with 5 classes or fewer report no top-5: it would always be 100 %.
+  rows = [dict(name='c2d', label='C2D', seed=s, status='finished', top1=t, top5=None, clip_top1=t, params=1000,
+               macs=2_000_000, train_time_s=60.0) for s, t in ((0, 0.5), (1, 0.7))]
+  lines = sweep.markdown_table(rows).splitlines()
+  assert lines[0] == '| model | top-1 (mean ± sd) | runs (seeds 0, 1) | params | multiply-adds | train time (a run) |'
+  assert lines[1] == '|---|---:|---:|---:|---:|---:|'
+  # mean 60.0, sample sd of (50, 70) = 14.1
+  assert lines[2] == '| C2D | 60.0 ± 14.1 | 50.0 / 70.0 | 1.0k | 2.0M | 1m00s |'
