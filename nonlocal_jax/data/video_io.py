@@ -16,6 +16,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from nonlocal_jax import paths
+
 
 class VideoDecodeError(Exception):
   """A video file could not be turned into frames (missing, unreadable, corrupt or empty)."""
@@ -133,7 +135,9 @@ def run_decode_job(job: DecodeJob) -> DecodeResult:
       return DecodeResult(job.key, None, 'missing', 'no video file found for this annotation row')
     video = decode_video(job.path, job.short_side, job.max_fps, job.jpeg_quality)
     if job.cache_path:
-      _write_atomically(job.cache_path, video)
+      # Write-then-rename: an interrupted run leaves either no cache file or a complete one, never half of one.
+      os.makedirs(os.path.dirname(job.cache_path), exist_ok=True)
+      paths.write_atomic(job.cache_path, pickle.dumps(video, protocol=pickle.HIGHEST_PROTOCOL))
     return DecodeResult(job.key, video)
   except VideoDecodeError as e:
     return DecodeResult(job.key, None, e.reason, e.detail)
@@ -141,10 +145,3 @@ def run_decode_job(job: DecodeJob) -> DecodeResult:
     return DecodeResult(job.key, None, 'error', f'{type(e).__name__}: {e}')
 
 
-def _write_atomically(path: str, video: DecodedVideo) -> None:
-  # Write-then-rename: an interrupted run leaves either no cache file or a complete one, never half of one.
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    pickle.dump(video, f, protocol=pickle.HIGHEST_PROTOCOL)
-  os.replace(tmp, path)
