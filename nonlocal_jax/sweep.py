@@ -15,7 +15,7 @@ A sweep config is an ordinary config module (``get_config(arg)``, which main.py 
 ``product(a, b)`` crosses two such lists (big_vision's ``hyper.product``). The sweep lives beside the config
 rather than in it so that every variant's saved ``config.json`` is exactly what main.py would train.
 
-Each variant trains in ``<workdir>/<name>`` with ``nonlocal_jax.train.train_and_evaluate`` (in this process,
+Each variant trains in ``<workdir>/<name>`` with ``nonlocal_jax.training.train_and_evaluate`` (in this process,
 one after the other). A variant whose test metrics (``eval/test_step<num_steps>_metrics.json``) exist is
 finished and skipped, and an unfinished one resumes from its checkpoint, so rerunning a stopped sweep
 continues it. ``--print_commands`` prints one ``python main.py`` line per unfinished variant instead, for a
@@ -237,8 +237,8 @@ def run(spec: str, workdir: str, *, extra: Optional[dict] = None,
         seeds: Optional[Sequence[int]] = None) -> list[dict]:
   """Trains every unfinished run of ``spec`` (each variant, each seed), then writes and returns the results."""
   if train_fn is None:
-    from nonlocal_jax import train  # pylint: disable=g-import-not-at-top
-    train_fn = train.train_and_evaluate
+    from nonlocal_jax import training  # pylint: disable=g-import-not-at-top
+    train_fn = training.train_and_evaluate
   runs = _resolved_runs(spec, workdir, extra, seeds)  # Every override checked before any training.
   for i, r in enumerate(runs):
     what = os.path.basename(r.workdir)
@@ -481,10 +481,10 @@ def _define_flags_and_run() -> None:
 
   def run_main(argv):
     logging.set_verbosity(logging.INFO)
-    from nonlocal_jax import train  # pylint: disable=g-import-not-at-top
+    from nonlocal_jax import training  # pylint: disable=g-import-not-at-top
     try:
       main(argv)
-    except (SweepError, train.ConfigError, train.NonFiniteLossError) as e:
+    except (SweepError, training.ConfigError, training.NonFiniteLossError) as e:
       sys.exit(f'Error: {e}')
   app.run(run_main)
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from nonlocal_jax import sweep
-from nonlocal_jax import train
+from nonlocal_jax import training
 from tests import remote
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,7 +50,7 @@ def test_sweep_runs_stops_resumes_and_writes_results(tmp_path):
     if trained:
       raise Stop()
     trained.append(os.path.basename(sub))
-    return train.train_and_evaluate(config, sub)
+    return training.train_and_evaluate(config, sub)
 
   with pytest.raises(Stop):
     sweep.run(SPEC, workdir, extra=extra, train_fn=stop_after_first, log=lambda _: None)
@@ -72,7 +72,7 @@ def test_sweep_runs_stops_resumes_and_writes_results(tmp_path):
 
   def record(config, sub):
     resumed.append(os.path.basename(sub))
-    return train.train_and_evaluate(config, sub)
+    return training.train_and_evaluate(config, sub)
 
   rows = sweep.run(SPEC, workdir, extra=extra, train_fn=record, log=logs.append)
   assert resumed == ['nl_dot'] and 'c2d: finished, skipped' in logs[0]

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.train import helpers
+from tests.training import helpers
 
 
 def test_four_devices_match_one_device(reference_run, data_dir, tmp_path):
