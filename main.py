@@ -29,13 +29,16 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}. Use --config, --workdir and --mode.')
   if FLAGS.config is None:
     raise app.UsageError('Pass --config=configs/<name>.py (for example configs/synthetic_nl.py).')
+  # absl's app makes 0 (INFO) its default; here the libraries stay in the log file unless --verbosity is given.
+  verbosity = FLAGS.verbosity if FLAGS['verbosity'].present else -1
   # TensorFlow's and XLA's C++ logs cannot be sent to the log file: below --verbosity=0 only their errors show.
-  if FLAGS.verbosity < 0:
+  if verbosity < 0:
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   # Imported once the flags are parsed: the line above must be set before TensorFlow and JAX load.
   from nonlocal_jax import console  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax import training  # pylint: disable=g-import-not-at-top
-  console.setup(FLAGS.verbosity)
+  console.setup(verbosity)
+  with console.native_stderr_to_log('Importing TensorFlow and JAX'):
+    from nonlocal_jax import training  # pylint: disable=g-import-not-at-top
   try:
     if FLAGS.mode == 'train':
       training.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -13,12 +13,13 @@ Only process 0 of a multi-host run prints lines for people; every process writes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import sys
 import tempfile
-from typing import Optional, TextIO
+from typing import Iterator, Optional, TextIO
 
 from absl import logging as absl_logging
 
@@ -84,6 +85,28 @@ def setup(verbosity: int = -1, stream: Optional[TextIO] = None) -> None:
   _logger.setLevel(logging.INFO)
   _logger.propagate = False  # The console has its own line; the root's handlers would repeat it.
   logging.root.addHandler(pending)
+
+
+@contextlib.contextmanager
+def native_stderr_to_log(what: str) -> Iterator[None]:
+  """Meanwhile, what C++ libraries write to file descriptor 2 (TensorFlow's start-up lines) becomes one log record.
+
+  Those lines bypass Python's logging, so they cannot be routed otherwise; ``what`` names them in the record.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      text = captured.read().decode(errors='replace').strip()
+      if text:
+        logging.getLogger('native').info('%s wrote to stderr:\n%s', what, text)
 
 
 def current_log_file() -> Optional[str]:
