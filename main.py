@@ -6,8 +6,8 @@
 
 Any config field can be overridden with --config.<field>=<value>; a problem with the config, the data or the
 workdir ends the run at start-up with one sentence saying what to change. The console shows progress, start-up
-facts, checkpoints and the result; the libraries' logs go to <workdir>/logs/main.log (absl's --verbosity=0 shows
-their INFO lines on the console too, 1 adds DEBUG).
+facts, checkpoints and the result; the libraries' logs go to <workdir>/logs/main.log (only their errors show;
+absl's --verbosity=-1 shows their warnings too, 0 their INFO lines, 1 DEBUG).
 """
 
 import os
@@ -29,8 +29,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}. Use --config, --workdir and --mode.')
   if FLAGS.config is None:
     raise app.UsageError('Pass --config=configs/<name>.py (for example configs/synthetic_nl.py).')
-  # absl's app makes 0 (INFO) its default; here the libraries stay in the log file unless --verbosity is given.
-  verbosity = FLAGS.verbosity if FLAGS['verbosity'].present else -1
+  # absl's app makes 0 (INFO) its default; here the libraries' warnings (TFDS and TensorFlow deprecations on
+  # every run) stay in the log file too, and only their errors show, unless --verbosity is given.
+  verbosity = FLAGS.verbosity if FLAGS['verbosity'].present else -2
   # TensorFlow's and XLA's C++ logs cannot be sent to the log file: below --verbosity=0 only their errors show.
   if verbosity < 0:
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')

@@ -4,8 +4,8 @@
 checkpoint saves, results) their own plain handler, and keeps what absl, TensorFlow, orbax, JAX, clu and TFDS log
 at INFO off the console: those records wait in memory until ``log_to_workdir`` (the training start-up calls it once
 the workdir is known to be writable) opens ``<workdir>/logs/main.log`` and writes them there. absl's own
-``--verbosity`` flag brings them back: -1 (its default) shows the libraries' warnings and errors on the console,
-0 their INFO lines, 1 DEBUG. Without ``setup`` (notebooks, tests, the sweep) nothing changes: ``info`` lines go to
+``--verbosity`` flag brings them back: -2 (main.py's default) shows the libraries' errors on the console, -1 their
+warnings too, 0 their INFO lines, 1 DEBUG. Without ``setup`` (notebooks, tests, the sweep) nothing changes: ``info`` lines go to
 the root logger like any other log line and ``log_to_workdir`` does nothing.
 
 Only process 0 of a multi-host run prints lines for people; every process writes its own log file.
@@ -64,7 +64,7 @@ def library_level(verbosity: int) -> int:
   return logging.DEBUG - (verbosity - 1)  # absl's vlog levels.
 
 
-def setup(verbosity: int = -1, stream: Optional[TextIO] = None) -> None:
+def setup(verbosity: int = -2, stream: Optional[TextIO] = None) -> None:
   """Lines for people on ``stream`` (stderr), library records from ``library_level(verbosity)`` on the console.
 
   Every library record at INFO (or the verbosity's level, if lower) waits for ``log_to_workdir``. Calling it again
