@@ -29,7 +29,7 @@ def _check_console(output, workdir):
   progress = [int(m.group(1)) for m in (re.match(r'step (\d+)/10 \(', l) for l in lines) if m]
   assert progress == [2, 4, 6, 8, 10], output  # One line per logged step, none repeated.
   assert not [l for l in lines if l.startswith('step ') and 'top5' in l], 'a 2-class task shows no top-5 column'
-  assert len(lines) <= 12, output
+  assert len(lines) <= 13, output  # 3 start-up facts, 5 progress lines, 5 checkpoints.
   log = open(os.path.join(workdir, 'logs', 'main.log'), encoding='utf-8').read()
   assert 'checkpoint_manager.py' in log and 'train/loss=' in log  # orbax's lines and clu's metric lines.
   assert 'step 10/10 (100%)' in log  # The lines for people are in the file too.
