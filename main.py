@@ -5,12 +5,15 @@
     python main.py --config=configs/synthetic_nl.py --workdir=/tmp/s --config.train.num_steps=100
 
 Any config field can be overridden with --config.<field>=<value>; a problem with the config, the data or the
-workdir ends the run at start-up with one sentence saying what to change.
+workdir ends the run at start-up with one sentence saying what to change. The console shows progress, start-up
+facts, checkpoints and the result; the libraries' logs go to <workdir>/logs/main.log (only their errors show;
+absl's --verbosity=-1 shows their warnings too, 0 their INFO lines, 1 DEBUG).
 """
+
+import os
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -26,14 +29,23 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}. Use --config, --workdir and --mode.')
   if FLAGS.config is None:
     raise app.UsageError('Pass --config=configs/<name>.py (for example configs/synthetic_nl.py).')
-  from nonlocal_jax import train  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.INFO)
+  # absl's app makes 0 (INFO) its default; here the libraries' warnings (TFDS and TensorFlow deprecations on
+  # every run) stay in the log file too, and only their errors show, unless --verbosity is given.
+  verbosity = FLAGS.verbosity if FLAGS['verbosity'].present else -2
+  # TensorFlow's and XLA's C++ logs cannot be sent to the log file: below --verbosity=0 only their errors show.
+  if verbosity < 0:
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # Imported once the flags are parsed: the line above must be set before TensorFlow and JAX load.
+  from nonlocal_jax import console  # pylint: disable=g-import-not-at-top
+  console.setup(verbosity)
+  with console.native_stderr_to_log('Importing TensorFlow and JAX'):
+    from nonlocal_jax import training  # pylint: disable=g-import-not-at-top
   try:
     if FLAGS.mode == 'train':
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:
-      train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
-  except (train.ConfigError, train.NonFiniteLossError) as e:
+      training.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+  except (training.ConfigError, training.NonFiniteLossError) as e:
     raise SystemExit(f'Error: {e}') from None
 
 

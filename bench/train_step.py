@@ -25,7 +25,8 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # pylint: disable=g-import-not-at-top
-from nonlocal_jax import parallel, sweep, train  # pylint: disable=g-import-not-at-top
+from nonlocal_jax import sweep, training  # pylint: disable=g-import-not-at-top
+from nonlocal_jax.training import parallel  # pylint: disable=g-import-not-at-top
 from nonlocal_jax.models import build_model  # pylint: disable=g-import-not-at-top
 
 
@@ -54,7 +55,7 @@ def bare_step_fn(model, batch):
 
 def trainer_step_fn(config, mesh, batch):
   """A closure running ``Trainer.train_step`` of ``config`` on ``batch``."""
-  trainer = train.Trainer(config, mesh)
+  trainer = training.Trainer(config, mesh)
   state = [trainer.init_state()]
 
   def run_step():

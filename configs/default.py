@@ -1,7 +1,7 @@
 """Default configuration: every field of every config, documented. Other configs start from this one.
 
 Sections: ``model`` (the network, see ``nonlocal_jax.models``), ``data`` (the dataset and input pipeline, see
-``nonlocal_jax.data``), ``train`` (optimiser, schedule, checkpoints, see ``nonlocal_jax.train``) and ``multihost``
+``nonlocal_jax.data``), ``train`` (optimiser, schedule, checkpoints, see ``nonlocal_jax.training``) and ``multihost``
 (several processes). Each section is built by its own function below so that it is documented in one place.
 """
 
@@ -110,7 +110,7 @@ def data_config() -> ml_collections.ConfigDict:
   return data
 
 def train_config() -> ml_collections.ConfigDict:
-  """The ``config.train`` section: optimiser, schedule, checkpoints, logging (``nonlocal_jax.train``).
+  """The ``config.train`` section: optimiser, schedule, checkpoints, logging (``nonlocal_jax.training``).
 
   Defaults are the paper's Kinetics recipe (docs/paper.md §5): SGD with Nesterov momentum 0.9, weight decay 1e-4
   (not on BN parameters and biases), learning rate 0.01 for 64 clips per step, divided by 10 at 150k and 300k

@@ -1,4 +1,4 @@
-r"""The tiny config of the tests (tests/train/): a few steps of a 4-frame 16×16 NL network, seconds on a CPU.
+r"""The tiny config of the tests (tests/training/): a few steps of a 4-frame 16×16 NL network, seconds on a CPU.
 
     python main.py --config=configs/test.py --workdir=/tmp/nl_test --config.data.data_dir=/tmp/nl_test_data
 

@@ -316,15 +316,15 @@ def convert_to_workdir(src: str, config, workdir: str, *, inflate: bool = False,
   ``main.py --mode=eval`` tests it, ``--mode=train`` fine-tunes from it, and ``config.train.init_checkpoint``
   can name ``workdir``. Returns the converted variables.
   """
-  from nonlocal_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax import parallel  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax import train  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.training import parallel  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.training import Trainer  # pylint: disable=g-import-not-at-top
   blobs = load_blobs(src)
   manager = ckpt_lib.create_manager(workdir, asynchronous=False)
   if manager.latest_step() is not None:
     raise ConversionError(f'{ckpt_lib.checkpoint_dir(workdir)} already holds checkpoints: give an empty --workdir.')
   mesh = parallel.make_mesh()
-  trainer = train.Trainer(config, mesh)
+  trainer = Trainer(config, mesh)
   state = trainer.init_state()
   initial = jax.device_get(trainer.variables(state))
   variables = convert_blobs(blobs, initial, inflate=inflate, ignore=ignore, epsilon=config.model.bn_epsilon)
@@ -338,7 +338,7 @@ def convert_to_workdir(src: str, config, workdir: str, *, inflate: bool = False,
 
 def export_workdir(workdir: str, path: str, step: Optional[int] = None) -> Dict[str, np.ndarray]:
   """Writes the checkpoint of a run (latest unless ``step``) as a Caffe2 pickle at ``path``; returns the blobs."""
-  from nonlocal_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   blobs = export_blobs(ckpt_lib.load_variables(workdir, step))
   save_caffe2(blobs, path)
   return blobs

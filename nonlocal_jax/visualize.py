@@ -226,7 +226,7 @@ def _tuples(x):
 def load_run(workdir: str, config=None):
   """(config, model, variables) of the latest checkpoint in ``workdir`` (config: its saved config.json)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
   from nonlocal_jax.models import build_model  # pylint: disable=g-import-not-at-top
   if config is None:
     path = paths.as_path(workdir) / 'config.json'

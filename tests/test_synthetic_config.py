@@ -11,7 +11,7 @@ import pytest
 
 from nonlocal_jax.data import synthetic
 from nonlocal_jax.models import build_model
-from tests.train.helpers import load_config
+from tests.training.helpers import load_config
 
 
 def test_digits_fall_in_the_first_and_last_frame():

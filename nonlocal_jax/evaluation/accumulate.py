@@ -1,6 +1,6 @@
 """Multi-view evaluation: per-view class probabilities → per-video averages → clip- and video-level metrics.
 
-The paper's test (PAPER.md §5): K clips × 3 crops per video through the fully-convolutional network, softmax
+The paper's test (docs/paper.md §5): K clips × 3 crops per video through the fully-convolutional network, softmax
 scores averaged over the views of a video. ``evaluate(predict_fn, batches, num_classes=...)`` runs it over the
 padded batches of ``nonlocal_jax.data.create_eval_dataset`` (or any iterable of such dicts) and returns an
 ``EvalResult``; ``ViewAccumulator`` is the same batch by batch. A config with one view per video (one clip, one

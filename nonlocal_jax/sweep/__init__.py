@@ -15,7 +15,7 @@ optional ``name`` (its sub-workdir, letters, digits, ``-_.=,``) and ``label`` (i
 ``product(a, b)`` crosses two such lists (big_vision's ``hyper.product``). The sweep lives beside the config
 rather than in it so that every variant's saved ``config.json`` is exactly what main.py would train.
 
-Each variant trains in ``<workdir>/<name>`` with ``nonlocal_jax.train.train_and_evaluate`` (in this process,
+Each variant trains in ``<workdir>/<name>`` with ``nonlocal_jax.training.train_and_evaluate`` (in this process,
 one after the other). A variant whose test metrics (``eval/test_step<num_steps>_metrics.json``) exist is
 finished and skipped, and an unfinished one resumes from its checkpoint, so rerunning a stopped sweep
 continues it. ``--print_commands`` prints one ``python main.py`` line per unfinished variant instead, for a

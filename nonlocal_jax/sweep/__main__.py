@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from nonlocal_jax import train
+from nonlocal_jax import training
 from nonlocal_jax.sweep import report
 from nonlocal_jax.sweep import results
 from nonlocal_jax.sweep import runner
@@ -55,7 +55,7 @@ def _main_with_errors(argv: Sequence[str]) -> None:
   logging.set_verbosity(logging.INFO)
   try:
     main(argv)
-  except (variants.SweepError, train.ConfigError, train.NonFiniteLossError) as e:
+  except (variants.SweepError, training.ConfigError, training.NonFiniteLossError) as e:
     sys.exit(f'Error: {e}')
 
 

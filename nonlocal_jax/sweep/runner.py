@@ -8,7 +8,7 @@ import shlex
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from nonlocal_jax import train
+from nonlocal_jax import training
 from nonlocal_jax.sweep import report
 from nonlocal_jax.sweep import results
 from nonlocal_jax.sweep import variants
@@ -48,10 +48,10 @@ def run(spec: str, workdir: str, *, extra: Optional[dict] = None,
         seeds: Optional[Sequence[int]] = None) -> list[dict]:
   """Trains every unfinished run of ``spec`` (each variant, each seed), then writes and returns the results.
 
-  ``train_fn(config, workdir)`` trains one run (default: ``train.train_and_evaluate``); ``log`` gets one line
+  ``train_fn(config, workdir)`` trains one run (default: ``training.train_and_evaluate``); ``log`` gets one line
   per run.
   """
-  train_fn = train_fn or train.train_and_evaluate
+  train_fn = train_fn or training.train_and_evaluate
   runs = variants.resolve_runs(spec, workdir, extra, seeds)  # Every override checked before any training.
   for i, r in enumerate(runs):
     what = os.path.basename(r.workdir)

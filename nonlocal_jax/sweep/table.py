@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from nonlocal_jax import console
 from nonlocal_jax.sweep import statistics
 
 
@@ -12,10 +13,7 @@ def _pct(x) -> str:
 
 
 def _duration(s) -> str:
-  if s is None:
-    return '—'
-  s = int(round(s))
-  return f'{s // 3600}h{s // 60 % 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
+  return '—' if s is None else console.format_duration(s)
 
 
 def _count(n: int) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 
 from nonlocal_jax import convert
 from nonlocal_jax.models import ResNetVideo
-from tests.train.helpers import load_config  # pylint: disable=unused-import (the tests call helpers.load_config)
+from tests.training.helpers import load_config  # pylint: disable=unused-import (the tests call helpers.load_config)
 
 
 

@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from nonlocal_jax import checkpoint as ckpt_lib
 from nonlocal_jax import convert
-from nonlocal_jax import parallel
-from nonlocal_jax import train
+from nonlocal_jax import training
+from nonlocal_jax.training import checkpoint as ckpt_lib
+from nonlocal_jax.training import parallel
 from tests.convert import helpers
 from tests.convert.reference import Arch, make_blobs
 
@@ -49,7 +49,7 @@ def test_trainer_restore_and_init_checkpoint_read_it(converted_run):
   config = helpers.load_config('test')
   expected = convert.convert_blobs(blobs, helpers.abstract_variables(helpers.video_model(ARCH), (1, 4, 16, 16, 3)))
   # What main.py --mode=eval does: the trainer's state restored from the workdir.
-  trainer = train.Trainer(config, parallel.make_mesh())
+  trainer = training.Trainer(config, parallel.make_mesh())
   manager = ckpt_lib.create_manager(str(workdir), asynchronous=False)
   state, meta = ckpt_lib.restore(manager, trainer.init_state())
   manager.close()

@@ -14,8 +14,8 @@ NUM_CLASSES = 101  # UCF101.
 def _tf_data():
   # Imported here, not at the top: TensorFlow costs seconds, and every xdist worker collects every module.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return tfds, pipeline
+  from nonlocal_jax.data import eval_pipeline, layout  # pylint: disable=g-import-not-at-top
+  return tfds, eval_pipeline, layout
 
 
 def _predict(batch):
@@ -40,11 +40,12 @@ def _check(result, num_videos=3):
 
 
 def test_pipeline_batches_with_a_device_axis(tf_data):
-  tfds, pipeline = tf_data
-  c = small_video_config(name='ucf101', eval_split='test', test_num_clips=2, test_num_crops=3, batch_layout='devices')
+  tfds, eval_pipeline, layout = tf_data
+  c = small_video_config(name='ucf101', eval_split='test', test_num_clips=2, test_num_crops=3)
   with tfds.testing.mock_data(num_examples=3):
-    evaluation = pipeline.create_eval_dataset(c, layout=pipeline.ProcessLayout(0, 1, 2))
-    batches = list(evaluation)
+    evaluation = eval_pipeline.create_eval_dataset(c, layout=layout.ProcessLayout(0, 1, 2))
+    # The evaluation takes batches with a leading device axis too (as a pmap-style caller would pass them).
+    batches = [{k: v.reshape((2, -1) + v.shape[1:]) for k, v in b.items()} for b in evaluation]
   # 18 views in batches of 4 as (2 devices, 2): the last batch holds 2 views and 2 padding rows.
   assert batches[0]['label'].shape == (2, 2) and len(batches) == 5 and batches[-1]['mask'].sum() == 2
   result = ev.evaluate(_predict, batches, num_classes=NUM_CLASSES)
@@ -53,10 +54,10 @@ def test_pipeline_batches_with_a_device_axis(tf_data):
 
 
 def test_pipeline_shares_of_two_processes(tf_data):
-  tfds, pipeline = tf_data
+  tfds, eval_pipeline, layout = tf_data
   c = small_video_config(name='ucf101', eval_split='test', test_num_clips=2, test_num_crops=3)
   with tfds.testing.mock_data(num_examples=3):
-    shares = [list(pipeline.create_eval_dataset(c, layout=pipeline.ProcessLayout(p, 2, 1))) for p in range(2)]
+    shares = [list(eval_pipeline.create_eval_dataset(c, layout=layout.ProcessLayout(p, 2, 1))) for p in range(2)]
   # (Mocked data does not split: each process reads its own 3 videos, with ids interleaved across processes.)
   share_ids = [{i for b in share for i in b['video_id'][b['mask']]} for share in shares]
   assert share_ids == [{0, 2, 4}, {1, 3, 5}]

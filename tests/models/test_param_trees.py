@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 from nonlocal_jax.models import build_model
-from tests.train.helpers import load_config
+from tests.training.helpers import load_config
 
 # (config, argument, model overrides) -> (number of leaves, sha256 of the sorted 'path shape dtype' lines).
 PINNED = {

@@ -9,7 +9,7 @@ import shlex
 import pytest
 
 from nonlocal_jax import sweep
-from nonlocal_jax import train
+from nonlocal_jax import training
 from tests import remote
 from tests.sweep import helpers
 
@@ -29,7 +29,7 @@ def test_sweep_runs_stops_resumes_and_writes_results(tmp_path):
     if trained:
       raise Stop()
     trained.append(os.path.basename(sub))
-    return train.train_and_evaluate(config, sub)  # The one real training of the sweep tests.
+    return training.train_and_evaluate(config, sub)  # The one real training of the sweep tests.
 
   with pytest.raises(Stop):
     sweep.run(SPEC, workdir, extra=extra, train_fn=stop_after_first, log=lambda _: None)

@@ -90,7 +90,7 @@ def test_figure_is_written(tmp_path):
 
 def test_from_a_workdir_checkpoint_and_a_video_file(tmp_path, remote_dir):
   import importlib.util  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.training import TrainState, checkpoint  # pylint: disable=g-import-not-at-top
   from nonlocal_jax.models import build_model  # pylint: disable=g-import-not-at-top
   from tests.data import fixtures  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -104,9 +104,9 @@ def test_from_a_workdir_checkpoint_and_a_video_file(tmp_path, remote_dir):
     f.write(config.to_json_best_effort())
   model = build_model(config.model)
   variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 4, 16, 16, 3), np.float32), train=False)
-  state = train.TrainState(step=np.zeros((), np.int32), params=variables['params'],
-                           batch_stats=variables['batch_stats'], opt_state={}, rng=jax.random.key_data(
-                               jax.random.PRNGKey(0)))
+  state = TrainState(step=np.zeros((), np.int32), params=variables['params'],
+              batch_stats=variables['batch_stats'], opt_state={}, rng=jax.random.key_data(
+                  jax.random.PRNGKey(0)))
   manager = checkpoint.create_manager(workdir, asynchronous=False)
   checkpoint.save(manager, state, batches_consumed=0)
   manager.close()

@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from tests.train import helpers
+from tests.training import helpers
 
 
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(reference_run, data_dir, tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from nonlocal_jax import console
 from nonlocal_jax import paths
 
 
@@ -104,8 +105,8 @@ def merge_matching(current: Any, loaded: Any) -> tuple[Any, dict]:
 
 
 def log_report(report: dict, what: str) -> None:
-  """Logs what ``merge_matching`` loaded and what stayed new."""
-  logging.info('init_checkpoint %s: %d loaded, %d new, %d with another shape, %d unused.', what,
+  """Says what ``merge_matching`` loaded and what stayed new (the names of each group go to the log only)."""
+  console.info('init_checkpoint %s: %d loaded, %d new, %d with another shape, %d unused.', what,
                len(report['loaded']), len(report['new']), len(report['mismatched']), len(report['unused']))
   for key in ('new', 'mismatched', 'unused'):
     if report[key]:

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from tests.train import helpers
+from tests.training import helpers
 
 
 def _run(args, tmp_path, timeout=120):

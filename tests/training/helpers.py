@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 
+import flax
+import jax
 import numpy as np
 
 from nonlocal_jax import config_files
@@ -19,11 +21,14 @@ COMPARABLE = {'model.bn_axis_name': 'batch', 'train.num_steps': 10, 'train.check
 
 
 def load_config(name='test', arg=None, **overrides):
-  """configs/<name>.py's get_config(arg) with dotted overrides ('train.num_steps': 2)."""
+  """configs/<name>.py's get_config(arg) with dotted overrides of any depth ('train.num_steps': 2)."""
   config = config_files.load_module(os.path.join(ROOT, 'configs', f'{name}.py')).get_config(arg)
   for key, value in overrides.items():
-    section, field = key.split('.')
-    config[section][field] = value
+    *sections, field = key.split('.')
+    node = config
+    for section in sections:
+      node = node[section]
+    node[field] = value
   return config
 
 
@@ -66,10 +71,16 @@ def free_port():
 
 def final_params(workdir):
   """Flat {path: array} of the parameters and BN statistics of the latest checkpoint in ``workdir``."""
-  import flax  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  # Here, not at the top: the model and config tests import load_config and need not load TensorFlow and orbax.
+  from nonlocal_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
   variables = checkpoint.load_variables(workdir)
   return flax.traverse_util.flatten_dict(variables, sep='/')
+
+
+def params_digest(state):
+  """Per-parameter float64 sums of a TrainState (for comparing runs)."""
+  flat = flax.traverse_util.flatten_dict(jax.device_get(state.params), sep='/')
+  return {k: float(np.sum(np.asarray(v, np.float64))) for k, v in flat.items()}
 
 
 def assert_same(a, b, rtol=1e-3, atol=1e-4):

@@ -1,11 +1,13 @@
-"""main.py end to end on 4 fake devices and on 2 processes × 2 devices: the same parameters as 1 device."""
+"""main.py end to end on 4 fake devices and on 2 processes × 2 devices: the same parameters as 1 device; the console
+of the 4-device run (lines for people only, library logs in the workdir's log file)."""
 
 import os
+import re
 import subprocess
 
 import pytest
 
-from tests.train import helpers
+from tests.training import helpers
 
 
 def test_four_devices_match_one_device(reference_run, data_dir, tmp_path):
@@ -16,6 +18,21 @@ def test_four_devices_match_one_device(reference_run, data_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'on 4 devices (1 processes)' in result.stderr
   helpers.assert_same(helpers.final_params(four), reference_run['params'])
+  _check_console(result.stdout + result.stderr, four)
+
+
+def _check_console(output, workdir):
+  lines = output.splitlines()
+  # No absl-formatted line (Python or C++: 'I1130 13:01:12.205538 ...'), nothing from orbax or TensorFlow.
+  assert not [l for l in lines if re.match(r'[IWEF]\d{4} \d\d:\d\d:\d\d', l)], output
+  assert 'orbax' not in output.lower() and 'tensorflow' not in output.lower(), output
+  progress = [int(m.group(1)) for m in (re.match(r'step (\d+)/10 \(', l) for l in lines) if m]
+  assert progress == [2, 4, 6, 8, 10], output  # One line per logged step, none repeated.
+  assert not [l for l in lines if l.startswith('step ') and 'top5' in l], 'a 2-class task shows no top-5 column'
+  assert len(lines) <= 13, output  # 3 start-up facts, 5 progress lines, 5 checkpoints.
+  log = open(os.path.join(workdir, 'logs', 'main.log'), encoding='utf-8').read()
+  assert 'checkpoint_manager.py' in log and 'train/loss=' in log  # orbax's lines and clu's metric lines.
+  assert 'step 10/10 (100%)' in log  # The lines for people are in the file too.
 
 
 @pytest.mark.skipif(not os.environ.get('NONLOCAL_JAX_SLOW_TESTS'),

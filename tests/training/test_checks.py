@@ -1,0 +1,34 @@
+"""The start-up checks: each problem of the config, the data or the workdir named in one sentence."""
+
+import pytest
+
+from nonlocal_jax import training
+from tests.training import helpers
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'train.accumulation_steps': 3}, r'global_batch_size=16 must be a multiple of the 1 devices × '
+                                      r'train.accumulation_steps=3'),
+    ({'data.eval_global_batch_size': 0}, r'eval_global_batch_size=0 must be a multiple'),
+    ({'model.num_classes': 5}, r'num_classes=5 but dataset .* has 2 classes'),
+    ({'train.schedule': 'linear'}, r"schedule='linear' must be 'step', 'cosine' or 'constant'"),
+    ({'train.freeze': '(['}, r'train.freeze holds an invalid regex'),
+    ({'data.name': 'kinetics400'}, r"Dataset 'kinetics/400' is not prepared .*python -m nonlocal_jax.data.prepare "
+                                   r'kinetics400'),
+    ({'train.init_checkpoint': '/nonexistent/run'}, r'init_checkpoint=/nonexistent/run is not a directory'),
+    ({'model.nonlocal_block.pairwise': 'cosine'}, r'nonlocal_block.pairwise must be one of'),
+    ({'model.nonlocal_pairwise': 'dot_product'}, r'config.model.nonlocal_pairwise is now '
+                                                 r'config.model.nonlocal_block.pairwise'),
+])
+def test_config_errors_name_the_problem(data_dir, tmp_path, change, message):
+  config = helpers.load_config(**change)
+  config.data.data_dir = data_dir
+  with pytest.raises(training.ConfigError, match=message):
+    training.startup(config, str(tmp_path))
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  with pytest.raises(training.ConfigError, match=r'workdir .*file/run is not writable'):
+    training.check_workdir(str(blocker / 'run'))
