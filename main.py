@@ -56,6 +56,13 @@ def parse_flags(argv):
   except flags.Error as e:
     raise SystemExit(f'Error: {e}') from None
   except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # Imported on this error path only: JAX must not load before main() has set TF_CPP_MIN_LOG_LEVEL.
+    from nonlocal_jax.models import renamed_field  # pylint: disable=g-import-not-at-top
+    for arg in argv:
+      field = arg.split('=', 1)[0].removeprefix('--config.model.')
+      if arg.startswith('--config.model.') and renamed_field(field):
+        raise SystemExit(f'Error: --config.model.{field} is now --config.model.{renamed_field(field)} (the block '
+                         'options live in config.model.nonlocal_block).') from None
     detail = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
     raise SystemExit(f'Error: a --config override is invalid ({detail}): fix the field name or value.') from None
 

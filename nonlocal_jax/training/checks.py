@@ -91,13 +91,17 @@ def check_config(config) -> None:
     model.check_input(dummy_input(config).shape)
   except ValueError as e:
     raise ConfigError(f'{e}'.rstrip('.') + ' (config.model / config.data).') from e
-  classes = builders.num_classes(d)
-  if classes != config.model.num_classes:
-    raise ConfigError(f'config.model.num_classes={config.model.num_classes} but dataset {d.name!r} has {classes} '
-                      f'classes: set --config.model.num_classes={classes}.')
   if t.init_checkpoint and not _is_dir(t.init_checkpoint):
     raise ConfigError(f'config.train.init_checkpoint={t.init_checkpoint} is not a directory: give the workdir '
                       'of a finished run.')
+
+
+def check_classes(config) -> None:
+  """Raises ConfigError unless the model has as many outputs as the (prepared) dataset has classes."""
+  classes = builders.num_classes(config.data)
+  if classes != config.model.num_classes:
+    raise ConfigError(f'config.model.num_classes={config.model.num_classes} but dataset {config.data.name!r} has '
+                      f'{classes} classes: set --config.model.num_classes={classes}.')
 
 
 def _is_dir(path: str) -> bool:
@@ -115,6 +119,7 @@ def startup(config, workdir: str):
   parallel.initialize_distributed(config.get('multihost'))
   check_workdir(workdir)
   console.log_to_workdir(workdir, jax.process_index())
+  check_config(config)  # Before check_data, which may spend a minute generating a synthetic dataset.
   check_data(config)
-  check_config(config)
+  check_classes(config)
   return parallel.make_mesh()
