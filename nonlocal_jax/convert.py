@@ -42,8 +42,13 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 import flax
 import jax
 import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 from nonlocal_jax import paths
+from nonlocal_jax.training import Trainer
+from nonlocal_jax.training import checkpoint as ckpt_lib
+from nonlocal_jax.training import parallel
 from nonlocal_jax.models.naming import caffe2_names
 
 # Bookkeeping of the Caffe2 trainer, never weights.
@@ -91,6 +96,7 @@ def _unwrap(data: Any, path: str) -> Mapping:
 
 def _load_torch(path: str) -> Mapping:
   try:
+    # Imported only for a PyTorch file: torch is an optional dependency (and seconds to import).
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise ImportError(f'{path} is a PyTorch checkpoint and PyTorch is not installed: pip install torch (CPU is '
@@ -316,9 +322,6 @@ def convert_to_workdir(src: str, config, workdir: str, *, inflate: bool = False,
   ``main.py --mode=eval`` tests it, ``--mode=train`` fine-tunes from it, and ``config.train.init_checkpoint``
   can name ``workdir``. Returns the converted variables.
   """
-  from nonlocal_jax.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.training import parallel  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.training import Trainer  # pylint: disable=g-import-not-at-top
   blobs = load_blobs(src)
   manager = ckpt_lib.create_manager(workdir, asynchronous=False)
   if manager.latest_step() is not None:
@@ -338,7 +341,6 @@ def convert_to_workdir(src: str, config, workdir: str, *, inflate: bool = False,
 
 def export_workdir(workdir: str, path: str, step: Optional[int] = None) -> Dict[str, np.ndarray]:
   """Writes the checkpoint of a run (latest unless ``step``) as a Caffe2 pickle at ``path``; returns the blobs."""
-  from nonlocal_jax.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   blobs = export_blobs(ckpt_lib.load_variables(workdir, step))
   save_caffe2(blobs, path)
   return blobs
@@ -346,8 +348,6 @@ def export_workdir(workdir: str, path: str, step: Optional[int] = None) -> Dict[
 
 def main(argv):
   """The command line (see the module docstring)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from absl import logging  # pylint: disable=g-import-not-at-top
   del argv
   f = flags.FLAGS
   logging.set_verbosity(logging.INFO)
@@ -369,8 +369,6 @@ def main(argv):
 
 
 def _define_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file('config', None, 'Config of the target model (configs/kinetics_nl.py:arch=i3d).',
                                   lock_config=True)
   flags.DEFINE_string('src', None, 'Checkpoint to convert: Caffe2 .pkl, .npz, or PySlowFast .pyth.')
@@ -381,6 +379,5 @@ def _define_flags():
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main)

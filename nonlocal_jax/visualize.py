@@ -29,11 +29,22 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
+import flax.linen as nn
+import jax
+import ml_collections
 import numpy as np
+from absl import app, flags
+# Figure + Agg canvas rather than pyplot: no global backend switch, no figure left open in notebooks.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import ConnectionPatch
+from PIL import Image
 
 from nonlocal_jax import paths
-from nonlocal_jax.data import normalization
-from nonlocal_jax.layers import PAIRWISE, PositionSets
+from nonlocal_jax.data import eval_pipeline, normalization, sampling, video_io
+from nonlocal_jax.layers import PAIRWISE, NonLocalBlock, PositionSets
+from nonlocal_jax.models import build_model
+from nonlocal_jax.training import checkpoint
 
 
 class VisualizeError(ValueError):
@@ -69,9 +80,6 @@ class BlockAttention:
 
 def attention_weights(model, variables: dict, clips) -> dict[str, BlockAttention]:
   """{block name: BlockAttention} of every non-local block of ``model`` on ``clips`` (B, T, H, W, 3)."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.layers import NonLocalBlock  # pylint: disable=g-import-not-at-top
   inputs = {}
 
   def interceptor(next_fun, args, kwargs, context):
@@ -159,9 +167,6 @@ def plot_attention(block: BlockAttention, clip: np.ndarray, queries: Sequence[Se
   ``clip`` is the network input (T, H, W, 3) of clip ``batch_index``. Where the network has pooled time, a column
   shows the mean of the input frames its key step covers (``key_frames``), so no frame of a step is hidden.
   """
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  from matplotlib.patches import ConnectionPatch  # pylint: disable=g-import-not-at-top
   frames = _display(clip, data_config)
   clip_t, clip_h, clip_w = frames.shape[:3]
   qt, qh, qw = block.query_grid
@@ -225,9 +230,6 @@ def _tuples(x):
 
 def load_run(workdir: str, config=None):
   """(config, model, variables) of the latest checkpoint in ``workdir`` (config: its saved config.json)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.models import build_model  # pylint: disable=g-import-not-at-top
   if config is None:
     path = paths.as_path(workdir) / 'config.json'
     if not path.is_file():
@@ -244,8 +246,6 @@ def load_run(workdir: str, config=None):
 
 def clip_from_video(path: str, data_config) -> np.ndarray:
   """The centre clip of a video file (PyAV), scaled and centre-cropped as config.data's 'val' view, normalised."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  from nonlocal_jax.data import sampling, video_io  # pylint: disable=g-import-not-at-top
   try:
     video = video_io.decode_video(path, short_side=data_config.test_short_side)
   except video_io.VideoDecodeError as e:
@@ -262,7 +262,6 @@ def clip_from_video(path: str, data_config) -> np.ndarray:
 
 def clip_from_dataset(data_config, index: int) -> tuple[np.ndarray, int]:
   """(clip, label) of example ``index`` of config.data's eval split, as the 'val' view (centre clip and crop)."""
-  from nonlocal_jax.data import eval_pipeline  # pylint: disable=g-import-not-at-top
   seen = 0
   for batch in eval_pipeline.create_eval_dataset(data_config, mode='val'):
     rows = int(np.sum(batch['mask']))
@@ -325,7 +324,6 @@ def visualize(workdir: str, output: str, *, video: Optional[str] = None, example
 def main(argv: Sequence[str]) -> None:
   """The command line: see the module docstring."""
   del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   try:
     queries = parse_queries(f.queries) if f.queries else None
@@ -338,7 +336,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 def _define_flags_and_run() -> None:
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('workdir', None, 'Workdir of a training run (config.json and checkpoints).')
   flags.DEFINE_string('video', None, 'A video file (decoded with PyAV); its centre clip is shown.')
   flags.DEFINE_integer('example', None, "Index of an example of the run's eval split (instead of --video).")
