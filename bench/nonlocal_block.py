@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
-from nonlocal_jax.layers import NonLocalBlock, attention  # noqa: E402
+from nonlocal_jax.layers import PAIRWISE, NonLocalBlock, attention  # noqa: E402
 
 # (name, T, H, W, C): res4 and res3 of the 32x2 models, and the longer clips of Table 2g.
 SHAPES = {
@@ -35,14 +35,20 @@ SHAPES = {
     'clip8': (8, 28, 28, 512),
     'clip16': (16, 28, 28, 512),
 }
-IMPLEMENTATIONS = {
-    'gaussian': ('naive', 'chunked', 'fused'),
-    'embedded_gaussian': ('naive', 'chunked', 'fused'),
-    'dot_product': ('naive', 'chunked', 'reassociated'),
-    'concatenation': ('naive', 'chunked'),
-}
-FRUGAL = {'gaussian': 'chunked', 'embedded_gaussian': 'chunked', 'dot_product': 'reassociated',
-          'concatenation': 'chunked'}
+
+
+def _computes(impl, pairwise):
+  try:
+    attention.check_implementation(impl, pairwise)
+    return True
+  except ValueError:
+    return False
+
+
+# Per pairwise function (the table in nonlocal_jax.layers.pairwise): every exact path that computes it, and the
+# frugal one (the reassociated product where f is linear, else the query-chunked path).
+IMPLEMENTATIONS = {p: tuple(i for i in attention.IMPLEMENTATIONS[1:] if _computes(i, p)) for p in PAIRWISE}
+FRUGAL = {p: 'reassociated' if f.linear else 'chunked' for p, f in PAIRWISE.items()}
 MIB = 2.0**20
 
 
