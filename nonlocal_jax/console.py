@@ -5,8 +5,9 @@ checkpoint saves, results) their own plain handler, and keeps what absl, TensorF
 at INFO off the console: those records wait in memory until ``log_to_workdir`` (the training start-up calls it once
 the workdir is known to be writable) opens ``<workdir>/logs/main.log`` and writes them there. absl's own
 ``--verbosity`` flag brings them back: -2 (main.py's default) shows the libraries' errors on the console, -1 their
-warnings too, 0 their INFO lines, 1 DEBUG. Without ``setup`` (notebooks, tests, the sweep) nothing changes: ``info`` lines go to
-the root logger like any other log line and ``log_to_workdir`` does nothing.
+warnings too, 0 their INFO lines, 1 DEBUG. ``python -m nonlocal_jax.sweep`` sets it up the same way (one log file in
+each run's workdir). Without ``setup`` (notebooks, tests) nothing changes: ``info`` lines go to the root logger
+like any other log line and ``log_to_workdir`` does nothing.
 
 Only process 0 of a multi-host run prints lines for people; every process writes its own log file.
 """
@@ -85,6 +86,12 @@ def setup(verbosity: int = -2, stream: Optional[TextIO] = None) -> None:
   _logger.setLevel(logging.INFO)
   _logger.propagate = False  # The console has its own line; the root's handlers would repeat it.
   logging.root.addHandler(pending)
+  # TensorFlow gives its logger a handler of its own when it is imported before this set-up (the sweep's CLI);
+  # its records then go through the root like every other library's.
+  tf_logger = logging.getLogger('tensorflow')
+  for handler in list(tf_logger.handlers):
+    tf_logger.removeHandler(handler)
+  tf_logger.propagate = True
 
 
 @contextlib.contextmanager

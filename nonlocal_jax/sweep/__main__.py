@@ -11,8 +11,8 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 
+from nonlocal_jax import console
 from nonlocal_jax import training
 from nonlocal_jax.sweep import report
 from nonlocal_jax.sweep import results
@@ -52,7 +52,9 @@ def main(argv: Sequence[str]) -> None:
 
 
 def _main_with_errors(argv: Sequence[str]) -> None:
-  logging.set_verbosity(logging.INFO)
+  # As main.py: progress and results on the console, each run's library logs in <run>/logs/main.log (absl's
+  # --verbosity brings them back; its default here is -2, the libraries' errors only).
+  console.setup(FLAGS.verbosity if FLAGS['verbosity'].present else -2)
   try:
     main(argv)
   except (variants.SweepError, training.ConfigError, training.NonFiniteLossError) as e:
