@@ -124,7 +124,21 @@ def norm_factory(norm: str, *, train: bool, momentum: float, epsilon: float, axi
   raise ValueError(f'norm must be one of {NORMS}, got {norm!r}.')
 
 
-class Bottleneck(nn.Module):
+class ResidualBlock(nn.Module):
+  """The fields both residual blocks take (so the networks build either the same way); see each block."""
+  inner_features: int
+  out_features: int
+  strides: Tuple[int, ...]
+  kernel_a: Tuple[int, ...]
+  kernel_b: Tuple[int, ...]
+  conv: Callable[..., nn.Module]
+  norm: Callable[..., nn.Module]
+  stride_in_1x1: bool = False
+  residual_bn_init: float = 1.0
+
+
+
+class Bottleneck(ResidualBlock):
   """The 1×1 – 3×3 – 1×1 bottleneck residual block, relu(F(x) + shortcut(x)), of any spatial rank.
 
   Attributes:
@@ -140,16 +154,6 @@ class Bottleneck(nn.Module):
     residual_bn_init: initial scale γ of branch2c_bn (official MODEL.BN_INIT_GAMMA); 0 makes the block start
       as relu(shortcut(x)).
   """
-  inner_features: int
-  out_features: int
-  strides: Tuple[int, ...]
-  kernel_a: Tuple[int, ...]
-  kernel_b: Tuple[int, ...]
-  conv: Callable[..., nn.Module]
-  norm: Callable[..., nn.Module]
-  stride_in_1x1: bool = False
-  residual_bn_init: float = 1.0
-
   @nn.compact
   def __call__(self, x):
     """Applies the block to channels-last ``x``."""
@@ -164,7 +168,7 @@ class Bottleneck(nn.Module):
     return nn.relu(y + _shortcut(self, x))
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(ResidualBlock):
   """The two-3×3 residual block of ResNet-18/34 and CIFAR ResNets, of any spatial rank.
 
   Attributes:
@@ -178,16 +182,6 @@ class BasicBlock(nn.Module):
     stride_in_1x1: unused (no 1×1 in this block); kept so both blocks take the same arguments.
     residual_bn_init: initial scale γ of branch2b_bn.
   """
-  inner_features: int
-  out_features: int
-  strides: Tuple[int, ...]
-  kernel_a: Tuple[int, ...]
-  kernel_b: Tuple[int, ...]
-  conv: Callable[..., nn.Module]
-  norm: Callable[..., nn.Module]
-  stride_in_1x1: bool = False
-  residual_bn_init: float = 1.0
-
   @nn.compact
   def __call__(self, x):
     """Applies the block to channels-last ``x``."""
