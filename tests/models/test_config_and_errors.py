@@ -1,5 +1,6 @@
 """build_model from configs, the config variants, the summary command, and the error messages."""
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
+from nonlocal_jax.layers import NonLocalBlock
 from nonlocal_jax.models import ResNetImage, ResNetVideo, build_model, resolve_nonlocal_locations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,6 +29,22 @@ def test_default_config_builds_the_c2d_r50():
   assert isinstance(model, ResNetVideo)
   assert (model.depth, model.temporal, model.nonlocal_locations, model.num_classes) == (50, 'c2d', 'none', 400)
   assert model.dtype == jnp.float32
+
+
+def test_config_block_spec_holds_exactly_the_block_fields():
+  spec = load_config('default').model.nonlocal_block
+  # The network sets the block's dtype and BatchNorm settings from its own fields; the rest are the spec.
+  owned = {'parent', 'name', 'dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon'}
+  assert set(spec.keys()) == {f.name for f in dataclasses.fields(NonLocalBlock)} - owned
+  assert (spec.pairwise, spec.subsample, spec.pool_position, spec.norm) == ('embedded_gaussian', (1, 2, 2), 'before',
+                                                                           None)
+  # Fields whose default is None take a value of their annotated type later (from a flag or a sweep) ...
+  spec.inter_channels, spec.temporal_groups, spec.positions = 64, 4, 'space'
+  # ... and only of that type.
+  with pytest.raises(TypeError):
+    spec.inter_channels = 'wide'
+  model = build_model(load_config('kinetics_nl', 'arch=c2d').model)
+  assert model.nonlocal_kwargs()['chunk_size'] == NonLocalBlock.chunk_size  # One default, the block's.
 
 
 def test_kinetics_nl_default_is_nl_c2d_r50_with_5_blocks():
