@@ -15,10 +15,11 @@ stride 1: every frame reaches the network; its temporal pool of 2 keeps the two 
 global pool), and non-local blocks (embedded Gaussian) after res3 and res4. Arguments:
 ``blocks=none|res3|res4|res3res4``.
 
-Measured (shared 2-core AMD EPYC CPU, jax 0.10.2, 10,000 steps): this config 91.0 % test on seed 0 and 96.9 % on
-seed 1, ``blocks=none`` 49.1 % (chance). Alone, this config took 10m21s (seed 1) and the sweeps' res5 variant
-7m14s; a step's cost on the shared host varied up to 2× within one run (0.046-0.090 s). The ablation sweeps
-built on it (configs/ablation_*.py:synthetic) are in the README's Results.
+Expected (shared 2-core AMD EPYC CPU, jax 0.10.2, 10,000 steps, seeds 0, 1, 2 with --config.seed=K): test top-1
+96.5 ± 0.3 % (96.15 / 96.65 / 96.70), ``blocks=none`` 50.1 ± 0.7 % (chance). Alone on the 2 cores a run takes
+about 5 minutes (4m48s measured, 55 console lines); shared with other jobs, 7-13 minutes. Runs on other CPUs
+differ (an earlier host of this project: 91.0 % on seed 0, 96.9 % on seed 1). The ablation sweeps built on it
+(configs/ablation_*.py:synthetic) are in the README's Results.
 
 Where this recipe leaves the paper's, and why (each measured on the 2-core CPU, one seed each unless noted,
 the earlier ones with 8-frame clips and one residual block in res5, some with a quick in-memory loop):
