@@ -8,7 +8,7 @@ clip) are the same (here: the same digit image, at another place under other noi
 different classes); a C2D network cannot do better than a fixed guess on part of the inputs
 (``nonlocal_jax.data.synthetic``), a non-local block can relate the two frames. The dataset (20,000 train, 2,000
 test clips of 4×24×24, 16×16 digits, noise 10, no distractor strokes) is generated into ``data.data_dir`` (default
-~/tensorflow_datasets) on first use, in about a minute; nothing is downloaded.
+~/tensorflow_datasets) on first use, in about 15 s; nothing is downloaded.
 
 Model: a tiny C2D ResNet (one bottleneck in res2-res4 and two in res5, width 12) with the '8x8' stem (temporal
 stride 1: every frame reaches the network; its temporal pool of 2 keeps the two digit frames apart until the
