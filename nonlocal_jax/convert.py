@@ -10,6 +10,10 @@ r"""Official weights -> Flax variables: Caffe2 model-zoo checkpoints, ImageNet i
     # Export a run's latest checkpoint back to a Caffe2 pickle with the official blob names.
     python -m nonlocal_jax.convert --workdir=/tmp/nl_i3d_32x2 --export=/tmp/nl_i3d_32x2.pkl
 
+Weight files are untrusted: ``nonlocal_jax.weight_files`` reads them without ever running code from them
+(restricted unpickling of blob pickles, ``.npz`` without pickles, ``torch.load(weights_only=True)``), and weights
+that are not finite are refused.
+
 Sources (by content, not only by extension):
 - Caffe2 ``.pkl``: ``{'blobs': {name: array}}`` (Python 2 pickle) or a top-level dict of blobs; names as in
   ``nonlocal_jax.models.naming`` (conv (C_out, C_in, kT, kH, kW); BN ``_s _b _rm _riv``; ``pred_w`` (K, C)).
@@ -33,7 +37,6 @@ borders); the source's classifier is dropped and the non-local blocks keep their
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import re
@@ -46,6 +49,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nonlocal_jax import paths
+from nonlocal_jax import weight_files
 from nonlocal_jax.training import Trainer
 from nonlocal_jax.training import checkpoint as ckpt_lib
 from nonlocal_jax.training import parallel
@@ -64,54 +68,25 @@ class ConversionError(ValueError):
 
 
 def load_blobs(path: str) -> Dict[str, np.ndarray]:
-  """Reads a checkpoint file into {Caffe2 blob name: array} (Caffe2 pkl, npz, PySlowFast/torchvision .pyth)."""
+  """Reads a checkpoint file into {Caffe2 blob name: array} (Caffe2 pkl, npz, PySlowFast/torchvision .pyth).
+
+  The file is read by ``nonlocal_jax.weight_files``, which never runs code from it; weights that are not finite
+  (NaN, Inf) are refused.
+  """
   path = os.path.expanduser(path)  # A no-op on gs:// paths.
-  file = paths.as_path(path)
-  if not file.is_file():
-    raise FileNotFoundError(f'Checkpoint file {path} does not exist: give the path of a Caffe2 .pkl, an .npz or '
-                            'a PySlowFast .pyth file.')
-  if path.endswith(('.pyth', '.pth', '.pt')):
-    return _to_caffe2_names(_load_torch(path))
-  if path.endswith('.npz'):
-    with file.open('rb') as f, np.load(f, allow_pickle=False) as data:
-      return _to_caffe2_names(dict(data))
-  try:
-    with file.open('rb') as f:
-      data = pickle.load(f, encoding='latin1')
-  except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as e:
-    raise ValueError(f'{path} is not a readable pickle ({type(e).__name__}: {e}): give a Caffe2 .pkl of '
-                     "{'blobs': {...}}, an .npz of arrays, or a PySlowFast .pyth file.") from None
-  return _to_caffe2_names(_unwrap(data, path))
+  blobs = _to_caffe2_names(weight_files.read_weight_file(path))
+  check_finite(blobs, path)
+  return blobs
 
 
-def _unwrap(data: Any, path: str) -> Mapping:
-  if isinstance(data, Mapping):
-    for key in ('blobs', 'model_state', 'state_dict', 'model'):
-      if isinstance(data.get(key), Mapping):
-        return data[key]
-    return data
-  raise ValueError(f'{path} holds a {type(data).__name__}, not a dict of weights: give a Caffe2 .pkl of '
-                   "{'blobs': {...}} or a dict of arrays.")
-
-
-def _load_torch(path: str) -> Mapping:
-  try:
-    # Imported only for a PyTorch file: torch is an optional dependency (and seconds to import).
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ImportError(f'{path} is a PyTorch checkpoint and PyTorch is not installed: pip install torch (CPU is '
-                      'enough), or convert it to an .npz of arrays first.') from None
-
-  def source():
-    # A file object for remote files (torch opens names with the local file API), read anew for each attempt.
-    return io.BytesIO(paths.as_path(path).read_bytes()) if paths.is_remote(path) else path
-
-  try:
-    data = torch.load(source(), map_location='cpu', weights_only=True)
-  except Exception:  # pylint: disable=broad-except
-    # PySlowFast also pickles its config object, which weights_only refuses; the user chose to trust this file.
-    data = torch.load(source(), map_location='cpu', weights_only=False)
-  return _unwrap(data, path)
+def check_finite(blobs: Mapping[str, np.ndarray], source: str) -> None:
+  """Raises ConversionError naming the blobs of ``source`` that hold NaN or Inf values."""
+  bad = sorted(k for k, v in blobs.items() if np.issubdtype(np.asarray(v).dtype, np.inexact)
+               and not np.all(np.isfinite(v)))
+  if bad:
+    shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+    raise ConversionError(f'{source} holds weights that are not finite (NaN or Inf) in {shown}: these are the '
+                          'weights of a diverged run; use a checkpoint from before it diverged.')
 
 
 def _array(value: Any) -> np.ndarray:
@@ -342,6 +317,7 @@ def convert_to_workdir(src: str, config, workdir: str, *, inflate: bool = False,
 def export_workdir(workdir: str, path: str, step: Optional[int] = None) -> Dict[str, np.ndarray]:
   """Writes the checkpoint of a run (latest unless ``step``) as a Caffe2 pickle at ``path``; returns the blobs."""
   blobs = export_blobs(ckpt_lib.load_variables(workdir, step))
+  check_finite(blobs, f'The checkpoint of {workdir}')
   save_caffe2(blobs, path)
   return blobs
 

@@ -79,3 +79,10 @@ def test_export_and_errors(converted_run, tmp_path):
   assert again.returncode != 0 and 'already holds checkpoints: give an empty --workdir' in again.stderr
   missing = _cli(f'--src={tmp_path / "nope.pkl"}', '--config=configs/test.py', f'--workdir={tmp_path / "x"}')
   assert missing.returncode != 0 and 'does not exist' in missing.stderr
+  # A pickle whose loading would run a shell command: refused in one sentence, and the command never ran.
+  marker = tmp_path / 'ran'
+  with open(tmp_path / 'evil.pkl', 'wb') as f:
+    f.write(b'cos\nsystem\n(V' + f'touch {marker}'.encode() + b'\ntR.')
+  evil = _cli(f'--src={tmp_path / "evil.pkl"}', '--config=configs/test.py', f'--workdir={tmp_path / "y"}')
+  assert evil.returncode != 0 and 'evil.pkl was not loaded: it asks to load os.system' in evil.stderr
+  assert not marker.exists() and not (tmp_path / 'y').exists()
