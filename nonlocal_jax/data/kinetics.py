@@ -12,8 +12,13 @@ aliases everywhere in this package. Each example holds the frames as JPEG (``tfd
 the video id and the stored frame rate.
 
 Robustness: a missing, unreadable, corrupt or empty video is skipped, counted and written to a report file
-(``{data_dir}/kinetics_{config}_report.csv``); preparation never stops for one. Speed: videos are decoded in a
-pool of worker processes (one per core by default). Resumption: each decoded video is cached as soon as it is
+(``{data_dir}/kinetics_{config}_report.csv``); preparation never stops for one. So is a bad annotation row (empty
+label, bad number, short row, ...: see ``kinetics_annotations``), with its CSV file and line; a CSV that cannot be
+used at all, or a bad setting, stops the run before any work with one sentence. A preparation that would use
+nothing (no usable row, no video decoded) raises PreparationError and, like any failed one, leaves no prepared
+dataset (TFDS writes into a temporary folder and renames it only on success), so the same command prepares again
+once the input is fixed. Speed: videos are decoded in a pool of worker processes (one per core by default), which
+exit when their parent process dies, however it dies. Resumption: each decoded video is cached as soon as it is
 done (``{data_dir}/kinetics_cache/...``), so a run that is interrupted and started again decodes only the videos
 it had not reached; the prepare command deletes the cache once the dataset is written (``--keep_cache`` keeps
 it).
@@ -44,7 +49,6 @@ _log = logging.getLogger(__name__)
 
 # The annotation rows and how they are read live in kinetics_annotations; these names stay importable from here.
 Annotation = annotations_lib.Annotation
-AnnotationError = annotations_lib.AnnotationError
 read_annotations = annotations_lib.read_annotations
 video_id = annotations_lib.video_id
 
@@ -131,6 +135,9 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.cor
       num_workers: decoding processes (None: one per core).
       use_cache: keep each decoded video on disk so that an interrupted preparation can resume.
       **kwargs: passed to ``tfds.core.GeneratorBasedBuilder`` (``data_dir``, ``config``, ...).
+
+    Raises:
+      ValueError: a setting out of range (``check_settings``) or an unusable annotation file (AnnotationError).
     """
     check_settings(short_side, max_fps, jpeg_quality, num_workers)
     # Set before super().__init__, which may call _info().
@@ -150,18 +157,13 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.cor
     self.from_cache: dict[str, int] = {}  # Filled during preparation: videos taken from an earlier run's cache.
     super().__init__(**kwargs)
 
-  @property
-  def annotations(self) -> Optional[list[Annotation]]:
-    """The usable annotation rows (None when the builder was made without ``annotations_dir``)."""
-    return self._annotations
-
   def check_usable(self) -> None:
     """Raises PreparationError (after writing the report of skipped rows) when no annotation row can be used."""
     if self._annotations is not None and not self._annotations:
       report = self.write_report()
       raise PreparationError(
-          f'No row of the CSV files in {self._annotations_dir} can be used ({len(self.bad_rows)} skipped): fix them '
-          f'as {report} says, file, line and fault of each.')
+          f'No row of the CSV files in {self._annotations_dir} can be used: all {len(self.bad_rows)} are listed with '
+          f'their file, line and fault in {report}; fix them and run again.')
 
   def _info(self) -> tfds.core.DatasetInfo:
     if self._annotations is not None:

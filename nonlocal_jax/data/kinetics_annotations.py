@@ -100,6 +100,10 @@ def _read_file(path: str, result: Annotations) -> None:
   _, header = records[0]
   columns = [c.strip().lower() for c in header]
   missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+  if missing == ['label']:
+    # Some releases ship their test.csv without labels: such clips can be neither trained nor scored on.
+    raise AnnotationError(f'{path} has no label column (its header is {",".join(header)}): add the labels, or move '
+                          'the file out of the annotations folder if its clips are unlabelled.')
   if missing:
     raise AnnotationError(f'{path} has no {" or ".join(missing)} column (its header is {",".join(header)}): '
                           f'{_FIX_COLUMNS}.')

@@ -86,6 +86,8 @@ UNUSABLE = {
     'empty file': (b'', 'train.csv is empty'),
     'header only': (HEADER + '\n', 'train.csv has a header but no rows'),
     'id column renamed': (GOOD.replace('youtube_id', 'video'), 'train.csv has no youtube_id column'),
+    'no label column': ('\n'.join(line.split(',', 1)[1] for line in GOOD.splitlines()) + '\n',
+                        'train.csv has no label column'),
     'quote never closed': (GOOD.replace('bowling,', 'bowling,"'), 'train.csv line 3 opens a quote (") that is never'),
     'quote closed a line later': (GOOD.replace('bowling,', 'bowling,"').replace('\ncooking,', '\ncooking",'),
                                   'train.csv line 3 opens a quote (") that runs on to line 4'),
