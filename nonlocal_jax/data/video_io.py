@@ -147,8 +147,6 @@ def run_decode_job(job: DecodeJob) -> DecodeResult:
     return DecodeResult(job.key, None, 'error', f'{type(e).__name__}: {e}')
 
 
-
-
 def exit_with_parent(parent_pid: int, interval: float = 0.2) -> None:
   """Makes this worker process exit within ``interval`` seconds of ``parent_pid`` dying (pool initializer).
 
