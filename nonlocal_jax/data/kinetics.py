@@ -12,8 +12,13 @@ aliases everywhere in this package. Each example holds the frames as JPEG (``tfd
 the video id and the stored frame rate.
 
 Robustness: a missing, unreadable, corrupt or empty video is skipped, counted and written to a report file
-(``{data_dir}/kinetics_{config}_report.csv``); preparation never stops for one. Speed: videos are decoded in a
-pool of worker processes (one per core by default). Resumption: each decoded video is cached as soon as it is
+(``{data_dir}/kinetics_{config}_report.csv``); preparation never stops for one. So is a bad annotation row (empty
+label, bad number, short row, ...: see ``kinetics_annotations``), with its CSV file and line; a CSV that cannot be
+used at all, or a bad setting, stops the run before any work with one sentence. A preparation that would use
+nothing (no usable row, no video decoded) raises PreparationError and, like any failed one, leaves no prepared
+dataset (TFDS writes into a temporary folder and renames it only on success), so the same command prepares again
+once the input is fixed. Speed: videos are decoded in a pool of worker processes (one per core by default), which
+exit when their parent process dies, however it dies. Resumption: each decoded video is cached as soon as it is
 done (``{data_dir}/kinetics_cache/...``), so a run that is interrupted and started again decodes only the videos
 it had not reached; the prepare command deletes the cache once the dataset is written (``--keep_cache`` keeps
 it).
@@ -26,73 +31,52 @@ import csv
 import dataclasses
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
-import re
 from typing import Iterator, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from nonlocal_jax.data import _compat
-
+from nonlocal_jax.data import kinetics_annotations as annotations_lib
 from nonlocal_jax.data import video_io
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov')
 
-# Split names used in the official CSVs' ``split`` column, mapped to TFDS split names.
-_SPLIT_ALIASES = {'train': 'train', 'training': 'train', 'val': 'validation', 'valid': 'validation',
-                  'validate': 'validation', 'validation': 'validation', 'test': 'test', 'testing': 'test'}
-
 _log = logging.getLogger(__name__)
 
-
-def video_id(youtube_id: str, time_start, time_end) -> str:
-  """The id and file stem of a Kinetics clip: ``{youtube_id}_{start:06d}_{end:06d}``."""
-  return f'{youtube_id}_{int(float(time_start)):06d}_{int(float(time_end)):06d}'
-
-
-@dataclasses.dataclass(frozen=True)
-class Annotation:
-  """One row of the official CSVs."""
-  video_id: str  # '{youtube_id}_{start:06d}_{end:06d}'.
-  youtube_id: str  # The YouTube id alone (some copies name files by it).
-  label: str  # Class name; '' for an unlabelled test row.
-  split: str  # TFDS split name: 'train', 'validation' or 'test'.
+# The annotation rows and how they are read live in kinetics_annotations; these names stay importable from here.
+Annotation = annotations_lib.Annotation
+read_annotations = annotations_lib.read_annotations
+video_id = annotations_lib.video_id
 
 
-def read_annotations(annotations_dir: str) -> list[Annotation]:
-  """Reads every ``*.csv`` in ``annotations_dir``; the split comes from the ``split`` column or the file name."""
-  if not os.path.isdir(annotations_dir):
-    raise FileNotFoundError(f'No annotations folder at {annotations_dir}: pass --annotations=DIR, the folder that '
-                            'holds the official Kinetics CSV files (train.csv, validate.csv, ...).')
-  files = sorted(f for f in os.listdir(annotations_dir) if f.lower().endswith('.csv'))
-  if not files:
-    raise FileNotFoundError(f'No .csv files in {annotations_dir}: pass --annotations=DIR, the folder that holds '
-                            'the official Kinetics CSV files (train.csv, validate.csv, ...).')
-  rows = []
-  for name in files:
-    file_split = _split_from_file_name(name)
-    with open(os.path.join(annotations_dir, name), newline='', encoding='utf-8') as f:
-      for row in csv.DictReader(f):
-        row = {k.strip().lower(): (v or '').strip() for k, v in row.items() if k}
-        if not row.get('youtube_id'):
-          continue
-        split = _SPLIT_ALIASES.get(row.get('split', '').lower(), file_split)
-        if split is None:
-          raise ValueError(f'Cannot tell the split of the rows of {name}: give it a "split" column or a file name '
-                           'containing train, val or test.')
-        rows.append(Annotation(video_id(row['youtube_id'], row.get('time_start', 0), row.get('time_end', 0)),
-                               row['youtube_id'], row.get('label', ''), split))
-  return rows
+class PreparationError(RuntimeError):
+  """A preparation that would write nothing (no usable annotation row, or no video decoded); nothing is written."""
 
 
-def _split_from_file_name(name: str) -> Optional[str]:
-  words = re.split(r'[^a-z]+', name.lower())
-  for word in words:
-    if word in _SPLIT_ALIASES:
-      return _SPLIT_ALIASES[word]
-  return None
+def check_settings(short_side, max_fps, jpeg_quality, num_workers) -> None:
+  """Raises ValueError, one sentence naming the flag, for a setting no preparation can use; called before any work.
+
+  ``short_side`` and ``max_fps`` may be None or 0 (keep the source's); ``num_workers`` None (one per core).
+  """
+  if short_side is not None and not (_is_int(short_side) and short_side >= 0):
+    raise ValueError(f'--short_side is {short_side}: pass the shorter side of the stored frames in pixels, or 0 to '
+                     'keep the source size.')
+  if max_fps is not None and not (isinstance(max_fps, (int, float)) and math.isfinite(max_fps) and max_fps >= 0):
+    raise ValueError(f'--max_fps is {max_fps}: pass the frame-rate cap in frames per second, or 0 to keep the '
+                     'source rate.')
+  if not (_is_int(jpeg_quality) and 1 <= jpeg_quality <= 100):
+    raise ValueError(f'--jpeg_quality is {jpeg_quality}: pass a JPEG quality from 1 to 100 (90 by default).')
+  if num_workers is not None and not (_is_int(num_workers) and num_workers >= 1):
+    raise ValueError(f'--num_workers is {num_workers}: pass a number of decoding processes of 1 or more, or leave it '
+                     'out for one per core.')
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def index_videos(videos_dir: str) -> dict[str, str]:
@@ -151,11 +135,17 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.cor
       num_workers: decoding processes (None: one per core).
       use_cache: keep each decoded video on disk so that an interrupted preparation can resume.
       **kwargs: passed to ``tfds.core.GeneratorBasedBuilder`` (``data_dir``, ``config``, ...).
+
+    Raises:
+      ValueError: a setting out of range (``check_settings``) or an unusable annotation file (AnnotationError).
     """
+    check_settings(short_side, max_fps, jpeg_quality, num_workers)
     # Set before super().__init__, which may call _info().
     self._videos_dir = videos_dir
     self._annotations_dir = annotations_dir
-    self._annotations = read_annotations(annotations_dir) if annotations_dir else None
+    read = read_annotations(annotations_dir) if annotations_dir else None
+    self._annotations = read.rows if read else None
+    self.bad_rows: list[annotations_lib.BadRow] = read.bad_rows if read else []  # Skipped annotation rows.
     self._short_side = short_side
     self._max_fps = max_fps
     self._jpeg_quality = jpeg_quality
@@ -167,10 +157,18 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.cor
     self.from_cache: dict[str, int] = {}  # Filled during preparation: videos taken from an earlier run's cache.
     super().__init__(**kwargs)
 
+  def check_usable(self) -> None:
+    """Raises PreparationError (after writing the report of skipped rows) when no annotation row can be used."""
+    if self._annotations is not None and not self._annotations:
+      report = self.write_report()
+      raise PreparationError(
+          f'No row of the CSV files in {self._annotations_dir} can be used: all {len(self.bad_rows)} are listed with '
+          f'their file, line and fault in {report}; fix them and run again.')
+
   def _info(self) -> tfds.core.DatasetInfo:
     if self._annotations is not None:
       names = sorted({a.label for a in self._annotations if a.label})
-      if len(names) != self.builder_config.num_classes:
+      if names and len(names) != self.builder_config.num_classes:  # No names at all: preparation stops, says why.
         _log.warning('The annotations name %d classes, not the %d of Kinetics-%s; building with %d classes.',
                      len(names), self.builder_config.num_classes, self.builder_config.name, len(names))
       label = tfds.features.ClassLabel(names=names)
@@ -195,6 +193,7 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.cor
       raise ValueError(
           f'Kinetics-{self.builder_config.name} is built from local files: run `python -m nonlocal_jax.data.prepare '
           f'kinetics{self.builder_config.name} --videos=DIR --annotations=DIR --data_dir=DIR`.')
+    self.check_usable()  # Else TFDS would write, and count as prepared, a dataset without splits.
     files = index_videos(self._videos_dir)
     splits = {}
     for split in ('train', 'validation', 'test'):
@@ -233,7 +232,7 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.cor
       self.from_cache[split] += int(result.from_cache)
       yield result.key, {
           'video': result.video.frames,
-          'label': labels[result.key] or -1,
+          'label': labels[result.key],
           'video_id': result.key,
           'frame_rate': np.float32(result.video.fps),
       }
@@ -245,13 +244,18 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.cor
     self.skipped.append({'split': split, 'video_id': key, 'reason': reason, 'detail': detail, 'path': path})
 
   def write_report(self) -> str:
-    """Writes the list of skipped videos (so far) next to the dataset and returns its path."""
+    """Writes the skipped annotation rows and the videos skipped so far next to the dataset; returns its path.
+
+    An annotation row's line has its CSV file as ``path`` and its line number at the start of ``detail``.
+    """
     path = report_path(self._data_dir_root, self.builder_config.name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    rows = [{'split': b.split, 'video_id': '', 'reason': b.reason, 'detail': f'line {b.line}: {b.detail}',
+             'path': b.file} for b in self.bad_rows]
     with open(path, 'w', newline='', encoding='utf-8') as f:
       writer = csv.DictWriter(f, fieldnames=['split', 'video_id', 'reason', 'detail', 'path'])
       writer.writeheader()
-      writer.writerows(self.skipped)
+      writer.writerows(rows + self.skipped)
     return path
 
 
@@ -266,13 +270,11 @@ def decode_all(jobs: list[video_io.DecodeJob], num_workers: int) -> Iterator[vid
     for job in jobs:
       yield video_io.run_decode_job(job)
     return
-  # 'spawn' keeps workers free of the parent's TensorFlow threads and state; they import only PyAV and PIL.
-  context = multiprocessing.get_context('spawn')
   pending = list(reversed(jobs))
   while pending:
     retry = []
     finished = 0
-    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+    with _pool(num_workers) as pool:
       in_flight = {}
       while (pending or in_flight) and not retry:
         while pending and len(in_flight) < 4 * num_workers:
@@ -303,9 +305,15 @@ def decode_all(jobs: list[video_io.DecodeJob], num_workers: int) -> Iterator[vid
       yield _decode_alone(job)
 
 
+def _pool(num_workers: int) -> concurrent.futures.ProcessPoolExecutor:
+  # 'spawn' keeps workers free of the parent's TensorFlow threads and state; they import only PyAV and PIL. Each
+  # worker watches this process and exits when it dies, so that killing only the parent leaves no worker behind.
+  return concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context('spawn'),
+                                                initializer=video_io.exit_with_parent, initargs=(os.getpid(),))
+
+
 def _decode_alone(job: video_io.DecodeJob) -> video_io.DecodeResult:
-  context = multiprocessing.get_context('spawn')
-  with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+  with _pool(1) as pool:
     try:
       return pool.submit(video_io.run_decode_job, job).result()
     except concurrent.futures.process.BrokenProcessPool:

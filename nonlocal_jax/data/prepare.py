@@ -48,6 +48,7 @@ class KineticsSummary:
   seconds: float  # Wall time of the preparation.
   already_prepared: bool  # True when the dataset was there already and nothing was done.
   from_cache: dict = dataclasses.field(default_factory=dict)  # Videos reused from an interrupted run, per split.
+  bad_rows: list = dataclasses.field(default_factory=list)  # Annotation rows skipped (kinetics_annotations.BadRow).
 
   def message(self, name: str) -> str:
     """A one-paragraph account for the console."""
@@ -55,15 +56,25 @@ class KineticsSummary:
       return f'{name} is already prepared; nothing to do (delete its folder to prepare it again).'
     per_split = ', '.join(f'{s} {self.used[s]}/{self.total[s]}' for s in self.total)
     resumed = sum(self.from_cache.values())
+    rows = ''
+    if self.bad_rows:
+      first = self.bad_rows[0]
+      rows = (f'{len(self.bad_rows)} annotation row{"s" if len(self.bad_rows) > 1 else ""} skipped (the first: '
+              f'{first.file} line {first.line}, {first.reason}) and ')
     return (f'{name}: used {sum(self.used.values())} of {sum(self.total.values())} videos ({per_split}); '
-            f'{len(self.skipped)} skipped, listed in {self.report_path}; '
+            f'{rows}{len(self.skipped)} videos skipped, listed in {self.report_path}; '
             + (f'{resumed} taken from an interrupted run; ' if resumed else '') + f'{self.seconds:.1f} s.')
 
 
 def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_dir: str, *,
                      short_side: Optional[int] = 256, max_fps: Optional[float] = 30.0, jpeg_quality: int = 90,
                      num_workers: Optional[int] = None, keep_cache: bool = False) -> KineticsSummary:
-  """Builds ``kinetics/<variant>`` in ``data_dir`` from local files; see ``nonlocal_jax.data.kinetics``."""
+  """Builds ``kinetics/<variant>`` in ``data_dir`` from local files; see ``nonlocal_jax.data.kinetics``.
+
+  Bad settings and unusable annotation files raise ValueError before any work; a preparation that would use
+  nothing (no usable annotation row, no video decoded) raises ``kinetics.PreparationError`` and leaves no
+  prepared dataset behind, so the same command prepares again once the input is fixed.
+  """
   variant = variant.replace('kinetics', '').strip('/') or '400'
   if variant not in ('400', '600', '700'):
     raise ValueError(f'Unknown Kinetics variant {variant!r}: use kinetics400, kinetics600 or kinetics700.')
@@ -78,14 +89,16 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
   start = time.time()
   if builder.is_prepared():
     return KineticsSummary({}, {}, [], kinetics_lib.report_path(data_dir, variant), 0.0, True)
+  builder.check_usable()
   try:
     builder.download_and_prepare()
   except AssertionError as e:
     if 'No examples were yielded' not in str(e):
       raise
     report = builder.write_report()
-    raise RuntimeError(f'No video of one split could be decoded ({e}): check that --videos={videos_dir} holds the '
-                       f'clips named in the CSVs, and see {report} for why each one was skipped.') from e
+    raise kinetics_lib.PreparationError(
+        f'No video of one split could be decoded ({e}): check that --videos={videos_dir} holds the clips named in '
+        f'the CSVs, and see {report} for why each one was skipped.') from e
   report = builder.write_report()
   if not keep_cache:
     # The cache only serves to resume an interrupted run; once the dataset is written it is a second copy.
@@ -96,7 +109,7 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
     except OSError:
       pass
   return KineticsSummary(dict(builder.used), dict(builder.total), list(builder.skipped), report,
-                         time.time() - start, False, dict(builder.from_cache))
+                         time.time() - start, False, dict(builder.from_cache), list(builder.bad_rows))
 
 
 def prepare_synthetic(name: str, data_dir: str, **settings) -> tfds.core.DatasetBuilder:
@@ -158,9 +171,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       summary = prepare_kinetics(full, args.videos, args.annotations, data_dir, short_side=args.short_side or None,
                                  max_fps=args.max_fps or None, jpeg_quality=args.jpeg_quality,
                                  num_workers=args.num_workers, keep_cache=args.keep_cache)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # Bad flags, folders or annotation files: nothing was done.
       print(f'error: {e}', file=sys.stderr)
       return 2
+    except kinetics_lib.PreparationError as e:  # Nothing usable: nothing was written but the report.
+      print(f'error: {e}', file=sys.stderr)
+      return 1
     print(summary.message(args.name))
     return 0
   if full.startswith('synthetic_long_range/'):

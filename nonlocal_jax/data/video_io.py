@@ -10,6 +10,8 @@ import dataclasses
 import io
 import os
 import pickle
+import threading
+import time
 from typing import Optional
 
 import av
@@ -145,3 +147,15 @@ def run_decode_job(job: DecodeJob) -> DecodeResult:
     return DecodeResult(job.key, None, 'error', f'{type(e).__name__}: {e}')
 
 
+def exit_with_parent(parent_pid: int, interval: float = 0.2) -> None:
+  """Makes this worker process exit within ``interval`` seconds of ``parent_pid`` dying (pool initializer).
+
+  A worker blocked on its task queue or busy decoding would otherwise outlive a parent that was killed with
+  SIGKILL: the pool's queues are held open by the workers themselves, so they never see the end of their input.
+  An orphan is re-parented (to init or a sub-reaper), which changes its parent id: a daemon thread polls for that.
+  """
+  def watch():
+    while os.getppid() == parent_pid:
+      time.sleep(interval)
+    os._exit(1)  # pylint: disable=protected-access  # No clean-up: there is nobody left to report to.
+  threading.Thread(target=watch, name='exit-with-parent', daemon=True).start()

@@ -83,8 +83,9 @@ def test_decoding_errors_are_results_not_exceptions(tmp_path):
 def test_annotations_split_from_column_or_file_name(tmp_path):
   (tmp_path / 'kinetics_700_val.csv').write_text('label,youtube_id,time_start,time_end\nx y,abc,1,11\n')
   (tmp_path / 'k.csv').write_text('label,youtube_id,time_start,time_end,split\nz,def,0,10,train\n')
-  rows = kinetics.read_annotations(str(tmp_path))
-  assert {(r.video_id, r.label, r.split) for r in rows} == {('abc_000001_000011', 'x y', 'validation'),
+  read = kinetics.read_annotations(str(tmp_path))
+  assert not read.bad_rows
+  assert {(r.video_id, r.label, r.split) for r in read.rows} == {('abc_000001_000011', 'x y', 'validation'),
                                                             ('def_000000_000010', 'z', 'train')}
 
 
