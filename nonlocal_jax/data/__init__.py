@@ -1,6 +1,6 @@
 """Datasets and input pipelines: Kinetics from local videos, the long-range synthetic benchmark, tf.data over TFDS.
 
-Modules: ``kinetics`` (TFDS builder reading a local Kinetics copy), ``synthetic`` (the long-range digits
+Modules: ``kinetics`` (TFDS builder reading a local Kinetics copy), ``kinetics_annotations`` (its CSVs, read strictly), ``synthetic`` (the long-range digits
 benchmark), ``video_io`` (PyAV decoding), ``sampling`` (clip indices and crop positions), ``builders`` (datasets
 by name, whether they are prepared, their classes), ``layout`` (this process's share of batches and splits),
 ``normalization`` (the input normalisation's constants), ``transforms`` (the tf.data operations on frames),
