@@ -1,11 +1,12 @@
 """Datasets and input pipelines: Kinetics from local videos, the long-range synthetic benchmark, tf.data over TFDS.
 
-Modules: ``kinetics`` (TFDS builder reading a local Kinetics copy), ``kinetics_annotations`` (its CSVs, read strictly), ``synthetic`` (the long-range digits
-benchmark), ``video_io`` (PyAV decoding), ``sampling`` (clip indices and crop positions), ``builders`` (datasets
-by name, whether they are prepared, their classes), ``layout`` (this process's share of batches and splits),
-``normalization`` (the input normalisation's constants), ``transforms`` (the tf.data operations on frames),
-``train_pipeline`` (the training stream), ``eval_pipeline`` (evaluation views), ``prepare`` (the command line
-that builds a dataset). The settings come from ``config.data`` (documented in ``configs/default.py``).
+Modules: ``kinetics`` (TFDS builder reading a local Kinetics copy), ``kinetics_annotations`` (its CSVs, read
+strictly), ``synthetic`` (the long-range digits benchmark), ``video_io`` (PyAV decoding), ``sampling`` (clip indices
+and crop positions), ``builders`` (datasets by name, whether they are prepared, their classes), ``layout`` (this
+process's share of batches and splits), ``normalization`` (the input normalisation's constants), ``transforms`` (the
+tf.data operations on frames), ``train_pipeline`` (the training stream), ``eval_pipeline`` (evaluation views),
+``prepare`` (the command line that builds a dataset). The settings come from ``config.data`` (documented in
+``configs/default.py``).
 
 Batches are NumPy arrays of this process's share, ready for ``jax.make_array_from_process_local_data`` and
 ``shard_map`` over a 1-D mesh: B, the first axis of every array, is ``global_batch_size / jax.process_count()``.
