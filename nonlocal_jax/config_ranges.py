@@ -32,12 +32,15 @@ class OutOfRange(ValueError):
 class Allowed:
   """What one field allows: ``problem(value)`` is None when the value is allowed, else what to use instead.
 
-  ``type`` is the field's type (the placeholder's type when the default is None); ``optional`` also allows None.
+  ``type`` is the field's type (the placeholder's type when the default is None); ``optional`` also allows None;
+  ``kind`` and ``bounds`` are the declaring function's name and arguments (the tests derive invalid values).
   """
   type: type
   test: Callable[[Any], Optional[str]]
   description: str
   optional: bool = False
+  kind: str = ''
+  bounds: tuple = ()
 
   def problem(self, value) -> Optional[str]:
     """None if ``value`` is allowed, else the end of the sentence: what to use ('a number in [0, 1)')."""
@@ -79,7 +82,8 @@ def integer(low: Optional[int] = None, high: Optional[int] = None, optional: boo
   """A whole number in [low, high] (``high_open``: [low, high)); None allowed if ``optional``."""
   where = _interval(low, high, False, high_open)
   return Allowed(int, lambda v: None if _is_int(v) and _within(v, low, high, False, high_open) else '',
-                 f'a whole number {"in " if high is not None else ""}{where}', optional)
+                 f'a whole number {"in " if high is not None else ""}{where}', optional, 'integer',
+                 (low, high, high_open))
 
 
 def number(low: Optional[float] = None, high: Optional[float] = None, low_open: bool = False,
@@ -87,7 +91,8 @@ def number(low: Optional[float] = None, high: Optional[float] = None, low_open: 
   """A finite number between ``low`` and ``high`` (each end included unless its ``*_open``)."""
   where = _interval(low, high, low_open, high_open)
   return Allowed(float, lambda v: None if _is_number(v) and _within(v, low, high, low_open, high_open) else '',
-                 f'a number {"in " if low is not None and high is not None else ""}{where}')
+                 f'a number {"in " if low is not None and high is not None else ""}{where}', False, 'number',
+                 (low, high, low_open, high_open))
 
 
 def numbers(count: int, low: float, low_open: bool = False) -> Allowed:
@@ -96,7 +101,8 @@ def numbers(count: int, low: float, low_open: bool = False) -> Allowed:
     ok = isinstance(v, (tuple, list)) and len(v) == count and all(
         _is_number(x) and _within(x, low, None, low_open, False) for x in v)
     return None if ok else ''
-  return Allowed(tuple, test, f'{count} numbers {_interval(low, None, low_open, False)}')
+  return Allowed(tuple, test, f'{count} numbers {_interval(low, None, low_open, False)}', False, 'numbers',
+                 (count, low, low_open))
 
 
 def increasing_integers(low: int) -> Allowed:
@@ -105,28 +111,31 @@ def increasing_integers(low: int) -> Allowed:
     ok = isinstance(v, (tuple, list)) and all(_is_int(x) and x >= low for x in v) and all(
         a < b for a, b in zip(v, v[1:]))
     return None if ok else ''
-  return Allowed(tuple, test, f'a tuple of whole numbers ≥ {low} in increasing order')
+  return Allowed(tuple, test, f'a tuple of whole numbers ≥ {low} in increasing order', False,
+                 'increasing_integers', (low,))
 
 
 def one_of(*values) -> Allowed:
   """One of ``values`` (strings)."""
   return Allowed(type(values[0]), lambda v: None if v in values else '',
-                 'one of ' + ', '.join(repr(x) for x in values))
+                 'one of ' + ', '.join(repr(x) for x in values), False, 'one_of', values)
 
 
 def flag() -> Allowed:
   """True or False."""
-  return Allowed(bool, lambda v: None if isinstance(v, bool) else '', 'True or False')
+  return Allowed(bool, lambda v: None if isinstance(v, bool) else '', 'True or False', False, 'flag')
 
 
 def text(optional: bool = False) -> Allowed:
   """A non-empty string; None allowed if ``optional``."""
-  return Allowed(str, lambda v: None if isinstance(v, str) and v.strip() else '', 'a non-empty string', optional)
+  return Allowed(str, lambda v: None if isinstance(v, str) and v.strip() else '', 'a non-empty string', optional,
+                 'text')
 
 
 def matching(pattern: str, what: str, optional: bool = False) -> Allowed:
   """A string that ``pattern`` matches in full, described as ``what`` ("'host:port'")."""
-  return Allowed(str, lambda v: None if isinstance(v, str) and re.fullmatch(pattern, v) else '', what, optional)
+  return Allowed(str, lambda v: None if isinstance(v, str) and re.fullmatch(pattern, v) else '', what, optional,
+                 'matching', (pattern,))
 
 
 def _regex_error(v) -> Optional[str]:
@@ -141,7 +150,7 @@ def _regex_error(v) -> Optional[str]:
 
 def regex(optional: bool = False) -> Allowed:
   """A regular expression that compiles (over '/'-joined parameter paths); None allowed if ``optional``."""
-  return Allowed(str, _regex_error, 'a valid regular expression', optional)
+  return Allowed(str, _regex_error, 'a valid regular expression', optional, 'regex')
 
 
 def regex_multipliers() -> Allowed:
@@ -156,7 +165,8 @@ def regex_multipliers() -> Allowed:
       if error is not None:
         return error
     return None
-  return Allowed(tuple, test, 'a tuple of (regular expression, number ≥ 0) pairs')
+  return Allowed(tuple, test, 'a tuple of (regular expression, number ≥ 0) pairs', False,
+                 'regex_multipliers')
 
 
 def declare(section: ml_collections.ConfigDict, path: str) -> Callable[..., None]:
