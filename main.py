@@ -50,11 +50,18 @@ def main(argv):
 
 
 def parse_flags(argv):
-  """absl's parsing, with a bad --config override (unknown field, wrong type) reported in one sentence."""
+  """absl's parsing, with a bad --config override (unknown field, wrong type) or a config file's own argument error
+  (configs/kinetics_nl.py:depth=152) reported in one sentence."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    raise SystemExit(f'Error: {e}') from None
+    # ml_collections re-raises a config file's ValueError with its traceback as text, and absl wraps that: the
+    # file's own sentence is the innermost exception of the chain.
+    chain = [e]
+    while chain[-1].__context__ is not None:
+      chain.append(chain[-1].__context__)
+    wrapped = len(chain) > 2 and str(chain[1]).startswith('Error whilst parsing config file')
+    raise SystemExit(f'Error: {chain[-1] if wrapped and isinstance(chain[-1], ValueError) else e}') from None
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # Imported on this error path only: JAX must not load before main() has set TF_CPP_MIN_LOG_LEVEL.
     from nonlocal_jax.models import renamed_field  # pylint: disable=g-import-not-at-top

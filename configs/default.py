@@ -7,6 +7,9 @@ Sections: ``model`` (the network, see ``nonlocal_jax.models``), ``data`` (the da
 
 import ml_collections
 
+from nonlocal_jax.config_ranges import declare, flag, increasing_integers, integer, matching, number, numbers, one_of
+from nonlocal_jax.config_ranges import regex, regex_multipliers, text
+from nonlocal_jax.data import normalization
 from nonlocal_jax.models.registry import nonlocal_block_config
 
 
@@ -58,56 +61,61 @@ def data_config() -> ml_collections.ConfigDict:
 
   ``nonlocal_jax.data.create_train_iterator(config.data, seed=...)`` and ``create_eval_dataset(config.data)``
   read it; defaults are the paper's Kinetics recipe (docs/paper.md §5): 32×2 clips, scale [256, 320], 224 crops,
-  10 clips × 3 crops of 256 at test time.
+  10 clips × 3 crops of 256 at test time. Each ``field(name, default, range)`` line declares the field's valid
+  range too, checked at start-up (``nonlocal_jax.config_ranges``).
   """
   data = ml_collections.ConfigDict()
+  field = declare(data, 'data')
   # Any TFDS video or image dataset: 'kinetics400' (also 600, 700; built from local files by
   # `python -m nonlocal_jax.data.prepare`), 'synthetic_long_range/same_different' or '/sum_mod10', 'ucf101',
   # 'cifar10', 'imagenet2012', 'imagenette', ...
-  data.name = 'kinetics400'
-  data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data directory; None: ~/tensorflow_datasets.
-  data.train_split = 'train'  # TFDS split (or slice, 'train[:10%]') to train on.
-  data.eval_split = 'validation'  # Split evaluated during and after training (UCF101, CIFAR: 'test').
+  field('name', 'kinetics400', text())
+  field('data_dir', None, text(optional=True))  # TFDS data directory; None: ~/tensorflow_datasets.
+  field('train_split', 'train', text())  # TFDS split (or slice, 'train[:10%]') to train on.
+  field('eval_split', 'validation', text())  # Split evaluated during and after training (UCF101, CIFAR: 'test').
   # Clip sampling: num_frames frames every frame_stride stored frames (32x2 official; 8x8 for the 8-frame models).
-  data.num_frames = 32  # Frames per clip (T).
-  data.frame_stride = 2  # Stored frames between two clip frames (tau); windows past a short video's end loop.
+  field('num_frames', 32, integer(1))  # Frames per clip (T).
+  field('frame_stride', 2, integer(1))  # Stored frames between two clip frames (tau); a short video's end loops.
   # Training augmentation: shorter side scaled to a random size in [min, max], random square crop, flip.
-  data.train_short_side_min = 256  # Lower end of the random scale (pixels).
-  data.train_short_side_max = 320  # Upper end of the random scale (pixels), inclusive.
-  data.crop_size = 224  # Training crop; also the centre crop of 'val' mode and of image evaluation.
-  data.random_flip = True  # Random horizontal flip (off for the synthetic digits, whose mirror images differ).
+  # (Across fields, checked at start-up too: crop_size ≤ train_short_side_min ≤ train_short_side_max.)
+  field('train_short_side_min', 256, integer(1))  # Lower end of the random scale (pixels).
+  field('train_short_side_max', 320, integer(1))  # Upper end of the random scale (pixels), inclusive.
+  field('crop_size', 224, integer(1))  # Training crop; also the centre crop of 'val' mode and of image evaluation.
+  field('random_flip', True, flag())  # Random horizontal flip (off for the synthetic digits: mirrors differ).
   # Testing (mode='test'): test_num_clips clips evenly spaced in time x test_num_crops crops along the longer side.
-  data.test_short_side = 256  # Shorter side before the test crops (and the 'val' centre crop).
-  data.test_crop_size = 256  # Side of each test crop (the paper runs the network fully convolutionally on 256).
-  data.test_num_clips = 10  # K: clip j starts at floor(num_frames * j / K).
-  data.test_num_crops = 3  # Crops per clip: start, centre and end of the longer side (1: the centre crop).
+  field('test_short_side', 256, integer(1))  # Shorter side before the test crops (and the 'val' centre crop).
+  field('test_crop_size', 256, integer(1))  # Side of each test crop (the network runs fully convolutionally).
+  field('test_num_clips', 10, integer(1))  # K: clip j starts at floor(num_frames * j / K).
+  field('test_num_crops', 3, integer(1))  # Crops per clip: start, centre and end of the longer side (1: centre).
   # Normalisation of 0-255 RGB: 'official' (x - 114.75) / 57.375, 'mean_std' (x - mean) / std, or 'none'.
-  data.normalization = 'official'
-  data.mean = (123.675, 116.28, 103.53)  # Per-channel mean (0-255) used by 'mean_std' (ImageNet's).
-  data.std = (58.395, 57.12, 57.375)  # Per-channel standard deviation (0-255) used by 'mean_std' (ImageNet's).
+  field('normalization', 'official', one_of(*normalization.KINDS))
+  field('mean', (123.675, 116.28, 103.53), numbers(3, 0))  # Per-channel mean (0-255) used by 'mean_std'.
+  field('std', (58.395, 57.12, 57.375), numbers(3, 0, low_open=True))  # Per-channel std (0-255), 'mean_std'.
   # Batching: global batches are split evenly over processes, then devices.
-  data.global_batch_size = 64  # Training clips per step over all devices (paper: 8 GPUs x 8); a multiple of them.
-  data.eval_global_batch_size = 64  # Evaluation views per step over all devices; the last batch is padded + masked.
+  field('global_batch_size', 64, integer(1))  # Training clips per step over all devices; a multiple of them.
+  field('eval_global_batch_size', 64, integer(1))  # Evaluation views per step; the last batch is padded + masked.
   # Decoded clips waiting in memory: each holds up to a few hundred encoded frames (~5 MB for Kinetics), so
   # shuffle_buffer bounds memory, not just randomness.
-  data.shuffle_buffer = 256  # Examples in the shuffle buffer.
-  data.prefetch_batches = 2  # Batches prepared ahead of the training step.
+  field('shuffle_buffer', 256, integer(1))  # Examples in the shuffle buffer.
+  field('prefetch_batches', 2, integer(0))  # Batches prepared ahead of the training step (0: none).
   # Decode every training video once and keep the frames in memory: for small datasets (the synthetic benchmark,
   # ~0.3 GB), where decoding, not the model, bounds the step time on a CPU. Never for Kinetics.
-  data.cache_decoded = False
+  field('cache_decoded', False, flag())
   # Settings of 'synthetic_long_range' (ignored by other datasets); any change builds a separately named variant.
   data.synthetic = ml_collections.ConfigDict()
-  data.synthetic.num_frames = 8  # Frames per synthetic video.
-  data.synthetic.size = 32  # Frame height and width (pixels).
-  data.synthetic.digit_size = 12  # Side of each upscaled 8x8 digit (pixels).
-  data.synthetic.noise_std = 20.0  # Gaussian pixel noise (0-255 scale).
-  data.synthetic.num_distractors = 2  # Random strokes per frame.
-  data.synthetic.same = 'class'  # same_different: a 'same' pair shares the digit 'class' or the digit 'image'.
-  data.synthetic.num_train = 4000  # Training clips.
-  data.synthetic.num_validation = 500  # Validation clips.
-  data.synthetic.num_test = 1000  # Test clips.
-  data.synthetic.seed = 0  # Generation seed (clips and the disjoint split of digit images).
+  field = declare(data.synthetic, 'data.synthetic')
+  field('num_frames', 8, integer(1))  # Frames per synthetic video.
+  field('size', 32, integer(1))  # Frame height and width (pixels).
+  field('digit_size', 12, integer(1))  # Side of each upscaled 8x8 digit (pixels); at most size.
+  field('noise_std', 20.0, number(0))  # Gaussian pixel noise (0-255 scale).
+  field('num_distractors', 2, integer(0))  # Random strokes per frame.
+  field('same', 'class', one_of('class', 'image'))  # same_different: a 'same' pair shares the digit class/image.
+  field('num_train', 4000, integer(1))  # Training clips.
+  field('num_validation', 500, integer(1))  # Validation clips.
+  field('num_test', 1000, integer(1))  # Test clips.
+  field('seed', 0, integer(0))  # Generation seed (clips and the disjoint split of digit images).
   return data
+
 
 def train_config() -> ml_collections.ConfigDict:
   """The ``config.train`` section: optimiser, schedule, checkpoints, logging (``nonlocal_jax.training``).
@@ -115,38 +123,40 @@ def train_config() -> ml_collections.ConfigDict:
   Defaults are the paper's Kinetics recipe (docs/paper.md §5): SGD with Nesterov momentum 0.9, weight decay 1e-4
   (not on BN parameters and biases), learning rate 0.01 for 64 clips per step, divided by 10 at 150k and 300k
   of 400k steps, dropout 0.5 (``config.model``). Step counts are optimiser updates of ``data.global_batch_size``
-  clips.
+  clips. Each ``field(name, default, range)`` line declares the field's valid range, checked at start-up.
   """
-  placeholder = ml_collections.config_dict.placeholder
   train = ml_collections.ConfigDict()
-  train.num_steps = 400_000  # Optimiser updates (paper: 400k at 64 clips per step).
-  train.base_learning_rate = 0.01  # Learning rate at base_batch_size clips per update (paper: 0.01 at 64).
-  # Linear scaling rule: lr = base_learning_rate * global_batch_size / base_batch_size (Goyal et al.).
-  train.base_batch_size = 64
-  train.schedule = 'step'  # 'step' (÷ step_factor at each of step_boundaries), 'cosine' or 'constant'.
-  train.step_boundaries = (150_000, 300_000)  # Updates at which the 'step' schedule divides the rate.
-  train.step_factor = 0.1  # Multiplier applied at each boundary.
-  train.warmup_steps = 0  # Linear warm-up from 0 over this many updates (0: none, as the paper).
-  train.optimizer = 'sgd'  # 'sgd' (the paper: SGD + momentum) or 'adamw' (Adam, decoupled decay; not the paper).
-  train.momentum = 0.9  # SGD momentum (Adam's beta1 with 'adamw').
-  train.nesterov = True  # Nesterov momentum (official code; NAdam with 'adamw').
-  train.weight_decay = 1e-4  # L2 decay added to the gradient of the parameters matched by weight_decay_include.
+  field = declare(train, 'train')
+  field('num_steps', 400_000, integer(1))  # Optimiser updates (paper: 400k at 64 clips per step).
+  # Learning rate at base_batch_size clips per update (paper: 0.01 at 64); linear scaling rule:
+  # lr = base_learning_rate * global_batch_size / base_batch_size (Goyal et al.).
+  field('base_learning_rate', 0.01, number(0, low_open=True))
+  field('base_batch_size', 64, integer(1))
+  field('schedule', 'step', one_of('step', 'cosine', 'constant'))  # 'step' (× step_factor at each boundary).
+  field('step_boundaries', (150_000, 300_000), increasing_integers(1))  # Updates at which 'step' changes the rate.
+  field('step_factor', 0.1, number(0, 1, low_open=True))  # Multiplier applied at each boundary.
+  field('warmup_steps', 0, integer(0))  # Linear warm-up from 0 over this many updates (0: none, as the paper).
+  # 'sgd' (the paper: SGD + momentum) or 'adamw' (Adam, decoupled decay; not the paper).
+  field('optimizer', 'sgd', one_of('sgd', 'adamw'))
+  field('momentum', 0.9, number(0, 1, high_open=True))  # SGD momentum (Adam's beta1 with 'adamw').
+  field('nesterov', True, flag())  # Nesterov momentum (official code; NAdam with 'adamw').
+  field('weight_decay', 1e-4, number(0))  # L2 decay added to the gradient of the parameters it matches (below).
   # Regexes over parameter paths ('res3_0/branch2a_bn/scale'): decay on those that match include and not exclude.
-  train.weight_decay_include = r'.*'
-  train.weight_decay_exclude = r'(.*_bn/.*|.*/bn/.*|.*/bias$|.*/scale$)'  # BN parameters and biases (official).
+  field('weight_decay_include', r'.*', regex())
+  field('weight_decay_exclude', r'(.*_bn/.*|.*/bn/.*|.*/bias$|.*/scale$)', regex(optional=True))  # BN, biases.
   # Learning-rate multipliers: (regex, multiplier) pairs, the first match wins, e.g. (('pred/.*', 10.0),).
-  train.lr_multipliers = ()
-  train.freeze = placeholder(str)  # Regex of parameters kept fixed (no update, no decay), e.g. 'conv1/.*|res2_.*'.
-  train.accumulation_steps = 1  # Micro-batches per device per update (gradient accumulation, fits 64 on fewer).
-  train.init_checkpoint = placeholder(str)  # Workdir or checkpoint dir of another run: load matching parameters.
-  train.precise_bn_batches = 0  # After training, re-estimate BN statistics over this many batches (official 200).
-  train.log_every_steps = 50  # Metrics to TensorBoard and a console line every this many updates.
-  train.checkpoint_every_steps = 1000  # Checkpoint every this many updates (and at the end).
-  train.keep_checkpoints = 3  # Most recent checkpoints kept.
-  train.async_checkpoints = True  # Write checkpoints in the background while training continues.
-  train.eval_every_steps = 0  # Fast validation ('val' mode) every this many updates; 0: only at the end.
-  train.eval_at_end = True  # Run the multi-view test after training.
-  train.auto_prepare_synthetic = True  # Generate a missing synthetic dataset at start-up (no download needed).
+  field('lr_multipliers', (), regex_multipliers())
+  field('freeze', None, regex(optional=True))  # Parameters kept fixed (no update, no decay), e.g. 'conv1/.*|res2_.*'.
+  field('accumulation_steps', 1, integer(1))  # Micro-batches per device per update (fits 64 on fewer devices).
+  field('init_checkpoint', None, text(optional=True))  # Workdir or checkpoint dir of another run: load its params.
+  field('precise_bn_batches', 0, integer(0))  # After training, re-estimate BN statistics (official 200).
+  field('log_every_steps', 50, integer(1))  # Metrics to TensorBoard and a console line every this many updates.
+  field('checkpoint_every_steps', 1000, integer(1))  # Checkpoint every this many updates (and at the end).
+  field('keep_checkpoints', 3, integer(1))  # Most recent checkpoints kept.
+  field('async_checkpoints', True, flag())  # Write checkpoints in the background while training continues.
+  field('eval_every_steps', 0, integer(0))  # Fast validation ('val' mode) every this many updates; 0: at the end.
+  field('eval_at_end', True, flag())  # Run the multi-view test after training.
+  field('auto_prepare_synthetic', True, flag())  # Generate a missing synthetic dataset at start-up.
   return train
 
 
@@ -155,22 +165,23 @@ def multihost_config() -> ml_collections.ConfigDict:
 
   On a managed cluster (Cloud TPU, SLURM) set ``enabled`` and leave the rest None: JAX detects them.
   """
-  placeholder = ml_collections.config_dict.placeholder
   multihost = ml_collections.ConfigDict()
-  multihost.enabled = False  # Call jax.distributed.initialize() before anything else.
-  multihost.coordinator_address = placeholder(str)  # 'host:port' of process 0; None: detected.
-  multihost.num_processes = placeholder(int)  # Processes of the run; None: detected.
-  multihost.process_id = placeholder(int)  # This process's index; None: detected.
+  field = declare(multihost, 'multihost')
+  field('enabled', False, flag())  # Call jax.distributed.initialize() before anything else.
+  field('coordinator_address', None, matching(r'[^:\s]+:\d+', "'host:port'", optional=True))  # None: detected.
+  field('num_processes', None, integer(1, optional=True))  # Processes of the run; None: detected.
+  field('process_id', None, integer(0, optional=True))  # This process's index (< num_processes); None: detected.
   return multihost
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default configuration (every field at its documented default)."""
   config = ml_collections.ConfigDict()
-  config.seed = 0  # Random seed for parameter initialisation, data order and dropout.
+  field = declare(config, '')
+  field('seed', 0, integer(0, 2**31, high_open=True))  # Random seed for initialisation, data order and dropout.
   config.model = model_config()
   config.data = data_config()
   config.train = train_config()
   config.multihost = multihost_config()
-  config.eval_step = ml_collections.config_dict.placeholder(int)  # --mode=eval: checkpoint step; None: latest.
+  field('eval_step', None, integer(0, optional=True))  # --mode=eval: checkpoint step; None: latest.
   return config

@@ -6,12 +6,13 @@ from __future__ import annotations
 import jax
 from jax.experimental import multihost_utils
 
+from nonlocal_jax import config_ranges
 from nonlocal_jax import console
 from nonlocal_jax import paths
 from nonlocal_jax.data import builders
 from nonlocal_jax.data import prepare
+from nonlocal_jax.data import transforms
 from nonlocal_jax.models import build_model
-from nonlocal_jax.training import optim
 from nonlocal_jax.training import parallel
 from nonlocal_jax.training.state import dummy_input
 
@@ -64,29 +65,41 @@ def _barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def check_ranges(config) -> None:
+  """Raises ConfigError naming the first field outside the range configs/default.py declares for it."""
+  try:
+    config_ranges.check(config)
+  except config_ranges.OutOfRange as e:
+    raise ConfigError(str(e)) from None
+
+
 def check_config(config) -> None:
-  """Raises ConfigError naming the field when the config cannot train (checked before any work starts)."""
+  """Raises ConfigError naming the field when the config cannot train (checked before anything is built).
+
+  First every field's declared range (configs/default.py, ``nonlocal_jax.config_ranges``), then what involves
+  several fields or the machine: batches divisible by the devices, the data settings across fields, the model's
+  own fields and its input size, init_checkpoint.
+  """
+  check_ranges(config)
   t, d = config.train, config.data
   devices = jax.device_count()
-  positive = [('train.num_steps', t.num_steps), ('train.accumulation_steps', t.accumulation_steps),
-              ('train.log_every_steps', t.log_every_steps), ('train.checkpoint_every_steps',
-                                                             t.checkpoint_every_steps),
-              ('train.keep_checkpoints', t.keep_checkpoints), ('train.base_batch_size', t.base_batch_size)]
-  for field, value in positive:
-    if value < 1:
-      raise ConfigError(f'config.{field}={value} must be at least 1.')
-  if t.schedule not in ('step', 'cosine', 'constant'):
-    raise ConfigError(f"config.train.schedule={t.schedule!r} must be 'step', 'cosine' or 'constant'.")
   per_update = devices * t.accumulation_steps
   if d.global_batch_size % per_update:
     raise ConfigError(f'config.data.global_batch_size={d.global_batch_size} must be a multiple of the {devices} '
                       f'devices × train.accumulation_steps={t.accumulation_steps}: change it to a multiple of '
                       f'{per_update}.')
-  if d.eval_global_batch_size < 1 or d.eval_global_batch_size % devices:
+  if d.eval_global_batch_size % devices:
     raise ConfigError(f'config.data.eval_global_batch_size={d.eval_global_batch_size} must be a multiple of the '
                       f'{devices} devices: change it to a multiple of {devices}.')
   try:
-    optim.check_regexes(t)
+    transforms.check_settings(d, 'video' if config.model.name == 'resnet_video' else 'image')
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  s = d.get('synthetic')
+  if builders.resolve_name(d.name).startswith('synthetic_long_range') and s and s.digit_size > s.size:
+    raise ConfigError(f'config.data.synthetic.digit_size={s.digit_size} must be at most synthetic.size={s.size}: '
+                      'fix it in the config.')
+  try:
     model = build_model(config.model)
     model.check_input(dummy_input(config).shape)
   except ValueError as e:
@@ -116,6 +129,7 @@ def startup(config, workdir: str):
 
   Once the workdir is known to be writable, the console (if main.py set it up) starts the log file there.
   """
+  check_ranges(config)  # Before the multihost fields reach jax.distributed.
   parallel.initialize_distributed(config.get('multihost'))
   check_workdir(workdir)
   console.log_to_workdir(workdir, jax.process_index())

@@ -9,10 +9,10 @@ from tests.training import helpers
 @pytest.mark.parametrize('change, message', [
     ({'train.accumulation_steps': 3}, r'global_batch_size=16 must be a multiple of the 1 devices × '
                                       r'train.accumulation_steps=3'),
-    ({'data.eval_global_batch_size': 0}, r'eval_global_batch_size=0 must be a multiple'),
+    ({'data.eval_global_batch_size': 0}, r'eval_global_batch_size=0 is out of range: use a whole number ≥ 1'),
     ({'model.num_classes': 5}, r'num_classes=5 but dataset .* has 2 classes'),
-    ({'train.schedule': 'linear'}, r"schedule='linear' must be 'step', 'cosine' or 'constant'"),
-    ({'train.freeze': '(['}, r'train.freeze holds an invalid regex'),
+    ({'train.schedule': 'linear'}, r"schedule='linear' is out of range: use one of 'step', 'cosine', 'constant'"),
+    ({'train.freeze': '(['}, r"train.freeze='\(\[' is out of range: use a valid regular expression"),
     ({'data.name': 'kinetics400'}, r"Dataset 'kinetics/400' is not prepared .*python -m nonlocal_jax.data.prepare "
                                    r'kinetics400'),
     ({'train.init_checkpoint': '/nonexistent/run'}, r'init_checkpoint=/nonexistent/run is not a directory'),

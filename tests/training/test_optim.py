@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from nonlocal_jax import config_ranges
 from nonlocal_jax.training import optim
 from tests.training import helpers
 
@@ -50,11 +51,11 @@ def test_adamw_first_steps_match_a_hand_computation():
   np.testing.assert_allclose(updates['pred']['bias'], -3 * lr * np.sign([-2.0, 1e-3]), rtol=1e-4)
 
 
-def test_unknown_optimizer_is_refused():
+def test_unknown_optimizer_is_refused_by_its_declared_range():
   config = helpers.load_config()
   config.train.optimizer = 'lamb'
-  with pytest.raises(ValueError, match="config.train.optimizer 'lamb'"):
-    optim.create_optimizer(config.train, {'w': np.ones(2, np.float32)}, 16)
+  with pytest.raises(config_ranges.OutOfRange, match="optimizer='lamb' is out of range: use one of 'sgd', 'adamw'"):
+    config_ranges.check(config)
 
 
 def test_paper_schedule_with_linear_scaling_and_warmup():
