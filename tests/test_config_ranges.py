@@ -149,6 +149,13 @@ def test_fields_that_disagree_fail_before_the_model(no_model, changes, message):
     ({'model.nonlocal_res3_temporal_groups': 0}, 'nonlocal_res3_temporal_groups must be a positive integer'),
     ({'model.nonlocal_block.subsample': (0, 2, 2)}, 'nonlocal_block.subsample must be a window of positive'),
     ({'model.nonlocal_block.implementation': 'x'}, 'nonlocal_block.implementation must be one of'),
+    ({'model.bn_axis_name': ''}, "bn_axis_name must be None or a mapped axis name such as 'batch'"),
+    ({'model.bn_momentum': 1.5}, r'bn_momentum must be a number in \[0, 1\], got 1.5'),
+    ({'model.bn_epsilon': -1.0}, 'bn_epsilon must be a positive number, got -1.0'),
+    ({'model.residual_bn_init': float('nan')}, 'residual_bn_init must be a finite number, got nan'),
+    ({'model.head_window': (0, 7)}, r'head_window must be an \(H, W\) window'),
+    ({'model.nonlocal_block.chunk_size': 0}, 'nonlocal_block.chunk_size must be a positive integer'),
+    ({'model.nonlocal_block.inter_channels': -4}, 'nonlocal_block.inter_channels must be a positive integer'),
 ])
 def test_model_fields_fail_in_one_sentence_at_start_up(changes, message):
   with pytest.raises(training.ConfigError, match=message) as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -95,6 +96,17 @@ class ResNetBase(nn.Module):
     self.check_nonlocal_block()
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
+    if not isinstance(self.stride_in_1x1, bool):
+      raise ValueError(f'stride_in_1x1 must be True or False, got {self.stride_in_1x1!r}.')
+    if not (isinstance(self.bn_momentum, (int, float)) and 0.0 <= self.bn_momentum <= 1.0):
+      raise ValueError(f'bn_momentum must be a number in [0, 1], got {self.bn_momentum!r}.')
+    if not (isinstance(self.bn_epsilon, (int, float)) and 0.0 < self.bn_epsilon < float('inf')):
+      raise ValueError(f'bn_epsilon must be a positive number, got {self.bn_epsilon!r}.')
+    if not (isinstance(self.residual_bn_init, (int, float)) and math.isfinite(self.residual_bn_init)):
+      raise ValueError(f'residual_bn_init must be a finite number, got {self.residual_bn_init!r}.')
+    if self.bn_axis_name is not None and (not isinstance(self.bn_axis_name, str) or not self.bn_axis_name):
+      raise ValueError(f"bn_axis_name must be None or a mapped axis name such as 'batch', got "
+                       f'{self.bn_axis_name!r}.')
     self.placement()
 
   # --- building pieces ---------------------------------------------------------------------------------------

@@ -195,7 +195,8 @@ class ResNetVideo(ResNetBase):
         self.check_nonlocal_block(temporal_groups=groups)
       except ValueError as e:
         raise ValueError(f'nonlocal_res3_temporal_groups={groups} does not fit the block spec: {e}') from None
-    if self.head_window is not None and len(tuple(self.head_window)) != 2:
+    if self.head_window is not None and (len(tuple(self.head_window)) != 2 or
+                                         any(not isinstance(w, int) or w < 1 for w in self.head_window)):
       raise ValueError(f'head_window must be an (H, W) window such as (7, 7), or None; got {self.head_window!r}.')
     self.resolved_temporal_pattern()
 
