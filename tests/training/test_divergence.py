@@ -97,8 +97,9 @@ def test_no_host_read_between_logging_steps(data_dir, tmp_path, monkeypatch):
         return step(*a)
       self.train_step = marked
   monkeypatch.setattr(loop, 'Trainer', MarkedTrainer)
-  config = helpers.load_config(**{'train.num_steps': 6, 'train.log_every_steps': 3,
-                                  'train.checkpoint_every_steps': 6, 'train.eval_at_end': False})
+  # The reference run's program (compiled once per session), logging every 3 steps and saving only at the end.
+  config = helpers.load_config(**{**helpers.COMPARABLE, 'train.num_steps': 6, 'train.log_every_steps': 3,
+                                  'train.checkpoint_every_steps': 6})
   config.data.data_dir = data_dir
   training.train_and_evaluate(config, str(tmp_path / 'run'))
   per_step, step = {}, 0
