@@ -4,6 +4,8 @@
 A run resumes from the latest checkpoint in ``workdir``, with the data stream at the same position, so an
 interrupted run ends with the same parameters as an uninterrupted one. The console gets the start-up facts, one
 progress line every ``train.log_every_steps``, one line per checkpoint and the result (``nonlocal_jax.console``).
+A run stops at the first step whose values are not finite (``_Guard``: the step's flag, read where the host reads
+anyway), so every checkpoint it writes is finite; resuming and evaluating refuse one that is not.
 """
 
 from __future__ import annotations
@@ -59,14 +61,18 @@ class _Guard:
 
 
 def _join(names: list[str]) -> str:
+  """'a', 'a and b', 'a, b and c'."""
   return names[0] if len(names) == 1 else ', '.join(names[:-1]) + ' and ' + names[-1]
 
 
-def _diverged(names: list[str], when: str, manager, workdir: str) -> NonFiniteLossError:
-  """The error of a run whose ``names`` (NONFINITE_PARTS) became non-finite ``when``; says where a rerun starts."""
+def _diverged(names: list[str], when: str, manager, workdir: str, *, of_a_step: bool = True) -> NonFiniteLossError:
+  """The error of a run whose ``names`` (NONFINITE_PARTS) became non-finite ``when``; says where a rerun starts.
+
+  ``of_a_step``: ``names`` come from a training step's flag, which also checked the loss and gradient norm.
+  """
   manager.wait_until_finished()
   last = manager.latest_step()
-  finite = [n for n in ('loss', 'gradient norm') if n not in names and when.startswith('at step')]
+  finite = [n for n in ('loss', 'gradient norm') if n not in names and of_a_step]
   stayed = f' (the {_join(finite)} stayed finite)' if finite else ''
   # Every checkpoint is saved only once the flags of all steps up to it were read as finite (or, resumed from,
   # found finite): the latest is the one a rerun starts from, and it is finite.
@@ -84,6 +90,7 @@ def _nonfinite_parts(trees: dict):
 
 
 def _stored_parts(state: TrainState) -> dict:
+  """What a checkpoint holds that must be finite, by the names of NONFINITE_PARTS."""
   return {'parameters': state.params, 'BatchNorm statistics': state.batch_stats, 'optimiser state': state.opt_state}
 
 
@@ -218,7 +225,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
       stats_batches = train_pipeline.create_train_iterator(config.data, seed=config.seed + 1)
       state = trainer.precise_bn(state, stats_batches, t.precise_bn_batches)
       if _nonfinite_parts({'BatchNorm statistics': state.batch_stats}):
-        raise _diverged(['BatchNorm statistics'], f'in precise BN after step {t.num_steps}', manager, workdir)
+        raise _diverged(['BatchNorm statistics'], f'in precise BN after step {t.num_steps}', manager, workdir,
+                        of_a_step=False)
     ckpt_lib.save(manager, state, batches_consumed=t.num_steps)
     console.info('Checkpoint of step %d: %s', t.num_steps, ckpt_lib.checkpoint_dir(workdir))
   manager.wait_until_finished()
