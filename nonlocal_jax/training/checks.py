@@ -13,6 +13,7 @@ from nonlocal_jax.data import builders
 from nonlocal_jax.data import prepare
 from nonlocal_jax.data import transforms
 from nonlocal_jax.models import build_model
+from nonlocal_jax.training import checkpoint as ckpt_lib
 from nonlocal_jax.training import parallel
 from nonlocal_jax.training.state import dummy_input
 
@@ -21,8 +22,8 @@ class ConfigError(ValueError):
   """The config or the workdir cannot work; the message says what to change. Raised before any training."""
 
 
-def check_workdir(workdir: str) -> None:
-  """Raises ConfigError unless ``workdir`` exists (or can be created) and is writable."""
+def check_workdir(workdir: str, *, create: bool = True) -> None:
+  """Raises ConfigError unless ``workdir`` exists (or, if ``create``, can be created) and is writable."""
   if not workdir:
     raise ConfigError('No workdir given: pass --workdir=DIR, a directory for checkpoints and metrics.')
   try:
@@ -31,6 +32,9 @@ def check_workdir(workdir: str) -> None:
     raise ConfigError(f'The workdir {workdir} is on a file system this installation cannot reach: pass a local '
                       '--workdir or a gs:// one.') from e
   try:
+    if not create and not directory.is_dir():
+      raise ConfigError(f'The workdir {workdir} does not exist: pass the --workdir of a run that has trained '
+                        '(--mode=eval reads its checkpoints).')
     directory.mkdir(parents=True, exist_ok=True)
     probe = directory / f'.write_test_{jax.process_index()}'
     probe.write_text('ok')
@@ -38,6 +42,18 @@ def check_workdir(workdir: str) -> None:
   except paths.errors(workdir) as e:
     raise ConfigError(f'The workdir {workdir} is not writable ({paths.describe_error(e)}): pass a --workdir you '
                       'can write to.') from e
+
+
+def check_checkpoints(workdir: str) -> None:
+  """Raises ConfigError (creating nothing) unless ``workdir`` holds a checkpoint to evaluate."""
+  directory = paths.as_path(ckpt_lib.checkpoint_dir(workdir))
+  try:
+    found = directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+  except paths.errors(workdir) as e:
+    raise ConfigError(f'The checkpoints in {directory} cannot be read ({paths.describe_error(e)}): pass a --workdir '
+                      'you can read.') from e
+  if not found:
+    raise ConfigError(f'There is no checkpoint in {directory}: train first (--mode=train).')
 
 
 def check_data(config) -> None:
@@ -124,14 +140,17 @@ def _is_dir(path: str) -> bool:
     return False
 
 
-def startup(config, workdir: str):
+def startup(config, workdir: str, *, evaluate: bool = False):
   """Multi-host initialisation and every start-up check; returns the mesh. Raises ConfigError.
 
-  Once the workdir is known to be writable, the console (if main.py set it up) starts the log file there.
+  With ``evaluate``, ``workdir`` must already exist and hold a checkpoint (nothing is created before that is
+  known). Once the workdir is known to be writable, the console (if main.py set it up) starts the log file there.
   """
   check_ranges(config)  # Before the multihost fields reach jax.distributed.
   parallel.initialize_distributed(config.get('multihost'))
-  check_workdir(workdir)
+  check_workdir(workdir, create=not evaluate)
+  if evaluate:
+    check_checkpoints(workdir)
   console.log_to_workdir(workdir, jax.process_index())
   check_config(config)  # Before check_data, which may spend a minute generating a synthetic dataset.
   check_data(config)

@@ -4,14 +4,16 @@
 A run resumes from the latest checkpoint in ``workdir``, with the data stream at the same position, so an
 interrupted run ends with the same parameters as an uninterrupted one. The console gets the start-up facts, one
 progress line every ``train.log_every_steps``, one line per checkpoint and the result (``nonlocal_jax.console``).
+A run stops at the first step whose values are not finite (``_Guard``: the step's flag, read where the host reads
+anyway), so every checkpoint it writes is finite; resuming and evaluating refuse one that is not.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import jax
+import numpy as np
 from clu import metric_writers
 
 from nonlocal_jax import console
@@ -20,13 +22,76 @@ from nonlocal_jax import paths
 from nonlocal_jax.data import builders, eval_pipeline, train_pipeline
 from nonlocal_jax.training import checkpoint as ckpt_lib
 from nonlocal_jax.training import parallel
+from nonlocal_jax.training import steps
 from nonlocal_jax.training.checks import ConfigError, startup
 from nonlocal_jax.training.state import TrainState
 from nonlocal_jax.training.trainer import Trainer
 
 
 class NonFiniteLossError(RuntimeError):
-  """Training stopped on a NaN or Inf loss; the last good checkpoint is kept."""
+  """Training stopped on a NaN or Inf (loss, gradient norm, parameters, BatchNorm statistics or optimiser state),
+  or a checkpoint to resume or evaluate holds one; the message names what, where, and what to change."""
+
+
+_all_finite = jax.jit(steps.all_finite)
+
+# How many steps the host may queue before it waits (reading nothing) for one to finish: as many batches are
+# held on the device at once, however rarely the host reads the metrics.
+_STEPS_AHEAD = 2
+
+
+class _Guard:
+  """The 'nonfinite' flags of the steps since the last read; read at once where the loop reads anyway."""
+
+  def __init__(self):
+    self._flags = []  # (step, device scalar), oldest first.
+
+  def add(self, step: int, flag) -> None:
+    """Keeps ``step``'s flag; waits for the step ``_STEPS_AHEAD`` before it to finish (no transfer)."""
+    self._flags.append((step, flag))
+    if len(self._flags) > _STEPS_AHEAD:
+      jax.block_until_ready(self._flags[-_STEPS_AHEAD - 1][1])
+
+  def check(self, manager, workdir: str) -> None:
+    """Reads the flags kept (one transfer) and raises NonFiniteLossError at the first step that flagged a value."""
+    flags, self._flags = self._flags, []
+    for (step, _), code in zip(flags, jax.device_get([f for _, f in flags])):
+      if code:
+        raise _diverged(steps.nonfinite_names(code), f'at step {step}', manager, workdir)
+
+
+def _join(names: list[str]) -> str:
+  """'a', 'a and b', 'a, b and c'."""
+  return names[0] if len(names) == 1 else ', '.join(names[:-1]) + ' and ' + names[-1]
+
+
+def _diverged(names: list[str], when: str, manager, workdir: str, *, of_a_step: bool = True) -> NonFiniteLossError:
+  """The error of a run whose ``names`` (NONFINITE_PARTS) became non-finite ``when``; says where a rerun starts.
+
+  ``of_a_step``: ``names`` come from a training step's flag, which also checked the loss and gradient norm.
+  """
+  manager.wait_until_finished()
+  last = manager.latest_step()
+  finite = [n for n in ('loss', 'gradient norm') if n not in names and of_a_step]
+  stayed = f' (the {_join(finite)} stayed finite)' if finite else ''
+  # Every checkpoint is saved only once the flags of all steps up to it were read as finite (or, resumed from,
+  # found finite): the latest is the one a rerun starts from, and it is finite.
+  rerun = (f'a rerun resumes from the latest checkpoint, step {last} in {ckpt_lib.checkpoint_dir(workdir)}, whose '
+           'values are all finite' if last is not None else 'no checkpoint had been written, so a rerun starts '
+           'from the beginning')
+  return NonFiniteLossError(f'Training stopped: the {_join(names)} became NaN or Inf {when}{stayed}; {rerun}; lower '
+                            'config.train.base_learning_rate or add config.train.warmup_steps before rerunning.')
+
+
+def _nonfinite_parts(trees: dict):
+  """The names of the ``trees`` ({name: pytree}) holding a NaN or Inf (checked on the device, one read)."""
+  flags = jax.device_get({name: _all_finite(tree) for name, tree in trees.items()})
+  return [name for name, ok in flags.items() if not ok]
+
+
+def _stored_parts(state: TrainState) -> dict:
+  """What a checkpoint holds that must be finite, by the names of NONFINITE_PARTS."""
+  return {'parameters': state.params, 'BatchNorm statistics': state.batch_stats, 'optimiser state': state.opt_state}
 
 
 def _save_config(config, workdir: str) -> None:
@@ -36,6 +101,11 @@ def _save_config(config, workdir: str) -> None:
 
 def _init_from_checkpoint(state: TrainState, path: str, mesh) -> TrainState:
   loaded = ckpt_lib.load_variables(path)
+  bad = [name for name, tree in (('parameters', loaded['params']), ('BatchNorm statistics', loaded['batch_stats']))
+         if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tree))]
+  if bad:
+    raise ConfigError(f'config.train.init_checkpoint={path} holds NaN or Inf {_join(bad)}: give the workdir of a '
+                      'run whose weights are finite.')
   params, report = ckpt_lib.merge_matching(jax.device_get(state.params), loaded['params'])
   ckpt_lib.log_report(report, 'params')
   batch_stats = state.batch_stats
@@ -44,18 +114,6 @@ def _init_from_checkpoint(state: TrainState, path: str, mesh) -> TrainState:
     ckpt_lib.log_report(stats_report, 'batch_stats')
   params, batch_stats = parallel.replicate((params, batch_stats), mesh)
   return state.replace(params=params, batch_stats=batch_stats)
-
-
-def _check_finite(metrics: dict, step: int, manager, workdir: str) -> None:
-  loss = float(metrics['loss'])
-  if math.isfinite(loss):
-    return
-  manager.wait_until_finished()
-  last = manager.latest_step()
-  kept = (f'the last good checkpoint (step {last}) is kept in {ckpt_lib.checkpoint_dir(workdir)}' if last is not None
-          else 'no checkpoint had been written yet')
-  raise NonFiniteLossError(f'Training stopped: the loss became {loss} at step {step}; {kept}. Lower '
-                           'config.train.base_learning_rate or add train.warmup_steps, then rerun.')
 
 
 def _evaluate(trainer: Trainer, state: TrainState, config, mode: str):
@@ -107,7 +165,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint), then evaluates; returns the state.
 
   Raises ConfigError before any work when the config, the data or the workdir cannot work, and
-  NonFiniteLossError when the loss becomes NaN/Inf (the last good checkpoint stays).
+  NonFiniteLossError at the first step whose loss, gradient norm, parameters, BatchNorm statistics or optimiser
+  state hold a NaN or Inf: each step flags them on the device; the flags are read at logging steps, before each
+  checkpoint and at the end, so no checkpoint holding one is written and the host reads nothing in between.
   """
   mesh = startup(config, workdir)
   t = config.train
@@ -119,6 +179,11 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   _report_start(config, workdir, state)
   if manager.latest_step() is not None:
     state, meta = ckpt_lib.restore(manager, state)
+    bad = _nonfinite_parts(_stored_parts(state))
+    if bad:  # Written before the run stopped on them: resuming would fail again at once.
+      raise NonFiniteLossError(f'The latest checkpoint, step {meta["step"]} in {ckpt_lib.checkpoint_dir(workdir)}, '
+                               f'holds NaN or Inf {_join(bad)}: move its directory away so that a rerun resumes '
+                               'from the one before, and lower config.train.base_learning_rate.')
     console.info('Resuming from step %d in %s (data position: %d batches).', meta['step'],
                  ckpt_lib.checkpoint_dir(workdir), meta['batches_consumed'])
   elif t.init_checkpoint:
@@ -127,19 +192,17 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
   if start < t.num_steps:
     batches = train_pipeline.create_train_iterator(config.data, seed=config.seed, start_batch=start)
-    pending = None  # Metrics of the step before: checked one step late so that the device stays busy.
+    guard = _Guard()
     window_start, window_steps, window_sums = time.time(), 0, {}
     for step in range(start + 1, t.num_steps + 1):
       batch = parallel.shard_batch(next(batches), mesh)
       state, metrics = trainer.train_step(state, batch)
-      if pending is not None:
-        _check_finite(pending, step - 1, manager, workdir)
-      pending = metrics
+      guard.add(step, metrics.pop('nonfinite'))
       window_steps += 1
       for k, v in metrics.items():
         window_sums[k] = window_sums.get(k, 0.0) + v
       if step % t.log_every_steps == 0 or step == t.num_steps:
-        _check_finite(metrics, step, manager, workdir)
+        guard.check(manager, workdir)
         means = {k: float(v) / window_steps for k, v in window_sums.items()}
         means['learning_rate'] = float(metrics['learning_rate'])
         elapsed = time.time() - window_start
@@ -153,14 +216,17 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         writer.write_scalars(step, {f'val/{k}': v for k, v in result.metrics.items()})
         console.info('step %d validation: %s', step, _describe(result.metrics, config))
       if step % t.checkpoint_every_steps == 0 and step < t.num_steps:
-        _check_finite(metrics, step, manager, workdir)
+        guard.check(manager, workdir)
         ckpt_lib.save(manager, state, batches_consumed=step)
         console.info('Checkpoint of step %d: %s', step, ckpt_lib.checkpoint_dir(workdir))
-    _check_finite(pending, t.num_steps, manager, workdir)
+    guard.check(manager, workdir)
     if t.precise_bn_batches > 0 and state.batch_stats:
       console.info('Precise BN: re-estimating BatchNorm statistics over %d batches.', t.precise_bn_batches)
       stats_batches = train_pipeline.create_train_iterator(config.data, seed=config.seed + 1)
       state = trainer.precise_bn(state, stats_batches, t.precise_bn_batches)
+      if _nonfinite_parts({'BatchNorm statistics': state.batch_stats}):
+        raise _diverged(['BatchNorm statistics'], f'in precise BN after step {t.num_steps}', manager, workdir,
+                        of_a_step=False)
     ckpt_lib.save(manager, state, batches_consumed=t.num_steps)
     console.info('Checkpoint of step %d: %s', t.num_steps, ckpt_lib.checkpoint_dir(workdir))
   manager.wait_until_finished()
@@ -182,8 +248,12 @@ def _save_eval(result, workdir: str, step: int) -> None:
 
 
 def evaluate_checkpoint(config, workdir: str):
-  """The multi-view test of the checkpoint ``config.eval_step`` (None: the latest) in ``workdir``; saves results."""
-  mesh = startup(config, workdir)
+  """The multi-view test of the checkpoint ``config.eval_step`` (None: the latest) in ``workdir``; saves results.
+
+  Raises ConfigError, creating nothing, when ``workdir`` does not exist or holds no checkpoint, and
+  NonFiniteLossError when the checkpoint's parameters or BatchNorm statistics hold a NaN or Inf.
+  """
+  mesh = startup(config, workdir, evaluate=True)
   trainer = Trainer(config, mesh)
   state = trainer.init_state()
   manager = ckpt_lib.create_manager(workdir, asynchronous=False)
@@ -194,7 +264,13 @@ def evaluate_checkpoint(config, workdir: str):
     raise ConfigError(f'config.eval_step={step} has no checkpoint in {ckpt_lib.checkpoint_dir(workdir)}: use one of '
                       f'{sorted(manager.all_steps())}.')
   state, meta = ckpt_lib.restore(manager, state, step)
+  available = sorted(manager.all_steps())
   manager.close()
+  bad = _nonfinite_parts({'parameters': state.params, 'BatchNorm statistics': state.batch_stats})
+  if bad:
+    raise NonFiniteLossError(f'The checkpoint of step {meta["step"]} in {ckpt_lib.checkpoint_dir(workdir)} holds NaN '
+                             f'or Inf {_join(bad)}: evaluate another with --config.eval_step (one of {available}) '
+                             'or retrain with a lower config.train.base_learning_rate.')
   result = _evaluate(trainer, state, config, 'test')
   _save_eval(result, workdir, meta['step'])
   console.info('Test (%s) of the step %d checkpoint: %s', _test_views(config), meta['step'],

@@ -2,6 +2,8 @@
 
 Each is written for one device's share of the batch and mapped over a 1-D mesh with ``jax.shard_map``
 (``nonlocal_jax.training.parallel``): gradients, metrics and statistics are averaged over the ``'batch'`` axis.
+The training step also says, in one integer computed on the device, which of its values are not finite
+(``NONFINITE_PARTS``), so that the loop can stop a diverging run without reading anything back every step.
 """
 
 from __future__ import annotations
@@ -19,6 +21,26 @@ from nonlocal_jax.training.parallel import AXIS
 from nonlocal_jax.training.state import TrainState
 
 
+# What the 'nonfinite' metric of train_step flags: bit i set <=> NONFINITE_PARTS[i] holds a NaN or an Inf.
+NONFINITE_PARTS = ('loss', 'gradient norm', 'parameters', 'BatchNorm statistics', 'optimiser state')
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """A boolean scalar: every floating-point value in ``tree`` is finite (integer leaves are ignored)."""
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
+def nonfinite_code(*parts: Any) -> jax.Array:
+  """The int32 bitmask of ``parts`` (in the order of NONFINITE_PARTS) that hold a non-finite value; 0: all finite."""
+  return sum(jnp.where(all_finite(part), 0, 1 << i) for i, part in enumerate(parts)).astype(jnp.int32)
+
+
+def nonfinite_names(code: int) -> list[str]:
+  """The names (NONFINITE_PARTS) of the bits set in ``code``."""
+  return [name for i, name in enumerate(NONFINITE_PARTS) if int(code) & (1 << i)]
+
+
 def _input_key(batch: dict) -> str:
   return 'clips' if 'clips' in batch else 'image'
 
@@ -29,7 +51,9 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
 
   The share is split into ``accumulation_steps`` micro-batches, whose gradients are averaged (each micro-batch
   normalises with its own BatchNorm statistics, like one GPU of the paper), then averaged over devices.
-  Returns the new state and the device-averaged metrics loss, top1, top5, grad_norm, learning_rate.
+  Returns the new state and the device-averaged metrics loss, top1, top5, grad_norm, learning_rate, and
+  'nonfinite': the ``nonfinite_code`` of this step's loss, gradient norm and new parameters, BatchNorm statistics
+  and optimiser state (0 when all are finite; not an average, the loop keeps it out of the logged means).
   """
   key = _input_key(batch)
   n = accumulation_steps
@@ -72,6 +96,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
   metrics = lax.pmean({k: v / n for k, v in sums.items()}, AXIS)
   metrics['grad_norm'] = optim.global_norm(grads)
   metrics['learning_rate'] = schedule(state.step)
+  # Checked here, on the device, so that the host reads it only where it reads anyway (logging, checkpoints).
+  metrics['nonfinite'] = nonfinite_code(metrics['loss'], metrics['grad_norm'], params, batch_stats, opt_state)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
   return new_state, metrics
 
