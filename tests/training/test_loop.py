@@ -49,10 +49,10 @@ def test_rerun_of_a_finished_run_does_not_train_again(reference_run):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
-  # Rate 0.1 for 3 steps, then 1e30: the update of step 4 overflows.
+  # A rate of 1e6 (config.train.step_factor may no longer raise the rate mid-run): a few steps pass, a
+  # checkpoint is written, then the updates overflow.
   config = helpers.load_config(**{'train.num_steps': 8, 'train.checkpoint_every_steps': 2,
-                                  'train.step_boundaries': (3,), 'train.eval_at_end': False})
-  config.train.step_factor = 1e31
+                                  'train.base_learning_rate': 1e6, 'train.eval_at_end': False})
   config.data.data_dir = data_dir
   workdir = str(tmp_path / 'nan')
   with pytest.raises(training.NonFiniteLossError) as info:
