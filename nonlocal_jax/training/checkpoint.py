@@ -164,7 +164,7 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: Optional[int] = N
   What is read is checked against the digest saved with it. With ``step`` None, a damaged checkpoint is moved aside
   (``damaged_dir``) with one console line and the next newest is tried. Returns (state, meta); raises
   FileNotFoundError if there is no such checkpoint, CheckpointError if it (or, with None, every one) is damaged or
-  holds another model.
+  holds another model. The meta returned holds the step and the data position (the digest was checked).
   """
   available = sorted(manager.all_steps())
   latest = available[-1] if available else None
@@ -182,7 +182,8 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: Optional[int] = N
         raise CheckpointError(f'The checkpoint of step {step} is damaged ({e.reason}) and was moved to {moved}: '
                               f'choose another step ({sorted(manager.all_steps())}).') from e
       continue
-    return flax.serialization.from_state_dict(target, state_dict), meta
+    checked = {k: v for k, v in meta.items() if k not in ('digest', 'layout')}  # The meta of the callers, as before.
+    return flax.serialization.from_state_dict(target, state_dict), checked
   raise CheckpointError(no_intact_checkpoint(manager.directory))
 
 
