@@ -32,7 +32,7 @@ def checkpoint_dir(workdir: str) -> str:
   return os.fspath(paths.absolute(workdir) / 'checkpoints')
 
 
-class CheckpointError(ConfigError):
+class CheckpointError(ConfigError):  # A ConfigError: main.py prints it as its one sentence, without a traceback.
   """A checkpoint cannot be written, or no intact one can be restored; the message says what to do."""
 
 
