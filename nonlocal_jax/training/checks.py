@@ -45,6 +45,26 @@ def check_workdir(workdir: str, *, create: bool = True) -> None:
 
 
 def check_checkpoints(workdir: str) -> None:
+  """Raises ConfigError if ``<workdir>/checkpoints`` exists but cannot be written, or if every checkpoint of the run
+  was found damaged (moved to ``checkpoints_damaged`` by a restore): a rerun must not silently start from scratch."""
+  directory = paths.as_path(workdir)
+  checkpoints = directory / 'checkpoints'
+  try:
+    if not checkpoints.exists():
+      return  # orbax creates it; the workdir is known to be writable.
+    probe = checkpoints / f'.write_test_{jax.process_index()}'
+    probe.write_text('ok')
+    probe.unlink()
+  except paths.errors(workdir) as e:
+    raise ConfigError(f'The checkpoints directory {checkpoints} cannot be written ({paths.describe_error(e)}): make '
+                      'it a writable directory or pass another --workdir.') from e
+  damaged = directory / 'checkpoints_damaged'  # checkpoint.damaged_dir
+  if damaged.is_dir() and any(damaged.iterdir()) and not any(p.name.isdigit() for p in checkpoints.iterdir()):
+    raise ConfigError(f'No checkpoint in {checkpoints} is intact (the damaged ones are in {damaged}): to train from '
+                      f'scratch, delete {damaged} and rerun, or pass another --workdir.')
+
+
+def check_evaluable(workdir: str) -> None:
   """Raises ConfigError (creating nothing) unless ``workdir`` holds a checkpoint to evaluate."""
   directory = paths.as_path(ckpt_lib.checkpoint_dir(workdir))
   try:
@@ -150,6 +170,8 @@ def startup(config, workdir: str, *, evaluate: bool = False):
   parallel.initialize_distributed(config.get('multihost'))
   check_workdir(workdir, create=not evaluate)
   if evaluate:
+    check_evaluable(workdir)  # Reads only: an evaluation may be of a run it cannot write to.
+  else:
     check_checkpoints(workdir)
   console.log_to_workdir(workdir, jax.process_index())
   check_config(config)  # Before check_data, which may spend a minute generating a synthetic dataset.

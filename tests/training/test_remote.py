@@ -54,6 +54,6 @@ def test_a_gs_workdir_reaches_orbax_unchanged(tmp_path, monkeypatch):
   # Local workdirs are still made absolute: orbax refuses relative paths.
   assert checkpoint.checkpoint_dir('nl') == os.path.join(os.getcwd(), 'nl', 'checkpoints')
   seen = []
-  monkeypatch.setattr(checkpoint.ocp, 'CheckpointManager', lambda directory, options: seen.append(directory))
+  monkeypatch.setattr(checkpoint.Manager, '__init__', lambda self, directory, options: seen.append(directory))
   checkpoint.create_manager('gs://bucket/runs/nl')
   assert seen == ['gs://bucket/runs/nl/checkpoints']
