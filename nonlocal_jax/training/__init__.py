@@ -8,7 +8,8 @@ averaged over devices after each step so that the state stays replicated.
     state.py       TrainState, create_train_state
     steps.py       train_step, eval_step, batch_stats_step (pure, one device's share)
     trainer.py     Trainer: the jitted, device-mapped steps of a config on a mesh
-    checks.py      ConfigError and the start-up checks (workdir, checkpoints, data, config), startup
+    errors.py      ConfigError (one sentence, no traceback)
+    checks.py      the start-up checks (workdir, checkpoints, data, config), startup
     loop.py        train_and_evaluate, evaluate_checkpoint, NonFiniteLossError
     checkpoint.py  orbax checkpoints that verify what they restore (falling back past damage), init_checkpoint
     checkpoint_digest.py  the digest written with each checkpoint and checked on restore
@@ -16,8 +17,9 @@ averaged over devices after each step so that the state stays replicated.
     parallel.py    the mesh, batch sharding, map_over_devices
 """
 
-from nonlocal_jax.training.checks import (ConfigError, check_checkpoints, check_config, check_data, check_evaluable,
+from nonlocal_jax.training.checks import (check_checkpoints, check_config, check_data, check_evaluable,
                                          check_workdir, startup)
+from nonlocal_jax.training.errors import ConfigError
 from nonlocal_jax.training.loop import NonFiniteLossError, evaluate_checkpoint, train_and_evaluate
 from nonlocal_jax.training.state import TrainState, create_train_state
 from nonlocal_jax.training.steps import eval_step, train_step

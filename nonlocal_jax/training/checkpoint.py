@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from nonlocal_jax import console
 from nonlocal_jax import paths
 from nonlocal_jax.training import checkpoint_digest as digest_lib
-from nonlocal_jax.training.checks import ConfigError
+from nonlocal_jax.training.errors import ConfigError
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -14,12 +14,9 @@ from nonlocal_jax.data import prepare
 from nonlocal_jax.data import transforms
 from nonlocal_jax.models import build_model
 from nonlocal_jax.training import checkpoint as ckpt_lib
+from nonlocal_jax.training.errors import ConfigError
 from nonlocal_jax.training import parallel
 from nonlocal_jax.training.state import dummy_input
-
-
-class ConfigError(ValueError):
-  """The config or the workdir cannot work; the message says what to change. Raised before any training."""
 
 
 def check_workdir(workdir: str, *, create: bool = True) -> None:

@@ -23,7 +23,8 @@ from nonlocal_jax.data import builders, eval_pipeline, train_pipeline
 from nonlocal_jax.training import checkpoint as ckpt_lib
 from nonlocal_jax.training import parallel
 from nonlocal_jax.training import steps
-from nonlocal_jax.training.checks import ConfigError, startup
+from nonlocal_jax.training.checks import startup
+from nonlocal_jax.training.errors import ConfigError
 from nonlocal_jax.training.state import TrainState
 from nonlocal_jax.training.trainer import Trainer
 
