@@ -14,7 +14,7 @@ import pytest
 
 from nonlocal_jax import training
 from nonlocal_jax.data import builders, fake, train_pipeline
-from nonlocal_jax.training import loop, parallel
+from nonlocal_jax.training import checks, loop, parallel
 from tests.training import helpers
 
 
@@ -161,3 +161,16 @@ def test_evaluating_a_fake_run_says_why_not(tmp_path):
   with pytest.raises(training.ConfigError, match=r"config.data.name='fake' has no test set"):
     training.evaluate_checkpoint(_fake_config(), workdir)
   assert not os.path.exists(workdir)
+
+
+@pytest.mark.parametrize('arg, frames, temporal', [(None, 32, 'c2d'), ('arch=i3d,frames=32x2', 32, 'i3d_3x1x1'),
+                                                   ('frames=8x8,blocks=none', 8, 'c2d')])
+def test_benchmark_config_takes_the_kinetics_variants_on_fake_data(arg, frames, temporal):
+  kinetics = helpers.load_config('kinetics_nl', arg)
+  config = helpers.load_config('benchmark', arg)
+  assert config.data.name == 'fake' and config.train.precise_bn_batches == 0
+  assert (config.data.num_frames, config.data.crop_size, config.model.temporal) == (frames, 224, temporal)
+  assert config.model.to_dict() == kinetics.model.to_dict()  # The variant's network, as kinetics_nl.py builds it.
+  checks.check_config(config)  # Ranges, batch over devices, the model's input size: a benchmark that can start.
+  with pytest.raises(ValueError, match=r'configs/kinetics_nl.py argument arch=.*must be one of'):
+    helpers.load_config('benchmark', 'arch=vgg')
