@@ -68,7 +68,8 @@ def data_config() -> ml_collections.ConfigDict:
   field = declare(data, 'data')
   # Any TFDS video or image dataset: 'kinetics400' (also 600, 700; built from local files by
   # `python -m nonlocal_jax.data.prepare`), 'synthetic_long_range/same_different' or '/sum_mod10', 'ucf101',
-  # 'cifar10', 'imagenet2012', 'imagenette', ...
+  # 'cifar10', 'imagenet2012', 'imagenette', ...; or 'fake': random clips and labels generated on the devices, for
+  # measuring training throughput (configs/benchmark.py; nothing read, no evaluation, model.num_classes classes).
   field('name', 'kinetics400', text())
   field('data_dir', None, text(optional=True))  # TFDS data directory; None: ~/tensorflow_datasets.
   field('train_split', 'train', text())  # TFDS split (or slice, 'train[:10%]') to train on.

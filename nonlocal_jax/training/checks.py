@@ -10,6 +10,7 @@ from nonlocal_jax import config_ranges
 from nonlocal_jax import console
 from nonlocal_jax import paths
 from nonlocal_jax.data import builders
+from nonlocal_jax.data import fake
 from nonlocal_jax.data import prepare
 from nonlocal_jax.data import transforms
 from nonlocal_jax.models import build_model
@@ -74,8 +75,13 @@ def check_evaluable(workdir: str) -> None:
 
 
 def check_data(config) -> None:
-  """Raises ConfigError if the dataset is not prepared; generates a missing synthetic one if allowed."""
+  """Raises ConfigError if the dataset is not prepared; generates a missing synthetic one if allowed.
+
+  Fake data (``data.name='fake'``) is generated on the devices: there is nothing to check and nothing is read.
+  """
   d = config.data
+  if fake.is_fake(d):
+    return
   splits = [d.train_split, d.eval_split]
   name = builders.resolve_name(d.name)
   try:
@@ -143,7 +149,10 @@ def check_config(config) -> None:
 
 
 def check_classes(config) -> None:
-  """Raises ConfigError unless the model has as many outputs as the (prepared) dataset has classes."""
+  """Raises ConfigError unless the model has as many outputs as the (prepared) dataset has classes (fake data has
+  config.model.num_classes)."""
+  if fake.is_fake(config.data):
+    return
   classes = builders.num_classes(config.data)
   if classes != config.model.num_classes:
     raise ConfigError(f'config.model.num_classes={config.model.num_classes} but dataset {config.data.name!r} has '
@@ -164,6 +173,9 @@ def startup(config, workdir: str, *, evaluate: bool = False):
   known). Once the workdir is known to be writable, the console (if main.py set it up) starts the log file there.
   """
   check_ranges(config)  # Before the multihost fields reach jax.distributed.
+  if evaluate and fake.is_fake(config.data):
+    raise ConfigError(f'config.data.name={fake.NAME!r} has no test set (its labels are random): evaluate with the '
+                      'dataset the run should be tested on, --config.data.name=NAME.')
   parallel.initialize_distributed(config.get('multihost'))
   check_workdir(workdir, create=not evaluate)
   if evaluate:

@@ -19,7 +19,7 @@ from clu import metric_writers
 from nonlocal_jax import console
 from nonlocal_jax import evaluation
 from nonlocal_jax import paths
-from nonlocal_jax.data import builders, eval_pipeline, train_pipeline
+from nonlocal_jax.data import builders, eval_pipeline, fake, train_pipeline
 from nonlocal_jax.training import checkpoint as ckpt_lib
 from nonlocal_jax.training import parallel
 from nonlocal_jax.training import steps
@@ -155,11 +155,34 @@ def _report_start(config, workdir: str, state: TrainState) -> None:
   log_file = console.current_log_file()
   logs = f'; library logs in {log_file} (--verbosity=0 shows them here)' if log_file else ''
   console.info('Workdir %s%s.', paths.absolute(workdir), logs)
-  console.info('Dataset %s (%d classes) in %s: %d clips per step, testing on %r with %s.', d.name,
-               config.model.num_classes, d.data_dir or '~/tensorflow_datasets', d.global_batch_size, d.eval_split,
-               _test_views(config))
+  if fake.is_fake(d):
+    console.info('Fake data: random %s inputs and labels of %d classes generated on the devices, %d clips per step '
+                 '(no dataset is read; training throughput only).', '×'.join(map(str, _input_shape(config))),
+                 config.model.num_classes, d.global_batch_size)
+  else:
+    console.info('Dataset %s (%d classes) in %s: %d clips per step, testing on %r with %s.', d.name,
+                 config.model.num_classes, d.data_dir or '~/tensorflow_datasets', d.global_batch_size, d.eval_split,
+                 _test_views(config))
   console.info('Training %s: %d parameters on %d devices (%d processes).', config.model.name,
                sum(x.size for x in jax.tree.leaves(state.params)), jax.device_count(), jax.process_count())
+
+
+def _input_kind(config) -> str:
+  return 'image' if config.model.name == 'resnet_image' else 'video'
+
+
+def _input_shape(config) -> tuple[int, ...]:
+  return fake.example_shape(config.data, _input_kind(config))
+
+
+def _train_batches(config, mesh, *, seed: int, start_batch: int = 0):
+  """Global training batches on the mesh from ``start_batch`` on: the pipeline's, sharded, or fake ones."""
+  if fake.is_fake(config.data):
+    return fake.train_iterator(config.data, seed=seed, kind=_input_kind(config),
+                               num_classes=config.model.num_classes, sharding=parallel.batch_sharded(mesh),
+                               start_batch=start_batch)
+  batches = train_pipeline.create_train_iterator(config.data, seed=seed, start_batch=start_batch)
+  return (parallel.shard_batch(batch, mesh) for batch in batches)
 
 
 def train_and_evaluate(config, workdir: str) -> TrainState:
@@ -191,13 +214,14 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     state = _init_from_checkpoint(state, t.init_checkpoint, mesh)
   start = int(jax.device_get(state.step))
 
+  # Fake labels are random: their accuracy says nothing, so a fake run measures training only.
+  evaluates = not fake.is_fake(config.data)
   if start < t.num_steps:
-    batches = train_pipeline.create_train_iterator(config.data, seed=config.seed, start_batch=start)
+    batches = _train_batches(config, mesh, seed=config.seed, start_batch=start)
     guard = _Guard()
     window_start, window_steps, window_sums = time.time(), 0, {}
     for step in range(start + 1, t.num_steps + 1):
-      batch = parallel.shard_batch(next(batches), mesh)
-      state, metrics = trainer.train_step(state, batch)
+      state, metrics = trainer.train_step(state, next(batches))
       guard.add(step, metrics.pop('nonfinite'))
       window_steps += 1
       for k, v in metrics.items():
@@ -212,7 +236,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
         console.info('%s', _progress_line(config, step, means))
         window_start, window_steps, window_sums = time.time(), 0, {}
-      if t.eval_every_steps and step % t.eval_every_steps == 0 and step < t.num_steps:
+      if evaluates and t.eval_every_steps and step % t.eval_every_steps == 0 and step < t.num_steps:
         result = _evaluate(trainer, state, config, 'val')
         writer.write_scalars(step, {f'val/{k}': v for k, v in result.metrics.items()})
         console.info('step %d validation: %s', step, _describe(result.metrics, config))
@@ -223,7 +247,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     guard.check(manager, workdir)
     if t.precise_bn_batches > 0 and state.batch_stats:
       console.info('Precise BN: re-estimating BatchNorm statistics over %d batches.', t.precise_bn_batches)
-      stats_batches = train_pipeline.create_train_iterator(config.data, seed=config.seed + 1)
+      stats_batches = _train_batches(config, mesh, seed=config.seed + 1)
       state = trainer.precise_bn(state, stats_batches, t.precise_bn_batches)
       if _nonfinite_parts({'BatchNorm statistics': state.batch_stats}):
         raise _diverged(['BatchNorm statistics'], f'in precise BN after step {t.num_steps}', manager, workdir,
@@ -233,7 +257,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   manager.wait_until_finished()
   writer.flush()
 
-  if t.eval_at_end:
+  if t.eval_at_end and not evaluates:
+    console.info('No evaluation: config.data.name=%r has random labels (the run measured training throughput).',
+                 fake.NAME)
+  elif t.eval_at_end:
     result = _evaluate(trainer, state, config, 'test')
     _save_eval(result, workdir, t.num_steps)
     writer.write_scalars(t.num_steps, {f'test/{k}': v for k, v in result.metrics.items()})

@@ -62,13 +62,20 @@ class Trainer:
       return parallel.local_rows(self.eval_step(variables, sharded))
     return predict
 
+  def on_mesh(self, batch: dict) -> dict:
+    """``batch`` as global arrays on the mesh: a host (NumPy) batch is sharded; one already on it is kept."""
+    if all(isinstance(x, jax.Array) for x in jax.tree.leaves(batch)):
+      return batch  # Fake data (nonlocal_jax.data.fake) is generated on the mesh.
+    return parallel.shard_batch(batch, self.mesh)
+
   def precise_bn(self, state: TrainState, batches: Iterator[dict], num_batches: int) -> TrainState:
-    """Replaces the running BatchNorm averages by the mean batch statistics of ``num_batches`` batches."""
+    """Replaces the running BatchNorm averages by the mean batch statistics of ``num_batches`` batches (this
+    process's host batches, or global batches already on the mesh)."""
     if not state.batch_stats or num_batches <= 0:
       return state
     variables = self.variables(state)
     total = None
     for _ in range(num_batches):
-      stats = self.stats_step(variables, parallel.shard_batch(next(batches), self.mesh))
+      stats = self.stats_step(variables, self.on_mesh(next(batches)))
       total = stats if total is None else jax.tree.map(jnp.add, total, stats)
     return state.replace(batch_stats=jax.tree.map(lambda s: s / num_batches, total))
