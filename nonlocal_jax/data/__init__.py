@@ -5,8 +5,8 @@ strictly), ``synthetic`` (the long-range digits benchmark), ``video_io`` (PyAV d
 and crop positions), ``builders`` (datasets by name, whether they are prepared, their classes), ``layout`` (this
 process's share of batches and splits), ``normalization`` (the input normalisation's constants), ``transforms`` (the
 tf.data operations on frames), ``train_pipeline`` (the training stream), ``eval_pipeline`` (evaluation views),
-``prepare`` (the command line that builds a dataset). The settings come from ``config.data`` (documented in
-``configs/default.py``).
+``prepare`` (the command line that builds a dataset), ``fake`` (random batches made on the device, for throughput).
+The settings come from ``config.data`` (documented in ``configs/default.py``).
 
 Batches are NumPy arrays of this process's share, ready for ``jax.make_array_from_process_local_data`` and
 ``shard_map`` over a 1-D mesh: B, the first axis of every array, is ``global_batch_size / jax.process_count()``.
