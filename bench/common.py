@@ -38,7 +38,8 @@ def machine_description() -> Dict[str, object]:
 
 def machine_line(machine: Dict[str, object]) -> str:
   """One human-readable line naming the machine."""
-  return (f"{machine['backend'].upper()} backend ({machine['device']}), {machine['cpu']}, {machine['cpu_cores_available']} cores, "
+  return (f"{machine['backend'].upper()} backend ({machine['device']}), {machine['cpu']}, "
+          f"{machine['cpu_cores_available']} cores, "
           f"jax {machine['jax']}, {machine['date']}")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import sys
 import typing
 from typing import Any, Dict, Mapping, Optional
 
@@ -92,15 +91,13 @@ def nonlocal_block_config(model_name: str = 'resnet_video') -> ml_collections.Co
   the block's options; None defaults become typed placeholders that command-line flags can set.
   """
   fields = {f.name: f for f in dataclasses.fields(NonLocalBlock)}
-  module = sys.modules[NonLocalBlock.__module__]
+  annotations = typing.get_type_hints(NonLocalBlock)
   defaults = MODELS[model_name].NONLOCAL_DEFAULTS
   spec = ml_collections.ConfigDict()
   for name in nonlocal_block_fields():
     value = defaults.get(name, fields[name].default)
     if value is None:
-      annotation = fields[name].type
-      annotation = eval(annotation, vars(module)) if isinstance(annotation, str) else annotation  # pylint: disable=eval-used
-      value = ml_collections.config_dict.placeholder(_placeholder_type(annotation))
+      value = ml_collections.config_dict.placeholder(_placeholder_type(annotations[name]))
     spec[name] = value
   return spec
 

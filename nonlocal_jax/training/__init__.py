@@ -26,5 +26,5 @@ from nonlocal_jax.training.steps import eval_step, train_step
 from nonlocal_jax.training.trainer import Trainer
 
 __all__ = ['ConfigError', 'NonFiniteLossError', 'TrainState', 'Trainer', 'check_checkpoints', 'check_config',
-           'check_data', 'check_evaluable', 'check_workdir', 'create_train_state', 'eval_step', 'evaluate_checkpoint', 'startup',
-           'train_and_evaluate', 'train_step']
+           'check_data', 'check_evaluable', 'check_workdir', 'create_train_state', 'eval_step',
+           'evaluate_checkpoint', 'startup', 'train_and_evaluate', 'train_step']

@@ -1,4 +1,4 @@
-"""The command line writes a checkpoint that the trainer's restore path and init_checkpoint read; export reads it back."""
+"""The command line writes a checkpoint that the trainer's restore and init_checkpoint read; export reads it back."""
 
 import os
 import pickle

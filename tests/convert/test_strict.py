@@ -131,7 +131,8 @@ def test_pyslowfast_names():
   names = {
       's1.pathway0_stem.conv.weight': 'conv1_w', 's1.pathway0_stem.bn.running_var': 'res_conv1_bn_riv',
       's1.pathway0_stem.bn.num_batches_tracked': None,
-      's2.pathway0_res0.branch1.weight': 'res2_0_branch1_w', 's2.pathway0_res0.branch1_bn.weight': 'res2_0_branch1_bn_s',
+      's2.pathway0_res0.branch1.weight': 'res2_0_branch1_w',
+      's2.pathway0_res0.branch1_bn.weight': 'res2_0_branch1_bn_s',
       's3.pathway0_res2.branch2.a.weight': 'res3_2_branch2a_w',
       's4.pathway0_res5.branch2.c_bn.running_mean': 'res4_5_branch2c_bn_rm',
       's3.pathway0_nonlocal1.conv_theta.weight': 'nonlocal_conv3_1_theta_w',

@@ -31,7 +31,8 @@ def test_digits_are_in_the_recorded_frames_and_places():
     for k in range(2):
       y, x = ex['digit_positions'][k]
       patch = video[ex['digit_frames'][k], y:y + config.digit_size, x:x + config.digit_size]
-      expected = 20 + 200 * synthetic._upscale(images[ex['digit_indices'][k]], config.digit_size)  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      expected = 20 + 200 * synthetic._upscale(images[ex['digit_indices'][k]], config.digit_size)
       np.testing.assert_allclose(patch, np.round(expected), atol=1)
     others = np.delete(video, ex['digit_frames'], axis=0)
     assert (others == 20).all()  # No noise, no distractors: frames without a digit are blank.

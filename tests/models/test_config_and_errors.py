@@ -118,7 +118,8 @@ def test_unknown_field_lists_the_allowed_fields():
     ({'nonlocal_block': {'positions': 'space'}, 'nonlocal_res3_temporal_groups': 4},
      r"nonlocal_res3_temporal_groups=4 does not fit .*temporal_groups needs positions='spacetime'"),
     ({'nonlocal_block': {'chunk': 64}}, r"nonlocal_block has key\(s\) \['chunk'\].*chunk_size"),
-    ({'nonlocal_pairwise': 'dot_product'}, r'config.model.nonlocal_pairwise is now config.model.nonlocal_block.pairwise'),
+    ({'nonlocal_pairwise': 'dot_product'},
+     r'config.model.nonlocal_pairwise is now config.model.nonlocal_block.pairwise'),
 ])
 def test_invalid_values_name_the_field(fields, message):
   with pytest.raises(ValueError, match=message):
