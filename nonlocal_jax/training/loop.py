@@ -10,6 +10,7 @@ anyway), so every checkpoint it writes is finite; resuming and evaluating refuse
 
 from __future__ import annotations
 
+import collections
 import time
 
 import jax
@@ -39,6 +40,9 @@ _all_finite = jax.jit(steps.all_finite)
 # How many steps the host may queue before it waits (reading nothing) for one to finish: as many batches are
 # held on the device at once, however rarely the host reads the metrics.
 _STEPS_AHEAD = 2
+# How many batches beyond the one a step takes are already on the devices: their host-to-device copies run
+# while the step runs, so a step never waits on one.
+_PREFETCH_DEPTH = 2
 
 
 class _Guard:
@@ -176,13 +180,26 @@ def _input_shape(config) -> tuple[int, ...]:
 
 
 def _train_batches(config, mesh, *, seed: int, start_batch: int = 0):
-  """Global training batches on the mesh from ``start_batch`` on: the pipeline's, sharded, or fake ones."""
+  """Global training batches on the mesh from ``start_batch`` on: the pipeline's, sharded and prefetched to the
+  devices, or fake ones (generated there)."""
   if fake.is_fake(config.data):
     return fake.train_iterator(config.data, seed=seed, kind=_input_kind(config),
                                num_classes=config.model.num_classes, sharding=parallel.batch_sharded(mesh),
                                start_batch=start_batch)
   batches = train_pipeline.create_train_iterator(config.data, seed=seed, start_batch=start_batch)
-  return (parallel.shard_batch(batch, mesh) for batch in batches)
+  return _prefetch_to_devices(batches, mesh)
+
+
+def _prefetch_to_devices(batches, mesh, depth: int = _PREFETCH_DEPTH):
+  """``batches`` sharded over ``mesh``, in order, with ``depth`` more already copied (asynchronously) to the
+  devices: while step s runs, batches s+1 .. s+depth are on their way. The stream's content is unchanged."""
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(parallel.shard_batch(batch, mesh))
+    if len(queue) > depth:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
 
 
 def train_and_evaluate(config, workdir: str) -> TrainState:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nonlocal_jax import training
-from nonlocal_jax.training import checkpoint, loop
+from nonlocal_jax.training import checkpoint, loop, parallel
 from tests.training import helpers
 
 
@@ -91,3 +91,21 @@ def test_init_checkpoint_loads_the_baseline_and_keeps_new_blocks_identity(data_d
       np.testing.assert_array_equal(v, before[k])  # identity init kept
     else:
       np.testing.assert_array_equal(v, loaded[f'params/{k}'])
+
+
+def test_prefetch_to_devices_keeps_the_order_and_puts_batches_ahead_on_the_mesh():
+  # A host stream that records how far it was read: when step s gets its batch, s+1 and s+2 were already taken.
+  mesh = parallel.make_mesh()
+  taken = []
+
+  def host_batches():
+    for i in range(5):
+      taken.append(i)
+      yield {'label': np.full((2,), i, np.int32)}
+  stream = loop._prefetch_to_devices(host_batches(), mesh, depth=2)
+  seen = []
+  for batch in stream:
+    assert batch['label'].sharding == parallel.batch_sharded(mesh)
+    seen.append(int(np.asarray(batch['label'])[0]))
+    assert len(taken) == min(len(seen) + 2, 5)
+  assert seen == [0, 1, 2, 3, 4]
