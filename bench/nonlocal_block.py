@@ -2,13 +2,22 @@
 
     python bench/nonlocal_block.py                      # all shapes, batch 1 and 8 (about 30 min on 2 cores)
     python bench/nonlocal_block.py --batches=1 --shapes=res4,res3 --repeats=3
+    python bench/nonlocal_block.py --shapes=clip8 --batches=8 --repeats=1 --stem=nonlocal_block_remat  # ~2 min
 
 For each shape from the paper (subsampling (1, 2, 2), C' = C/2), each pairwise function and each
 implementation that applies to it, it measures in one process, round-robin so that noise hits all alike:
 
 - block forward and forward+backward median wall time (train mode, gradients w.r.t. parameters and input),
 - the compiled programs' temporary memory (XLA memory analysis) for the block's forward+backward and for the
-  pairwise computation alone (θ, φ, g -> y and back), which is the part the implementations differ in.
+  pairwise computation alone (θ, φ, g -> y and back), which is the part the implementations differ in,
+- what the block keeps from its forward pass for its backward pass (the residuals of ``jax.vjp``, parameters and
+  input included): in a network this is held per block from the block's forward to its backward, so it is what
+  adds up over a long clip; the rest of the block's temporary memory is needed by one block at a time.
+
+With ``--remat`` (default on) the naive and the frugal path also run rematerialised as ``model.remat='nonlocal'``
+runs them (``nn.remat`` with nothing saved): the block keeps only its input and recomputes the rest in the
+backward pass. Alone in a program its forward+backward peak is unchanged (the recomputation rebuilds the same
+activations just before they are needed); what it saves is the memory kept between the passes.
 
 Writes bench/results/nonlocal_block.json and bench/results/nonlocal_block.md.
 """
@@ -19,6 +28,7 @@ import argparse
 import os
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
 from nonlocal_jax.layers import PAIRWISE, NonLocalBlock, attention  # noqa: E402
+from nonlocal_jax.models.base import REMAT_POLICY  # noqa: E402
 
 # (name, T, H, W, C): res4 and res3 of the 32x2 models, and the longer clips of Table 2g.
 SHAPES = {
@@ -52,15 +63,18 @@ FRUGAL = {p: 'reassociated' if f.linear else 'chunked' for p, f in PAIRWISE.item
 MIB = 2.0**20
 
 
-def _block_programs(pairwise, impl, x, chunk_size):
-  """Jitted block forward and forward+backward, and the latter's temporary memory."""
-  block = NonLocalBlock(pairwise=pairwise, subsample=(1, 2, 2), implementation=impl, chunk_size=chunk_size)
-  variables = block.init(jax.random.key(0), x[:1])
+def _block_programs(pairwise, impl, x, chunk_size, remat=False):
+  """Jitted block forward and forward+backward, the latter's temporary memory, and the bytes the block keeps
+  from its forward pass for its backward pass (rematerialised as ``model.remat`` does when ``remat``)."""
+  # Argument 2 of __call__ (self, x, train) is the Python bool train: static.
+  cls = nn.remat(NonLocalBlock, policy=REMAT_POLICY, static_argnums=(2,)) if remat else NonLocalBlock
+  block = cls(pairwise=pairwise, subsample=(1, 2, 2), implementation=impl, chunk_size=chunk_size)
+  variables = block.init(jax.random.key(0), x[:1], False)
   params = jax.tree.map(lambda p: p + 0.01, variables['params'])  # a non-zero BN scale: a real gradient path
   stats = variables['batch_stats']
 
   def forward(params, x):
-    z, _ = block.apply({'params': params, 'batch_stats': stats}, x, train=True, mutable=['batch_stats'])
+    z, _ = block.apply({'params': params, 'batch_stats': stats}, x, True, mutable=['batch_stats'])
     return z
 
   def forward_backward(params, x, dz):
@@ -72,9 +86,11 @@ def _block_programs(pairwise, impl, x, chunk_size):
   dz = jnp.ones_like(x)
   compiled = fwd_bwd.lower(params, x, dz).compile()
   memory = compiled.memory_analysis().temp_size_in_bytes
+  residuals = jax.eval_shape(lambda params, x: jax.vjp(forward, params, x)[1], params, x)
+  kept = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(residuals))
   run_fwd = lambda: jax.block_until_ready(fwd(params, x))
   run_fwd_bwd = lambda: jax.block_until_ready(compiled(params, x, dz))
-  return run_fwd, run_fwd_bwd, memory
+  return run_fwd, run_fwd_bwd, memory, kept
 
 
 def _pairwise_memory(pairwise, impl, batch, shape, chunk_size):
@@ -97,8 +113,19 @@ def _pairwise_memory(pairwise, impl, batch, shape, chunk_size):
   return lowered.compile().memory_analysis().temp_size_in_bytes
 
 
-def run(shapes, batches, pairwise_functions, repeats, chunk_size):
-  """Measures every (shape, batch, pairwise, implementation); returns a list of result rows."""
+def variants(pairwise, remat):
+  """(implementation, rematerialised) pairs measured for ``pairwise``: every path, and with ``remat`` the naive
+  and the frugal path rematerialised."""
+  plain = [(impl, False) for impl in IMPLEMENTATIONS[pairwise]]
+  return plain + ([('naive', True), (FRUGAL[pairwise], True)] if remat else [])
+
+
+def _label(impl, remat):
+  return f'{impl}+remat' if remat else impl
+
+
+def run(shapes, batches, pairwise_functions, repeats, chunk_size, remat=True):
+  """Measures every (shape, batch, pairwise, implementation[, remat]); returns a list of result rows."""
   rows = []
   for shape_name in shapes:
     t, h, w, c = SHAPES[shape_name]
@@ -106,54 +133,66 @@ def run(shapes, batches, pairwise_functions, repeats, chunk_size):
       x = jax.random.normal(jax.random.key(1), (batch, t, h, w, c), jnp.float32)
       for pairwise in pairwise_functions:
         programs, memory = {}, {}
-        for impl in IMPLEMENTATIONS[pairwise]:
-          run_fwd, run_fwd_bwd, block_mem = _block_programs(pairwise, impl, x, chunk_size)
-          programs[f'{impl}/fwd'] = run_fwd
-          programs[f'{impl}/fwd_bwd'] = run_fwd_bwd
-          memory[impl] = (block_mem, _pairwise_memory(pairwise, impl, batch, (t, h, w, c), chunk_size))
+        for impl, rematerialised in variants(pairwise, remat):
+          label = _label(impl, rematerialised)
+          run_fwd, run_fwd_bwd, block_mem, kept = _block_programs(pairwise, impl, x, chunk_size, rematerialised)
+          programs[f'{label}/fwd'] = run_fwd
+          programs[f'{label}/fwd_bwd'] = run_fwd_bwd
+          memory[label] = (block_mem, _pairwise_memory(pairwise, impl, batch, (t, h, w, c), chunk_size), kept)
         times = common.time_interleaved(programs, repeats)
-        for impl in IMPLEMENTATIONS[pairwise]:
+        for impl, rematerialised in variants(pairwise, remat):
+          label = _label(impl, rematerialised)
           row = dict(shape=shape_name, thwc=f'{t}x{h}x{w}x{c}', batch=batch, pairwise=pairwise,
-                     implementation=impl, fwd_ms=1e3 * times[f'{impl}/fwd'],
-                     fwd_bwd_ms=1e3 * times[f'{impl}/fwd_bwd'], block_temp_mib=memory[impl][0] / MIB,
-                     pairwise_temp_mib=memory[impl][1] / MIB)
+                     implementation=impl, remat=rematerialised, fwd_ms=1e3 * times[f'{label}/fwd'],
+                     fwd_bwd_ms=1e3 * times[f'{label}/fwd_bwd'], block_temp_mib=memory[label][0] / MIB,
+                     pairwise_temp_mib=memory[label][1] / MIB, kept_mib=memory[label][2] / MIB)
           rows.append(row)
-          print(f"{shape_name} b{batch} {pairwise:18s} {impl:12s} fwd {row['fwd_ms']:9.1f} ms  "
+          print(f"{shape_name} b{batch} {pairwise:18s} {label:18s} fwd {row['fwd_ms']:9.1f} ms  "
                 f"fwd+bwd {row['fwd_bwd_ms']:9.1f} ms  block temp {row['block_temp_mib']:8.1f} MiB  "
-                f"pairwise temp {row['pairwise_temp_mib']:8.1f} MiB", flush=True)
+                f"pairwise temp {row['pairwise_temp_mib']:8.1f} MiB  kept {row['kept_mib']:8.1f} MiB", flush=True)
   return rows
 
 
 def summarise(rows):
-  """Frugal path versus naive for each (shape, batch, pairwise): memory and time ratios."""
+  """Frugal path, and the rematerialised paths, versus the naive whole block for each (shape, batch, pairwise):
+  memory and time ratios."""
   summary = []
-  index = {(r['shape'], r['batch'], r['pairwise'], r['implementation']): r for r in rows}
-  for (shape, batch, pairwise, impl), naive in index.items():
-    if impl != 'naive':
+  index = {(r['shape'], r['batch'], r['pairwise'], _label(r['implementation'], r.get('remat', False))): r
+           for r in rows}
+  for (shape, batch, pairwise, label), naive in index.items():
+    if label != 'naive':
       continue
-    frugal = index.get((shape, batch, pairwise, FRUGAL[pairwise]))
-    if frugal is None:
-      continue
-    summary.append(dict(shape=shape, batch=batch, pairwise=pairwise, frugal=FRUGAL[pairwise],
-                        pairwise_memory_ratio=frugal['pairwise_temp_mib'] / naive['pairwise_temp_mib'],
-                        block_memory_ratio=frugal['block_temp_mib'] / naive['block_temp_mib'],
-                        fwd_bwd_time_ratio=frugal['fwd_bwd_ms'] / naive['fwd_bwd_ms']))
+    for other in (FRUGAL[pairwise], 'naive+remat', f'{FRUGAL[pairwise]}+remat'):
+      frugal = index.get((shape, batch, pairwise, other))
+      if frugal is None:
+        continue
+      summary.append(dict(shape=shape, batch=batch, pairwise=pairwise, frugal=other,
+                          pairwise_memory_ratio=frugal['pairwise_temp_mib'] / naive['pairwise_temp_mib'],
+                          block_memory_ratio=frugal['block_temp_mib'] / naive['block_temp_mib'],
+                          kept_memory_ratio=frugal['kept_mib'] / naive['kept_mib'],
+                          fwd_bwd_time_ratio=frugal['fwd_bwd_ms'] / naive['fwd_bwd_ms']))
   return summary
 
 
 def to_markdown(rows, summary, machine):
   """The results as markdown: the full table and the frugal-versus-naive summary."""
   header = ['shape (T×H×W×C)', 'batch', 'pairwise', 'implementation', 'fwd ms', 'fwd+bwd ms',
-            'block fwd+bwd temp MiB', 'pairwise fwd+bwd temp MiB']
-  table = [[r['thwc'], r['batch'], r['pairwise'], r['implementation'], f"{r['fwd_ms']:.1f}",
-            f"{r['fwd_bwd_ms']:.1f}", f"{r['block_temp_mib']:.1f}", f"{r['pairwise_temp_mib']:.1f}"] for r in rows]
-  s_header = ['shape', 'batch', 'pairwise', 'frugal path', 'pairwise memory vs naive', 'block memory vs naive',
-              'fwd+bwd time vs naive']
+            'block fwd+bwd temp MiB', 'pairwise fwd+bwd temp MiB', 'kept for backward MiB']
+  table = [[r['thwc'], r['batch'], r['pairwise'], _label(r['implementation'], r.get('remat', False)),
+            f"{r['fwd_ms']:.1f}", f"{r['fwd_bwd_ms']:.1f}", f"{r['block_temp_mib']:.1f}",
+            f"{r['pairwise_temp_mib']:.1f}", f"{r['kept_mib']:.1f}" if 'kept_mib' in r else '-'] for r in rows]
+  s_header = ['shape', 'batch', 'pairwise', 'path', 'pairwise memory vs naive', 'block memory vs naive',
+              'kept for backward vs naive', 'fwd+bwd time vs naive']
   s_table = [[s['shape'], s['batch'], s['pairwise'], s['frugal'], f"{s['pairwise_memory_ratio']:.3f}",
-              f"{s['block_memory_ratio']:.3f}", f"{s['fwd_bwd_time_ratio']:.2f}"] for s in summary]
+              f"{s['block_memory_ratio']:.3f}", f"{s['kept_memory_ratio']:.3f}",
+              f"{s['fwd_bwd_time_ratio']:.2f}"] for s in summary]
   return (f'Measured on: {common.machine_line(machine)}. Subsampling (1, 2, 2), C\' = C/2, float32, median of '
-          'the timed runs; memory is XLA\'s temporary allocation of the compiled program.\n\n'
-          + common.markdown_table(header, table) + '\n\nFrugal path versus naive (ratios; < 1 is better):\n\n'
+          'the timed runs; memory is XLA\'s temporary allocation of the compiled program; "kept for backward" is '
+          'what the block\'s forward pass keeps for its backward pass (jax.vjp residuals, input and parameters '
+          'included), which a network holds per block; "+remat" is the block rematerialised as '
+          'model.remat=\'nonlocal\' runs it.\n\n'
+          + common.markdown_table(header, table) + '\n\nFrugal and rematerialised paths versus the naive whole '
+          'block (ratios; < 1 is better):\n\n'
           + common.markdown_table(s_header, s_table))
 
 
@@ -167,6 +206,8 @@ def main(argv=None):
   parser.add_argument('--chunk_size', type=int, default=256, help='queries per block of the chunked path')
   parser.add_argument('--out_dir', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
   parser.add_argument('--stem', default='nonlocal_block', help='results file name, without extension')
+  parser.add_argument('--remat', action=argparse.BooleanOptionalAction, default=True,
+                      help='also measure the naive and frugal paths rematerialised (model.remat)')
   args = parser.parse_args(argv)
   shapes = args.shapes.split(',')
   unknown = [s for s in shapes if s not in SHAPES]
@@ -177,7 +218,7 @@ def main(argv=None):
     parser.error(f'--pairwise must be a subset of {list(IMPLEMENTATIONS)}.')
   batches = [int(b) for b in args.batches.split(',')]
   machine = common.machine_description()
-  rows = run(shapes, batches, pairwise, args.repeats, args.chunk_size)
+  rows = run(shapes, batches, pairwise, args.repeats, args.chunk_size, args.remat)
   summary = summarise(rows)
   payload = dict(machine=machine, chunk_size=args.chunk_size, repeats=args.repeats, rows=rows, summary=summary)
   common.write_results(args.stem, payload, to_markdown(rows, summary, machine), args.out_dir)

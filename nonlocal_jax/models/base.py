@@ -21,6 +21,11 @@ from nonlocal_jax.models import blocks
 from nonlocal_jax.models.placement import resolve_nonlocal_locations
 
 
+# What ``remat`` recomputes in the backward pass instead of keeping from the forward pass (see ResNetBase).
+REMAT = ('none', 'nonlocal', 'stages', 'all')
+# Inside a rematerialised block nothing is kept: only the block's input lives from the forward to the backward pass.
+REMAT_POLICY = jax.checkpoint_policies.nothing_saveable
+
 # Block fields that the network sets from its own fields, so they are not part of the block spec.
 NETWORK_OWNED_BLOCK_FIELDS = ('dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon')
 
@@ -53,6 +58,7 @@ class ResNetBase(nn.Module):
   residual_bn_init: float = 1.0
   dropout_rate: float = 0.5
   conv_implementation: str = 'auto'
+  remat: str = 'none'
   dtype: Any = jnp.float32
 
   # The block options a network of this kind uses unless its ``nonlocal_block`` says otherwise.
@@ -93,6 +99,7 @@ class ResNetBase(nn.Module):
       raise ValueError(f'width must be a positive integer, got {self.width!r}.')
     check_one_of('norm', self.norm, blocks.NORMS)
     check_one_of('conv_implementation', self.conv_implementation, blocks.CONV_IMPLEMENTATIONS)
+    check_one_of('remat', self.remat, REMAT)
     self.check_nonlocal_block()
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
@@ -147,15 +154,27 @@ class ResNetBase(nn.Module):
       raise ValueError(f'nonlocal_block.{e}') from None
 
   def _nonlocal_block(self, stage: int, index: int, **overrides) -> NonLocalBlock:
-    """The non-local block after residual block ``index`` of res{stage}, named as the official blob prefix."""
-    return NonLocalBlock(**self.nonlocal_kwargs(**overrides), name=f'nonlocal_conv{stage}_{index}')
+    """The non-local block after residual block ``index`` of res{stage}, named as the official blob prefix;
+    rematerialised when ``remat`` says so (same parameters, same function)."""
+    cls = NonLocalBlock
+    if self.remat in ('nonlocal', 'all'):
+      # Argument 2 of __call__ (self, x, train) is the Python bool ``train``: static, not traced.
+      cls = nn.remat(NonLocalBlock, policy=REMAT_POLICY, static_argnums=(2,))
+    return cls(**self.nonlocal_kwargs(**overrides), name=f'nonlocal_conv{stage}_{index}')
+
+  @nn.nowrap
+  def residual_block_class(self, cls: type) -> type:
+    """The residual block class ``cls``, rematerialised when ``remat`` is 'stages' or 'all'."""
+    if self.remat in ('stages', 'all'):
+      return nn.remat(cls, policy=REMAT_POLICY)
+    return cls
 
   def _stage(self, x, stage: int, make_block, nonlocal_after: Sequence[int], train: bool, **nonlocal_extra):
     """Runs residual stage res{stage}: ``make_block(index)`` builds block i; non-local blocks follow some."""
     for i in range(self.resolved_stage_sizes()[stage - 2]):
       x = make_block(i)(x)
       if i in nonlocal_after:
-        x = self._nonlocal_block(stage, i, **nonlocal_extra)(x, train=train)
+        x = self._nonlocal_block(stage, i, **nonlocal_extra)(x, train)
     self.sow('intermediates', f'res{stage}_out', x)
     return x
 

@@ -42,7 +42,7 @@ class ResNetImage(ResNetBase):
     stem: 'imagenet' (7×7/2 conv, 3×3/2 max pool; four stages) or 'cifar' (3×3 conv, no pool; three stages).
     stride_in_1x1: stride on branch2a (original MSRA ResNet) instead of branch2b (torchvision "v1.5").
     nonlocal_locations, nonlocal_block: as ``ResNetVideo``, with 2D blocks (the default subsample is (2, 2)).
-    norm, bn_axis_name, bn_momentum, bn_epsilon, residual_bn_init, conv_implementation, dtype: as
+    norm, bn_axis_name, bn_momentum, bn_epsilon, residual_bn_init, conv_implementation, remat, dtype: as
       ``ResNetVideo`` (2D convolutions are always native).
     dropout_rate: dropout before the classifier (0 by default for images).
   """
@@ -120,7 +120,7 @@ class ResNetImage(ResNetBase):
     conv, norm = self._conv(), self._norm(train)
     width = self.resolved_width()
     bottleneck = self.resolved_block() == 'bottleneck'
-    block_cls = blocks.Bottleneck if bottleneck else blocks.BasicBlock
+    block_cls = self.residual_block_class(blocks.Bottleneck if bottleneck else blocks.BasicBlock)
     expansion = 4 if bottleneck else 1
 
     x = x.astype(self.dtype)

@@ -125,6 +125,11 @@ class ResNetVideo(ResNetBase):
       (2D convolutions with time folded into the batch: the same function, several times faster on XLA:CPU).
     head_window: spatial window (H, W) of the average pool in fully-convolutional mode, the res5 map of a
       training crop (7, 7) as in the official test net; None applies the classifier at every res5 position.
+    remat: what the backward pass recomputes instead of keeping from the forward pass, to fit long clips
+      (e.g. 128 frames) in memory: 'none' (keep everything), 'nonlocal' (each non-local block keeps only its
+      input: its θ/φ/g maps, attention and BN activations are recomputed), 'stages' (likewise each residual
+      block) or 'all' (both). The parameters, outputs and gradients are those of 'none'; the cost is about one
+      more forward pass of the rematerialised blocks (bench/nonlocal_block.py measures the memory).
     dtype: compute dtype (jnp.float32 or jnp.bfloat16); parameters stay float32, logits are float32.
   """
   num_classes: int = 400
@@ -308,7 +313,7 @@ class ResNetVideo(ResNetBase):
         inflate = pattern[k - 2][i] == 1
         kernel_a = (3, 1, 1) if inflate and self.temporal == 'i3d_3x1x1' else (1, 1, 1)
         kernel_b = (3, 3, 3) if inflate and self.temporal == 'i3d_3x3x3' else (1, 3, 3)
-        return blocks.Bottleneck(inner, 4 * inner, strides if i == 0 else (1, 1, 1), kernel_a, kernel_b,
+        return self.residual_block_class(blocks.Bottleneck)(inner, 4 * inner, strides if i == 0 else (1, 1, 1), kernel_a, kernel_b,
                                  conv=conv, norm=norm, stride_in_1x1=self.stride_in_1x1,
                                  residual_bn_init=self.residual_bn_init, name=f'res{k}_{i}')
 

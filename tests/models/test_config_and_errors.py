@@ -111,6 +111,7 @@ def test_unknown_field_lists_the_allowed_fields():
     ({'stage_sizes': (1, 1, 1, 1), 'nonlocal_locations': 'res3'}, 'has only 1'),
     ({'temporal': 'i3d_3x1x1', 'temporal_pattern': ((1,), (1,))}, 'one 0/1 entry per residual block'),
     ({'dtype': 'float64'}, 'dtype must be one of'),
+    ({'remat': 'blocks'}, r"remat must be one of \('none', 'nonlocal', 'stages', 'all'\)"),
     ({'stride_in_1x1': 'yes'}, 'stride_in_1x1 must be True or False'),
     ({'nonlocal_block': {'subsample': (2, 2)}}, r'nonlocal_block.subsample must be a window of 3 .* for 3D input'),
     ({'nonlocal_block': {'positions': 'time'}}, 'must not pool space'),

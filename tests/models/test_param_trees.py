@@ -25,6 +25,11 @@ PINNED = {
     ('kinetics_nl', 'arch=i3d,depth=101,blocks=5', (('norm', 'affine'),)): (364, '6eb2472765da2954'),
     ('kinetics_c2d', None, ()): (267, '1b2449393a524c9d'),
 }
+# Rematerialising the blocks changes no parameter: the same fingerprints as remat='none'.
+PINNED[('kinetics_nl', 'arch=i3d,depth=50,blocks=5', (('remat', 'all'),))] = PINNED[
+    ('kinetics_nl', 'arch=i3d,depth=50,blocks=5', ())]
+PINNED[('kinetics_nl', 'arch=c2d,depth=50,blocks=res3,pairwise=gaussian', (('remat', 'nonlocal'),))] = PINNED[
+    ('kinetics_nl', 'arch=c2d,depth=50,blocks=res3,pairwise=gaussian', ())]
 IMAGE_PINNED = (279, '7610229df01d2815')  # ResNet-50 with a 2D block in res4.
 
 
@@ -47,6 +52,7 @@ def test_video_parameter_trees_are_unchanged(name, arg, overrides):
   assert fingerprint == PINNED[(name, arg, overrides)]
 
 
-def test_image_parameter_tree_is_unchanged():
-  model = build_model({'name': 'resnet_image', 'depth': 50, 'nonlocal_locations': 'res4'})
+@pytest.mark.parametrize('remat', ['none', 'all'])
+def test_image_parameter_tree_is_unchanged(remat):
+  model = build_model({'name': 'resnet_image', 'depth': 50, 'nonlocal_locations': 'res4', 'remat': remat})
   assert tree_fingerprint(model, (1, 224, 224, 3)) == IMAGE_PINNED
