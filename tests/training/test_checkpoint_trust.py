@@ -168,9 +168,10 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(reference_
                              'checkpoint written.')
   assert [s for s in sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) if s.isdigit()] == ['2', '4']
   for step in (2, 4):
-    assert _plain_read(workdir, step).keys() == _plain_read(reference_run['workdir'], step).keys()
-    for k, v in _plain_read(workdir, step).items():
-      np.testing.assert_array_equal(v, _plain_read(reference_run['workdir'], step)[k], err_msg=k, strict=True)
+    kept, reference = _plain_read(workdir, step), _plain_read(reference_run['workdir'], step)
+    assert kept.keys() == reference.keys()
+    for k, v in kept.items():
+      np.testing.assert_array_equal(v, reference[k], err_msg=k, strict=True)
   monkeypatch.undo()  # Space freed: the rerun resumes from 4 and ends as the uninterrupted run.
   training.train_and_evaluate(config, workdir)
   helpers.assert_same(helpers.final_params(workdir), reference_run['params'], rtol=0, atol=0)
