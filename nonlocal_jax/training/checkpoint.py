@@ -55,7 +55,8 @@ def _cause(e: BaseException) -> str:
   return first if len(first) <= 120 else first[:117] + '...'
 
 
-def _steps_on_disk(directory: Any) -> list[int]:
+def steps_on_disk(directory: Any) -> list[int]:
+  """The checkpoint steps present in the checkpoints directory ``directory`` (none if it does not exist)."""
   directory = paths.as_path(directory)
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
 
@@ -65,7 +66,7 @@ class Manager(ocp.CheckpointManager):
 
   def _failed(self, e: Exception) -> CheckpointError:
     logging.warning('Writing a checkpoint to %s failed.', self.directory, exc_info=True)
-    written = _steps_on_disk(self.directory)
+    written = steps_on_disk(self.directory)
     kept = (f'a rerun resumes from step {written[-1]}, the last checkpoint written' if written else
             'no checkpoint had been written yet')
     return CheckpointError(f'Writing a checkpoint to {self.directory} failed ({_cause(e)}): free space there or pass '
@@ -225,7 +226,7 @@ def load_variables(path: str, step: Optional[int] = None) -> dict:
   if not directory.is_dir():
     raise FileNotFoundError(f'config.train.init_checkpoint={path} is not a directory: give the workdir of a '
                             'finished run (or its checkpoints directory).')
-  steps = _steps_on_disk(directory)
+  steps = steps_on_disk(directory)
   if not steps and step is None:
     raise FileNotFoundError(f'config.train.init_checkpoint={path} holds no checkpoint: train that run first.')
   for candidate in reversed(steps) if step is None else [step]:

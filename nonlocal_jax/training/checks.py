@@ -34,39 +34,40 @@ def check_workdir(workdir: str, *, create: bool = True) -> None:
       raise ConfigError(f'The workdir {workdir} does not exist: pass the --workdir of a run that has trained '
                         '(--mode=eval reads its checkpoints).')
     directory.mkdir(parents=True, exist_ok=True)
-    probe = directory / f'.write_test_{jax.process_index()}'
-    probe.write_text('ok')
-    probe.unlink()
+    _write_probe(directory)
   except paths.errors(workdir) as e:
     raise ConfigError(f'The workdir {workdir} is not writable ({paths.describe_error(e)}): pass a --workdir you '
                       'can write to.') from e
 
 
+def _write_probe(directory) -> None:
+  """Writes and removes a small file in ``directory``: raises what a checkpoint or result write would raise."""
+  probe = directory / f'.write_test_{jax.process_index()}'
+  probe.write_text('ok')
+  probe.unlink()
+
+
 def check_checkpoints(workdir: str) -> None:
   """Raises ConfigError if ``<workdir>/checkpoints`` exists but cannot be written, or if every checkpoint of the run
   was found damaged (moved to ``checkpoints_damaged`` by a restore): a rerun must not silently start from scratch."""
-  directory = paths.as_path(workdir)
-  checkpoints = directory / 'checkpoints'
+  checkpoints = paths.as_path(ckpt_lib.checkpoint_dir(workdir))
   try:
     if not checkpoints.exists():
       return  # orbax creates it; the workdir is known to be writable.
-    probe = checkpoints / f'.write_test_{jax.process_index()}'
-    probe.write_text('ok')
-    probe.unlink()
+    _write_probe(checkpoints)
   except paths.errors(workdir) as e:
     raise ConfigError(f'The checkpoints directory {checkpoints} cannot be written ({paths.describe_error(e)}): make '
                       'it a writable directory or pass another --workdir.') from e
-  damaged = directory / 'checkpoints_damaged'  # checkpoint.damaged_dir
-  if damaged.is_dir() and any(damaged.iterdir()) and not any(p.name.isdigit() for p in checkpoints.iterdir()):
-    raise ConfigError(f'No checkpoint in {checkpoints} is intact (the damaged ones are in {damaged}): to train from '
-                      f'scratch, delete {damaged} and rerun, or pass another --workdir.')
+  damaged = ckpt_lib.damaged_dir(checkpoints)
+  if damaged.is_dir() and any(damaged.iterdir()) and not ckpt_lib.steps_on_disk(checkpoints):
+    raise ConfigError(ckpt_lib.no_intact_checkpoint(checkpoints))
 
 
 def check_evaluable(workdir: str) -> None:
   """Raises ConfigError (creating nothing) unless ``workdir`` holds a checkpoint to evaluate."""
   directory = paths.as_path(ckpt_lib.checkpoint_dir(workdir))
   try:
-    found = directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+    found = bool(ckpt_lib.steps_on_disk(directory))
   except paths.errors(workdir) as e:
     raise ConfigError(f'The checkpoints in {directory} cannot be read ({paths.describe_error(e)}): pass a --workdir '
                       'you can read.') from e
