@@ -96,9 +96,9 @@ def data_config() -> ml_collections.ConfigDict:
   # Batching: global batches are split evenly over processes, then devices.
   field('global_batch_size', 64, integer(1))  # Training clips per step over all devices; a multiple of them.
   field('eval_global_batch_size', 64, integer(1))  # Evaluation views per step; the last batch is padded + masked.
-  # Decoded clips waiting in memory: each holds up to a few hundred encoded frames (~5 MB for Kinetics), so
-  # shuffle_buffer bounds memory, not just randomness.
-  field('shuffle_buffer', 256, integer(1))  # Examples in the shuffle buffer.
+  # The input pipeline reads examples by position (whole epochs shuffled by the seed: no shuffle buffer) in
+  # num_workers threads; memory is about (prefetch_batches + 1) batches plus one example per thread.
+  field('num_workers', 0, integer(0))  # Threads that read and decode examples (0: one per core of this process).
   field('prefetch_batches', 2, integer(0))  # Batches prepared ahead of the training step (0: none).
   # Decode every training video once and keep the frames in memory: for small datasets (the synthetic benchmark,
   # ~0.3 GB), where decoding, not the model, bounds the step time on a CPU. Never for Kinetics.

@@ -104,7 +104,6 @@ def get_config(arg=None):
   d.test_num_clips, d.test_num_crops = 1, 1
   d.random_flip = False  # Mirrored digits are other shapes.
   d.global_batch_size, d.eval_global_batch_size = 32, 100
-  d.shuffle_buffer = 20000
   d.cache_decoded = True  # 0.3 GB decoded; PNG decoding would otherwise cost as much CPU as the model.
   d.eval_split = 'test'
   t = config.train

@@ -266,7 +266,8 @@ def clip_from_dataset(data_config, index: int) -> tuple[np.ndarray, int]:
   for batch in eval_pipeline.create_eval_dataset(data_config, mode='val'):
     rows = int(np.sum(batch['mask']))
     if index < seen + rows:
-      return np.asarray(batch['clips'][index - seen]), int(batch['label'][index - seen])
+      clip = np.asarray(batch['clips'][index - seen], np.float32)  # uint8 pixels: normalised here, as a step does.
+      return normalization.normalize(clip, data_config), int(batch['label'][index - seen])
     seen += rows
   raise VisualizeError(f'Example {index} is past the end of the split {data_config.eval_split!r} ({seen} '
                        'examples): choose a smaller --example.')

@@ -109,7 +109,7 @@ def test_01_nonlocal_block(tmp_path):
 
 def test_02_train_synthetic(tmp_path):
   overrides = {'data.synthetic.num_train': 32, 'data.synthetic.num_validation': 8, 'data.synthetic.num_test': 16,
-               'data.global_batch_size': 16, 'data.eval_global_batch_size': 16, 'data.shuffle_buffer': 32,
+               'data.global_batch_size': 16, 'data.eval_global_batch_size': 16, 'data.num_workers': 2,
                'train.log_every_steps': 1, 'train.warmup_steps': 1, 'train.precise_bn_batches': 0}
   tiny = (f'REPO_DIR = {str(ROOT)!r}\nNUM_STEPS = 3\nOVERRIDES = {overrides!r}\n'
           f'DATA_DIR = {str(tmp_path / "data")!r}\nWORKDIR = {str(tmp_path / "runs")!r}\n')

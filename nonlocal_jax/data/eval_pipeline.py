@@ -1,10 +1,10 @@
 """The evaluation input: every view of every example of this process's share once, the last batch padded.
 
-A batch holds ``clips`` float32 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images), ``label`` int32 (B,),
-``mask`` bool (B,) (False on padding), and for videos ``video_id`` int32 (B,) (one id per video, shared by all
-its views, unique across processes) and ``view_index`` int32 (B,) (clip × crops + crop); for images
-``image_id``. Evaluation pads its last batch (``mask`` False) instead of dropping it, and every process yields the
-same number of batches, so collective steps never hang on an uneven split.
+A batch holds ``clips`` uint8 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images; normalised on the device by the
+eval step), ``label`` int32 (B,), ``mask`` bool (B,) (False on padding), and for videos ``video_id`` int32 (B,)
+(one id per video, shared by all its views, unique across processes) and ``view_index`` int32 (B,) (clip × crops
++ crop); for images ``image_id``. Evaluation pads its last batch (``mask`` False) instead of dropping it, and every
+process yields the same number of batches, so collective steps never hang on an uneven split.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ import math
 from typing import Iterator, Optional
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from nonlocal_jax.data import builders
+from nonlocal_jax.data import examples
 from nonlocal_jax.data import layout as layout_lib
-from nonlocal_jax.data import sampling
+from nonlocal_jax.data import records
 from nonlocal_jax.data import transforms
-
-AUTOTUNE = tf.data.AUTOTUNE
+from nonlocal_jax.data import workers
 
 
 class EvalDataset:
@@ -34,35 +32,75 @@ class EvalDataset:
     batch_size: per-process batch.
   """
 
-  def __init__(self, ds: tf.data.Dataset, *, num_batches: int, views_per_example: int, num_examples: int,
-               batch_size: int):
-    self._ds = ds
+  def __init__(self, reader: examples.ExampleReader, *, first: int, layout: layout_lib.ProcessLayout, mode: str,
+               num_batches: int, clips: int, crops: int, num_examples: int, batch_size: int, num_workers: int,
+               prefetch_batches: int):
+    self._reader = reader
+    self._first = first
+    self._layout = layout
+    self._mode = mode
+    self._clips = clips
+    self._crops = crops
+    self._workers = num_workers
+    self._ahead = max(prefetch_batches, 1) * math.ceil(batch_size / crops) + num_workers
     self.num_batches = num_batches
-    self.views_per_example = views_per_example
+    self.views_per_example = clips * crops
     self.num_examples = num_examples
     self.batch_size = batch_size
 
   def __len__(self) -> int:
     return self.num_batches
 
+  def _views_of(self, job):
+    local, clip = job
+    views, label = self._reader.eval_views(self._first + local, clip, self._mode)
+    return local, clip, views, label
+
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    spec = self._ds.element_spec
-    count = 0
-    for batch in tfds.as_numpy(self._ds):
-      count += 1
-      yield _pad(batch, self.batch_size)
-    # Processes with a smaller share fill with fully masked batches so that all run the same number of steps.
+    jobs = [(local, clip) for local in range(self.num_examples) for clip in range(self._clips)]
+    is_video = self._reader.features.kind == 'video'
+    key, id_key = ('clips', 'video_id') if is_video else ('image', 'image_id')
+    rows, count = [], 0
+    for local, clip, views, label in workers.ordered_map(self._views_of, jobs, self._workers, self._ahead):
+      for crop, pixels in enumerate(views):
+        # Interleaved ids (local index × processes + process) are unique across processes without knowing offsets.
+        row = {key: pixels, id_key: local * self._layout.count + self._layout.index, 'label': label, 'mask': True}
+        if is_video:
+          row['view_index'] = clip * self._crops + crop
+        rows.append(row)
+      while len(rows) >= self.batch_size:
+        count += 1
+        yield _stack(rows[:self.batch_size], self.batch_size)
+        rows = rows[self.batch_size:]
+    template = _template(self._reader, key, id_key, is_video, self._mode)
+    # The last batch is padded; processes with a smaller share add fully masked batches, so all run the same steps.
     while count < self.num_batches:
       count += 1
-      empty = {k: np.zeros((0,) + tuple(s.shape[1:]), s.dtype.as_numpy_dtype) for k, s in spec.items()}
-      yield _pad(empty, self.batch_size)
+      yield _stack(rows, self.batch_size, template)
+      rows = []
 
 
-def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-  n = len(batch['mask'])
-  if n == size:
-    return batch
-  return {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+def _stack(rows: list[dict], size: int, template: Optional[dict] = None) -> dict[str, np.ndarray]:
+  template = template or rows[0]
+  out = {}
+  for k, example in template.items():
+    example = np.asarray(example)
+    dtype = np.int32 if k in ('label', 'video_id', 'image_id', 'view_index') else example.dtype
+    array = np.zeros((size,) + example.shape, dtype)
+    for i, row in enumerate(rows):
+      array[i] = row[k]
+    out[k] = array
+  return out
+
+
+def _template(reader, key, id_key, is_video, mode) -> dict:
+  c = reader.config
+  size = c.test_crop_size if (is_video and mode == 'test') else c.crop_size
+  shape = ((c.num_frames,) if is_video else ()) + (size, size, 3)
+  row = {key: np.zeros(shape, np.uint8), id_key: 0, 'label': 0, 'mask': False}
+  if is_video:
+    row['view_index'] = 0
+  return row
 
 
 def create_eval_dataset(data_config, *, split: Optional[str] = None, mode: str = 'test',
@@ -84,64 +122,11 @@ def create_eval_dataset(data_config, *, split: Optional[str] = None, mode: str =
   builder = builders.prepared_builder(c, [split])
   features = builders.dataset_features(builder)
   transforms.check_settings(c, features.kind)
-  ds, own, largest = layout_lib.read_share(builder, split, layout, shuffle=False, seed=0, features=features)
-  ds = ds.enumerate()
-  id_key = 'video_id' if features.kind == 'video' else 'image_id'
-
-  def common(index, example):
-    # Interleaved ids (local index × processes + process) are unique across processes without knowing offsets.
-    return {id_key: tf.cast(index * layout.count + layout.index, tf.int32),
-            'label': tf.cast(example[features.label_key], tf.int32)}
-
-  if features.kind == 'image':
-    views = 1
-
-    def image_view(index, example):
-      image = transforms.resize_short(example[features.input_key], c.test_short_side)
-      image = transforms.center_crop(image, c.crop_size)
-      return {'image': tf.ensure_shape(transforms.normalize(image, c), [c.crop_size, c.crop_size, 3]),
-              **common(index, example), 'mask': tf.constant(True)}
-
-    ds = ds.map(image_view, num_parallel_calls=AUTOTUNE)
-  elif mode == 'val':
-    views = 1
-
-    def center_view(index, example):
-      encoded = example[features.input_key]
-      indices = sampling.tf_center_clip_indices(tf.shape(encoded)[0], c.num_frames, c.frame_stride)
-      frames = transforms.resize_short(transforms.decode_frames(tf.gather(encoded, indices)), c.test_short_side)
-      frames = transforms.center_crop(frames, c.crop_size)
-      return {'clips': tf.ensure_shape(transforms.normalize(frames, c),
-                                       [c.num_frames, c.crop_size, c.crop_size, 3]),
-              **common(index, example), 'view_index': tf.constant(0, tf.int32), 'mask': tf.constant(True)}
-
-    ds = ds.map(center_view, num_parallel_calls=AUTOTUNE)
-  else:
-    views = c.test_num_clips * c.test_num_crops
-
-    def clips_of(index, example):
-      encoded = example[features.input_key]
-      indices = sampling.tf_test_clip_indices(tf.shape(encoded)[0], c.num_frames, c.frame_stride,
-                                              c.test_num_clips)
-      info = common(index, example)
-      # The encoded video is captured, not copied: its K clips are decoded in parallel by the next map.
-      per_clip = tf.data.Dataset.from_tensor_slices({'indices': indices, 'clip': tf.range(c.test_num_clips)})
-      return per_clip.map(lambda x: {**x, **info, 'encoded': encoded})
-
-    def crops_of(clip):
-      frames = transforms.decode_frames(tf.gather(clip['encoded'], clip['indices']))
-      frames = transforms.resize_short(frames, c.test_short_side)
-      shape = tf.shape(frames)
-      offsets = sampling.tf_crop_offsets(shape[1], shape[2], c.test_crop_size, c.test_num_crops)
-      crops = tf.map_fn(lambda o: frames[:, o[0]:o[0] + c.test_crop_size, o[1]:o[1] + c.test_crop_size, :],
-                        offsets, fn_output_signature=tf.float32)
-      crops = tf.ensure_shape(transforms.normalize(crops, c),
-                              [c.test_num_crops, c.num_frames, c.test_crop_size, c.test_crop_size, 3])
-      n = c.test_num_crops
-      return {'clips': crops, 'video_id': tf.fill([n], clip['video_id']), 'label': tf.fill([n], clip['label']),
-              'view_index': clip['clip'] * n + tf.range(n, dtype=tf.int32), 'mask': tf.fill([n], True)}
-
-    ds = ds.flat_map(clips_of).map(crops_of, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
-  ds = ds.batch(batch, drop_remainder=False).prefetch(c.prefetch_batches)
-  num_batches = math.ceil(largest * views / batch)
-  return EvalDataset(ds, num_batches=num_batches, views_per_example=views, num_examples=own, batch_size=batch)
+  reader = examples.ExampleReader(records.open_split(builder, split), features, c)
+  first, own, largest = layout_lib.share(len(reader), layout)
+  clips, crops = (c.test_num_clips, c.test_num_crops) if (features.kind == 'video' and mode == 'test') else (1, 1)
+  num_batches = math.ceil(largest * clips * crops / batch)
+  return EvalDataset(reader, first=first, layout=layout, mode=mode, num_batches=num_batches, clips=clips,
+                     crops=crops, num_examples=own, batch_size=batch,
+                     num_workers=c.get('num_workers', 0) or workers.default_workers(),
+                     prefetch_batches=c.prefetch_batches)

@@ -1,17 +1,13 @@
 """Where this process stands among the hosts of a run: its share of the batch and of a split.
 
-Each process reads its own contiguous share of a split (``tfds.even_splits``) and batches
-``global_batch_size / jax.process_count()`` examples; the global batch must split evenly over all devices.
+Training: each process reads its slice of every global batch (``nonlocal_jax.data.order``). Evaluation: each reads a
+contiguous share of the split. A process batches ``global_batch_size / jax.process_count()`` examples; the global
+batch must split evenly over all devices.
 """
 
 from __future__ import annotations
 
 import dataclasses
-
-import tensorflow as tf
-import tensorflow_datasets as tfds
-
-from nonlocal_jax.data import builders
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,19 +38,8 @@ def local_batch_size(global_batch_size: int, layout: ProcessLayout, field: str =
   return global_batch_size // layout.count
 
 
-def read_share(builder: tfds.core.DatasetBuilder, split: str, layout: ProcessLayout, *, shuffle: bool, seed: int,
-               features: builders.DatasetFeatures) -> tuple[tf.data.Dataset, int, int]:
-  """This process's share of ``split`` (videos left encoded), its size, and the largest share of any process."""
-  splits = tfds.even_splits(split, n=layout.count) if layout.count > 1 else [split]
-  own = splits[layout.index]
-  decoders = {features.input_key: tfds.decode.SkipDecoding()} if features.kind == 'video' else None
-  read_config = tfds.ReadConfig(shuffle_seed=seed + 1000003 * layout.index, try_autocache=False)
-  ds = builder.as_dataset(split=own, shuffle_files=shuffle, decoders=decoders, read_config=read_config)
-  try:
-    sizes = [builder.info.splits[s].num_examples for s in splits]
-  except (KeyError, ValueError):  # Split sizes unknown (mocked data): count what this process reads.
-    sizes = [int(ds.cardinality())] * layout.count
-  options = tf.data.Options()
-  options.deterministic = True
-  ds = ds.with_options(options)
-  return ds, sizes[layout.index], max(sizes)
+def share(num_examples: int, layout: ProcessLayout) -> tuple[int, int, int]:
+  """This process's contiguous share of ``num_examples``: (first index, its size, the largest share's size)."""
+  bounds = [num_examples * i // layout.count for i in range(layout.count + 1)]
+  sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+  return bounds[layout.index], sizes[layout.index], max(sizes)

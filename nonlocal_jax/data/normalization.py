@@ -2,12 +2,13 @@
 
 'official' is the official code's (x - 114.75) / 57.375 of 0-255 pixels; 'mean_std' is (x - config.data.mean) /
 config.data.std, per channel; 'none' leaves pixels as they are. The tf.data pipelines and the visualiser read the
-constants from here. No TensorFlow: the visualiser and the notebooks import this module.
+constants from here. The input pipelines deliver uint8 pixels; ``on_device`` is what the jitted steps apply to
+them. No TensorFlow: the visualiser and the notebooks import this module.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -49,3 +50,24 @@ def denormalize(x: np.ndarray, data_config: Any = None) -> np.ndarray:
     return x
   mean, std = constants
   return x * std + mean
+
+
+def on_device(data_config: Any = None) -> Callable[[Any], Any]:
+  """The function the jitted steps apply to a batch's input: uint8 pixels become float32 normalised as
+  ``config.data`` says; inputs that are already float (fake data, or arrays a user normalised) pass unchanged.
+
+  Normalising on the device, after the copy, makes the host's work and the host-to-device copy four times smaller
+  than shipping float32 clips.
+  """
+  constants = mean_and_std(data_config)
+
+  def apply(x):
+    if x.dtype != np.uint8:
+      return x
+    x = x.astype(np.float32)
+    if constants is None:
+      return x
+    mean, std = constants
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+  return apply

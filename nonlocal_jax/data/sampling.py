@@ -1,8 +1,8 @@
 """Which frames make a clip, and where the crops go (docs/paper.md §5).
 
-Each rule exists twice: a NumPy function (the reference, easy to test and read) and a TensorFlow function with
-the same name and a ``tf_`` prefix that the tf.data pipeline runs inside its graph. Tests check that the two
-agree.
+Plain NumPy: the pipelines plan every view here, in the stored frame's pixels, before anything is decoded
+(``nonlocal_jax.data.transforms`` then decodes only the planned window). Randomness comes from the generator passed
+in, which the training stream seeds per example (``nonlocal_jax.data.order``).
 
 Conventions: a video has ``num_frames`` stored frames; a clip is ``clip_length`` frames taken every ``stride``
 frames; indices past the end wrap around (``% num_frames``), so a video shorter than the clip's window loops,
@@ -12,7 +12,6 @@ as in the official code.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 
 def clip_window(clip_length: int, stride: int) -> int:
@@ -88,64 +87,31 @@ def _check(num_frames: int, clip_length: int, stride: int) -> None:
     raise ValueError(f'clip_length and stride must be at least 1, got {clip_length} and {stride}.')
 
 
-# TensorFlow twins, used inside tf.data maps. Seeds are stateless (shape [2] int) so that a clip's augmentation
-# depends only on the run's seed and the example's position in the stream, never on thread scheduling.
+def window_side(height: int, width: int, crop_size: int, short_side: int) -> int:
+  """Side, in stored pixels, of the square that becomes a ``crop_size`` crop once the frame is scaled to a shorter
+  side of ``short_side``: ``crop_size · min(height, width) / short_side``, to the nearest pixel, at most the frame."""
+  short = min(height, width)
+  return int(min(max(round(crop_size * short / short_side), 1), short))
 
 
-def tf_train_clip_indices(num_frames: tf.Tensor, clip_length: int, stride: int, seed: tf.Tensor) -> tf.Tensor:
-  """TensorFlow twin of :func:`train_clip_indices` with a stateless seed."""
-  num_frames = tf.cast(num_frames, tf.int32)
-  last_start = tf.maximum(num_frames - clip_window(clip_length, stride), 0)
-  start = tf.random.stateless_uniform([], seed, minval=0, maxval=last_start + 1, dtype=tf.int32)
-  return (start + stride * tf.range(clip_length)) % num_frames
+def train_window(height: int, width: int, c, rng: np.random.Generator) -> tuple[tuple[int, int, int, int], bool]:
+  """The training view of a (height, width) frame: (top, left, side, side) in stored pixels, and whether to flip.
+
+  The paper's augmentation (docs/paper.md §5): the shorter side scaled to s, uniform in [train_short_side_min,
+  train_short_side_max], then a uniform random ``crop_size`` square, then a horizontal flip with probability 1/2
+  (if ``random_flip``). Planned in stored pixels: a uniform square of side ``window_side(.., s)``.
+  """
+  short_side = int(rng.integers(c.train_short_side_min, c.train_short_side_max + 1))
+  side = window_side(height, width, c.crop_size, short_side)
+  top = int(rng.integers(0, height - side + 1))
+  left = int(rng.integers(0, width - side + 1))
+  flip = bool(c.random_flip) and bool(rng.random() < 0.5)
+  return (top, left, side, side), flip
 
 
-def tf_test_clip_indices(num_frames: tf.Tensor, clip_length: int, stride: int, num_clips: int) -> tf.Tensor:
-  """TensorFlow twin of :func:`test_clip_indices`."""
-  num_frames = tf.cast(num_frames, tf.int32)
-  starts = (num_frames * tf.range(num_clips)) // num_clips
-  return (starts[:, None] + stride * tf.range(clip_length)[None, :]) % num_frames
-
-
-def tf_center_clip_indices(num_frames: tf.Tensor, clip_length: int, stride: int) -> tf.Tensor:
-  """TensorFlow twin of :func:`center_clip_indices`."""
-  num_frames = tf.cast(num_frames, tf.int32)
-  start = tf.maximum(num_frames - clip_window(clip_length, stride), 0) // 2
-  return (start + stride * tf.range(clip_length)) % num_frames
-
-
-def tf_scaled_size(height: tf.Tensor, width: tf.Tensor, short_side: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  """TensorFlow twin of :func:`scaled_size` (round half to even, like Python's ``round``)."""
-  h = tf.cast(height, tf.float64)
-  w = tf.cast(width, tf.float64)
-  s = tf.cast(short_side, tf.float64)
-  new_h = tf.where(h <= w, s, tf.math.round(h * s / w))
-  new_w = tf.where(h <= w, tf.math.round(w * s / h), s)
-  return tf.cast(tf.maximum(new_h, 1.0), tf.int32), tf.cast(tf.maximum(new_w, 1.0), tf.int32)
-
-
-def tf_crop_offsets(height: tf.Tensor, width: tf.Tensor, crop_size: int, num_crops: int) -> tf.Tensor:
-  """TensorFlow twin of :func:`crop_offsets`, shape (num_crops, 2); the caller guarantees the crop fits."""
-  height = tf.cast(height, tf.int32)
-  width = tf.cast(width, tf.int32)
-  long_is_height = height > width
-  long_len = tf.maximum(height, width)
-  short_len = tf.minimum(height, width)
-  if num_crops == 1:
-    along = tf.reshape((long_len - crop_size) // 2, [1])
-  else:
-    along = ((long_len - crop_size) * tf.range(num_crops)) // (num_crops - 1)
-  across = tf.fill([num_crops], (short_len - crop_size) // 2)
-  ys = tf.where(long_is_height, along, across)
-  xs = tf.where(long_is_height, across, along)
-  return tf.stack([ys, xs], axis=1)
-
-
-def tf_random_crop_offset(height: tf.Tensor, width: tf.Tensor, crop_size: int, seed: tf.Tensor) -> tf.Tensor:
-  """A uniform random top-left corner (y, x) for a ``crop_size`` square inside a (height, width) frame."""
-  seeds = tf.random.experimental.stateless_split(seed, 2)
-  y = tf.random.stateless_uniform([], seeds[0], minval=0, maxval=tf.cast(height, tf.int32) - crop_size + 1,
-                                  dtype=tf.int32)
-  x = tf.random.stateless_uniform([], seeds[1], minval=0, maxval=tf.cast(width, tf.int32) - crop_size + 1,
-                                  dtype=tf.int32)
-  return tf.stack([y, x])
+def test_windows(height: int, width: int, crop_size: int, short_side: int, num_crops: int) -> np.ndarray:
+  """The ``num_crops`` test views of a frame, (num_crops, 4) rows of (top, left, side, side) in stored pixels:
+  ``crop_offsets``'s layout (start, centre, end of the longer side) applied to squares of ``window_side``."""
+  side = window_side(height, width, crop_size, short_side)
+  offsets = crop_offsets(height, width, side, num_crops)
+  return np.concatenate([offsets, np.full_like(offsets, side)], axis=1)

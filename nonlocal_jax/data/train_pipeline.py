@@ -1,23 +1,25 @@
 """The training input: an endless, deterministic stream of augmented clips (or images) for this process.
 
-The stream of batches is a function of the seed and the process layout: augmentation seeds are stateless,
-derived from each example's position in the stream, so parallel maps cannot reorder randomness; within an epoch,
-every example of this process's share is read once.
+Global batch b holds the examples at stream positions [b·B, (b+1)·B) (``nonlocal_jax.data.order``: whole epochs,
+each shuffled by the seed); this process reads its slice of each, in ``num_workers`` threads, by position
+(``nonlocal_jax.data.records``). So the stream is a function of the seed alone (not of the number of processes or
+threads), and a run resumed at batch k starts reading at batch k: nothing before it is read again.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterator, Optional
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from nonlocal_jax.data import builders
+from nonlocal_jax.data import examples
 from nonlocal_jax.data import layout as layout_lib
+from nonlocal_jax.data import order as order_lib
+from nonlocal_jax.data import records
 from nonlocal_jax.data import transforms
-
-AUTOTUNE = tf.data.AUTOTUNE
+from nonlocal_jax.data import workers
 
 
 def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None,
@@ -25,13 +27,13 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
                           ) -> Iterator[dict[str, np.ndarray]]:
   """An endless iterator of training batches of ``config.data`` (video clips or images), for this process.
 
-  Clips: ``num_frames`` frames every ``frame_stride`` from a random window (short videos loop), shorter side
-  scaled to a random size in [train_short_side_min, train_short_side_max], a random ``crop_size`` square, a
-  random horizontal flip, then normalisation. Images: the same without the time axis. A batch holds ``clips``
-  float32 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images) and ``label`` int32 (B,).
+  Clips: ``num_frames`` frames every ``frame_stride`` from a random window (short videos loop), the paper's scale
+  jitter in [train_short_side_min, train_short_side_max], a random ``crop_size`` square and a random horizontal
+  flip (``sampling.train_window``). A batch holds ``clips`` uint8 (B, T, H, W, 3) (``image`` (B, H, W, 3) for
+  images), normalised on the device by the train step, and ``label`` int32 (B,).
 
   ``start_batch`` resumes the stream: the iterator yields exactly what a fresh one yields after that many
-  batches (the examples before it are read but not decoded), so a resumed run sees the same data.
+  batches, without reading the examples before it.
   """
   c = data_config
   layout = layout or layout_lib.ProcessLayout.from_jax()
@@ -40,35 +42,24 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
   builder = builders.prepared_builder(c, [split])
   features = builders.dataset_features(builder)
   transforms.check_settings(c, features.kind)
-  ds, _, _ = layout_lib.read_share(builder, split, layout, shuffle=True, seed=seed, features=features)
-  decoded = bool(c.get('cache_decoded', False)) and features.kind == 'video'
-  if decoded:
-    # Small datasets only: every frame is decoded once and kept in memory, so later epochs decode nothing.
-    key = features.input_key
-    ds = ds.map(lambda ex: {**ex, key: transforms.decode_frames(ex[key])}, num_parallel_calls=AUTOTUNE,
-                deterministic=True).cache()
-  # Shuffle before repeat: epochs stay whole (each example once per epoch), and the order changes each epoch.
-  ds = ds.shuffle(c.shuffle_buffer, seed=seed + 7 * layout.index, reshuffle_each_iteration=True)
-  ds = ds.repeat().enumerate()
-  if start_batch:
-    # Skipping before the map keeps each example's stream index, hence its augmentation seed, unchanged.
-    ds = ds.skip(int(start_batch) * batch)
-  base_seed = tf.constant([seed, layout.index], tf.int64)
+  reader = examples.ExampleReader(records.open_split(builder, split), features, c,
+                                  cache_decoded=bool(c.get('cache_decoded', False)) and features.kind == 'video')
+  order = order_lib.TrainOrder(len(reader), seed)
 
-  def transform(index, example):
-    example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
-    if features.kind == 'video':
-      out = {'clips': transforms.train_clip(example[features.input_key], example_seed, c, decoded)}
-    else:
-      out = {'image': transforms.train_image(example[features.input_key], example_seed, c)}
-    out['label'] = tf.cast(example[features.label_key], tf.int32)
-    return out
+  def view(position):
+    return reader.train_view(order.example(position), order_lib.augmentation_rng(seed, position))
 
-  ds = ds.map(transform, num_parallel_calls=AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch, drop_remainder=True).prefetch(c.prefetch_batches)
-  return _numpy_batches(ds)
+  positions = itertools.chain.from_iterable(order_lib.process_positions(b, c.global_batch_size, layout)
+                                            for b in itertools.count(int(start_batch)))
+  num_workers = c.get('num_workers', 0) or workers.default_workers()
+  views = workers.ordered_map(view, positions, num_workers, ahead=max(c.prefetch_batches, 1) * batch + num_workers)
+  return _batches(views, batch, 'clips' if features.kind == 'video' else 'image')
 
 
-def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
-  # A generator, so the tf.data iterator starts at the first next(), not when the stream is created.
-  yield from tfds.as_numpy(ds)
+def _batches(views, batch: int, key: str) -> Iterator[dict[str, np.ndarray]]:
+  # A generator, so the worker threads start at the first next(), not when the stream is created.
+  views = iter(views)
+  while True:
+    items = list(itertools.islice(views, batch))
+    yield {key: np.stack([pixels for pixels, _ in items]),
+           'label': np.asarray([label for _, label in items], np.int32)}

@@ -1,16 +1,24 @@
-"""The tf.data operations on frames: decoding, scaling, cropping, the training augmentation and normalisation.
+"""From stored frames to network input: the window a view needs is decoded, flipped and resized, nothing else.
 
-Every function runs inside a tf.data graph. Randomness is stateless: it comes from the seeds passed in, so a
-clip's augmentation is a function of its seed alone. ``c`` is ``config.data`` (documented in
-``configs/default.py``); ``check_settings`` checks that the fields these operations read fit each other.
+The paper's recipe scales each frame so that its shorter side is s (random in [256, 320] for training, 256 for
+testing) and then crops a square (docs/paper.md §5). A crop of side c from a frame scaled to shorter side s is the
+stored frame's square of side c·short/s, resized to c: so a view is planned in the stored frame's pixels
+(``Window``, in ``nonlocal_jax.data.views``), only that window is decoded (``tf.io.decode_and_crop_jpeg`` skips
+the IDCT and colour conversion of everything else), flipped while it is still small, and resized bilinearly to the
+output size (half-pixel centres, no antialiasing, as ``tf.image.resize``). Whole frames are never scaled. The
+result is uint8: the network's input normalisation runs on the device (``nonlocal_jax.training.steps``), which
+also makes the host-to-device copy four times smaller than float32 clips.
+
+``c`` is ``config.data`` (documented in configs/default.py); ``check_settings`` checks that the fields these
+operations read fit each other.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
-from nonlocal_jax.data import normalization
-from nonlocal_jax.data import sampling
+_JPEG_MARGIN = 16  # Pixels decoded around a window: one 4:2:0 MCU, beyond the reach of chroma upsampling.
 
 
 def check_settings(c, kind: str) -> None:
@@ -30,60 +38,73 @@ def check_settings(c, kind: str) -> None:
       raise ValueError(f'config.data.{field} must be {need}: fix it in the config.')
 
 
-def normalize(x: tf.Tensor, c) -> tf.Tensor:
-  """``x`` as float32, normalised as ``config.data.normalization`` says (``nonlocal_jax.data.normalization``)."""
-  x = tf.cast(x, tf.float32)
-  constants = normalization.mean_and_std(c)
-  if constants is None:
-    return x
-  mean, std = constants
-  return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+class FrameDecoder:
+  """Produces views from encoded frames (or decoded uint8 frames): decode a window, flip it, resize it.
+
+  One instance per pipeline: its TensorFlow functions are traced once and shared by all worker threads
+  (TensorFlow releases the GIL while they run, so threads decode in parallel).
+  """
+
+  def __init__(self):
+    view_spec = [tf.TensorSpec([4], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)]
+    self._encoded = tf.function(self._from_encoded, input_signature=[tf.TensorSpec([None], tf.string), *view_spec])
+    self._pixels = tf.function(self._from_pixels,
+                               input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8), *view_spec])
+    self._window = tf.function(_decode_window, input_signature=[tf.TensorSpec([None], tf.string),
+                                                                 tf.TensorSpec([4], tf.int32)])
+
+  def encoded(self, frames, window, size: int, flip: bool = False) -> np.ndarray:
+    """uint8 (T, size, size, 3): ``window`` (top, left, height, width) of each encoded JPEG/PNG frame, resized."""
+    return self._encoded(list(frames), window, size, flip).numpy()
+
+  def pixels(self, frames: np.ndarray, window, size: int, flip: bool = False) -> np.ndarray:
+    """uint8 (T, size, size, 3): ``window`` of decoded uint8 frames (T, H, W, 3), resized."""
+    return self._pixels(frames, window, size, flip).numpy()
+
+  def encoded_window(self, frames, window) -> np.ndarray:
+    """uint8 (T, height, width, 3): ``window`` of each encoded frame, decoded and nothing else."""
+    return self._window(list(frames), window).numpy()
+
+  def decode_all(self, frames) -> np.ndarray:
+    """uint8 (T, H, W, 3): every frame of ``frames`` decoded whole (for the in-memory cache of small datasets)."""
+    return np.stack([tf.io.decode_image(f, channels=3, expand_animations=False).numpy() for f in frames])
+
+  def _from_encoded(self, frames, window, size, flip):
+    return self._resize(_decode_window(frames, window), size, flip)
+
+  def _from_pixels(self, frames, window, size, flip):
+    return self._resize(_crop(frames, window, axis=1), size, flip)
+
+  @staticmethod
+  def _resize(pixels, size, flip):
+    # Flipping the small uint8 window before the resize equals flipping after it: the half-pixel sampling grid
+    # is symmetric.
+    pixels = tf.cond(flip, lambda: tf.reverse(pixels, axis=[2]), lambda: pixels)
+    shape = tf.shape(pixels)
+    same = tf.logical_and(tf.equal(shape[1], size), tf.equal(shape[2], size))
+    return tf.cond(same, lambda: pixels,
+                   lambda: tf.cast(tf.round(tf.image.resize(pixels, tf.stack([size, size]))), tf.uint8))
 
 
-def decode_frames(encoded: tf.Tensor) -> tf.Tensor:
-  """Decodes a vector of JPEG/PNG frames into uint8 (T, H, W, 3); only the frames a clip needs are decoded."""
-  return tf.map_fn(lambda b: tf.io.decode_image(b, channels=3, expand_animations=False), encoded,
-                   fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+def _decode_window(frames, window):
+  def decode(frame):
+    return tf.cond(tf.io.is_jpeg(frame), lambda: _decode_jpeg_window(frame, window),
+                   lambda: _crop(tf.io.decode_image(frame, channels=3, expand_animations=False), window))
+  return tf.map_fn(decode, frames, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
-def resize_short(frames: tf.Tensor, short_side) -> tf.Tensor:
-  """``frames`` (..., H, W, C) scaled bilinearly so that their shorter side is ``short_side``."""
-  shape = tf.shape(frames)
-  new_h, new_w = sampling.tf_scaled_size(shape[-3], shape[-2], short_side)
-  return tf.image.resize(frames, tf.stack([new_h, new_w]), method='bilinear')
+def _decode_jpeg_window(frame, window):
+  # A partial JPEG decode upsamples chroma without the pixels beyond its window, so its edge pixels differ from a
+  # full decode's; decoding a margin around the window and dropping it gives the full decode's pixels exactly.
+  shape = tf.image.extract_jpeg_shape(frame)
+  top = tf.maximum(window[0] - _JPEG_MARGIN, 0)
+  left = tf.maximum(window[1] - _JPEG_MARGIN, 0)
+  bottom = tf.minimum(window[0] + window[2] + _JPEG_MARGIN, shape[0])
+  right = tf.minimum(window[1] + window[3] + _JPEG_MARGIN, shape[1])
+  wide = tf.io.decode_and_crop_jpeg(frame, tf.stack([top, left, bottom - top, right - left]), channels=3)
+  return wide[window[0] - top:window[0] - top + window[2], window[1] - left:window[1] - left + window[3]]
 
 
-def center_crop(frames: tf.Tensor, size: int) -> tf.Tensor:
-  """The centre ``size``×``size`` square of ``frames`` (..., H, W, C)."""
-  shape = tf.shape(frames)
-  offset = sampling.tf_crop_offsets(shape[-3], shape[-2], size, 1)[0]
-  return frames[..., offset[0]:offset[0] + size, offset[1]:offset[1] + size, :]
-
-
-def train_clip(video: tf.Tensor, seed: tf.Tensor, c, decoded: bool = False) -> tf.Tensor:
-  """A training clip of ``video`` (encoded frames, or uint8 frames if ``decoded``): sampled, augmented, normalised."""
-  seeds = tf.random.experimental.stateless_split(seed, 4)
-  indices = sampling.tf_train_clip_indices(tf.shape(video)[0], c.num_frames, c.frame_stride, seeds[0])
-  frames = tf.gather(video, indices) if decoded else decode_frames(tf.gather(video, indices))
-  return _augment(frames, seeds[1:], c, time_axis=True)
-
-
-def train_image(image: tf.Tensor, seed: tf.Tensor, c) -> tf.Tensor:
-  """A training view of ``image``: augmented as a clip's frames are, normalised."""
-  seeds = tf.random.experimental.stateless_split(seed, 3)
-  return _augment(image, seeds, c, time_axis=False)
-
-
-def _augment(frames: tf.Tensor, seeds: tf.Tensor, c, time_axis: bool) -> tf.Tensor:
-  short = tf.random.stateless_uniform([], seeds[0], minval=c.train_short_side_min,
-                                      maxval=c.train_short_side_max + 1, dtype=tf.int32)
-  frames = resize_short(frames, short)
-  shape = tf.shape(frames)
-  offset = sampling.tf_random_crop_offset(shape[-3], shape[-2], c.crop_size, seeds[1])
-  frames = frames[..., offset[0]:offset[0] + c.crop_size, offset[1]:offset[1] + c.crop_size, :]
-  if c.random_flip:
-    flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
-    frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[-2]), lambda: frames)
-  frames = normalize(frames, c)
-  lead = [c.num_frames] if time_axis else []
-  return tf.ensure_shape(frames, lead + [c.crop_size, c.crop_size, 3])
+def _crop(image, window, axis=0):
+  index = [slice(None)] * axis + [slice(window[0], window[0] + window[2]), slice(window[1], window[1] + window[3])]
+  return image[tuple(index)]

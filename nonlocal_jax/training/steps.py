@@ -45,8 +45,12 @@ def _input_key(batch: dict) -> str:
   return 'clips' if 'clips' in batch else 'image'
 
 
+def _identity(x):
+  return x
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, schedule,
-               accumulation_steps: int = 1) -> tuple[TrainState, dict]:
+               accumulation_steps: int = 1, normalize=_identity) -> tuple[TrainState, dict]:
   """One update on this device's share of the batch; call it under ``shard_map`` over the 'batch' axis.
 
   The share is split into ``accumulation_steps`` micro-batches, whose gradients are averaged (each micro-batch
@@ -54,6 +58,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
   Returns the new state and the device-averaged metrics loss, top1, top5, grad_norm, learning_rate, and
   'nonfinite': the ``nonfinite_code`` of this step's loss, gradient norm and new parameters, BatchNorm statistics
   and optimiser state (0 when all are finite; not an average, the loop keeps it out of the logged means).
+  ``normalize`` turns the batch's input into the network's (``nonlocal_jax.data.normalization.on_device``).
   """
   key = _input_key(batch)
   n = accumulation_steps
@@ -62,8 +67,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
 
   def loss_fn(params, batch_stats, mb, mb_rng):
     variables = {'params': params, **({'batch_stats': batch_stats} if has_stats else {})}
-    logits, updates = model.apply(variables, mb[key], train=True, mutable=['batch_stats'] if has_stats else [],
-                                  rngs={'dropout': mb_rng})
+    logits, updates = model.apply(variables, normalize(mb[key]), train=True,
+                                  mutable=['batch_stats'] if has_stats else [], rngs={'dropout': mb_rng})
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, mb['label']).mean()
     return loss, (logits, updates.get('batch_stats', batch_stats) if has_stats else batch_stats)
 
@@ -102,16 +107,16 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
   return new_state, metrics
 
 
-def eval_step(variables: dict, batch: dict, *, model) -> jax.Array:
+def eval_step(variables: dict, batch: dict, *, model, normalize=_identity) -> jax.Array:
   """Class probabilities (B, num_classes) of this device's share; videos through the fully-convolutional test."""
   key = _input_key(batch)
   if key == 'clips':
-    return model.apply(variables, batch[key], train=False, fully_convolutional=True)
-  return jax.nn.softmax(model.apply(variables, batch[key], train=False), axis=-1)
+    return model.apply(variables, normalize(batch[key]), train=False, fully_convolutional=True)
+  return jax.nn.softmax(model.apply(variables, normalize(batch[key]), train=False), axis=-1)
 
 
-def batch_stats_step(variables: dict, batch: dict, *, model) -> Any:
+def batch_stats_step(variables: dict, batch: dict, *, model, normalize=_identity) -> Any:
   """The BatchNorm statistics of one batch (``model`` has bn_momentum=0, so running = batch), device-averaged."""
-  _, updates = model.apply(variables, batch[_input_key(batch)], train=True, mutable=['batch_stats'],
+  _, updates = model.apply(variables, normalize(batch[_input_key(batch)]), train=True, mutable=['batch_stats'],
                            rngs={'dropout': jax.random.PRNGKey(0)})
   return lax.pmean(updates['batch_stats'], AXIS)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from nonlocal_jax.data import normalization
 from nonlocal_jax.models import build_model
 from nonlocal_jax.training import optim
 from nonlocal_jax.training import parallel
@@ -32,8 +33,9 @@ class Trainer:
     self.tx, self.schedule = optim.create_optimizer(config.train, abstract_params, self.global_batch)
     rep = parallel.replicated(mesh)
     self.init_state = jax.jit(create_train_state(config, self.model, self.tx), out_shardings=rep)
+    normalize = normalization.on_device(config.data)
     step = functools.partial(steps.train_step, model=self.model, tx=self.tx, schedule=self.schedule,
-                             accumulation_steps=config.train.accumulation_steps)
+                             accumulation_steps=config.train.accumulation_steps, normalize=normalize)
 
     def per_device_step(state, batch):
       rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(AXIS))
@@ -41,11 +43,13 @@ class Trainer:
 
     self.train_step = parallel.map_over_devices(per_device_step, mesh, (P(), P(AXIS)), (P(), P()),
                                                 donate_argnums=(0,))
-    self.eval_step = parallel.map_over_devices(functools.partial(steps.eval_step, model=self.model), mesh,
+    self.eval_step = parallel.map_over_devices(functools.partial(steps.eval_step, model=self.model,
+                                                                 normalize=normalize), mesh,
                                                (P(), P(AXIS)), P(AXIS))
     # Momentum 0 makes the 'running' averages the statistics of the batch just seen (for precise BN).
     stats_model = self.model.clone(bn_momentum=0.0)
-    self.stats_step = parallel.map_over_devices(functools.partial(steps.batch_stats_step, model=stats_model), mesh,
+    self.stats_step = parallel.map_over_devices(functools.partial(steps.batch_stats_step, model=stats_model,
+                                                                  normalize=normalize), mesh,
                                                 (P(), P(AXIS)), P())
 
   def variables(self, state: TrainState) -> dict:

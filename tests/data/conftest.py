@@ -38,7 +38,7 @@ def small_video_config(**overrides):
   c.num_frames, c.frame_stride = 8, 2
   c.train_short_side_min, c.train_short_side_max, c.crop_size = 64, 80, 56
   c.test_short_side, c.test_crop_size = 64, 64
-  c.global_batch_size, c.eval_global_batch_size, c.shuffle_buffer = 2, 4, 8
+  c.global_batch_size, c.eval_global_batch_size, c.num_workers = 2, 4, 2
   for k, v in overrides.items():
     setattr(c, k, v)
   return c

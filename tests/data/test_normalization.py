@@ -1,5 +1,6 @@
 """The input normalisation has one home: its constants, their inverse, and the pipeline applying the same map."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -24,11 +25,19 @@ def test_official_constants_and_the_inverse():
   assert normalization.normalize(image, none) is image and normalization.denormalize(image, none) is image
 
 
-@pytest.mark.parametrize('kind', ['official', 'mean_std'])
-def test_the_pipeline_normalises_as_the_module_says(synthetic_prepared, kind):
+@pytest.mark.parametrize('kind', ['official', 'mean_std', 'none'])
+def test_the_steps_normalise_the_pipelines_pixels_as_the_module_says(synthetic_prepared, kind):
   one = layout_lib.ProcessLayout(0, 1, 1)
-  raw = next(data.create_train_iterator(synthetic_config(synthetic_prepared, normalization='none'), seed=0,
-                                        layout=one))
   c = synthetic_config(synthetic_prepared, normalization=kind)
-  normalised = next(data.create_train_iterator(c, seed=0, layout=one))
-  np.testing.assert_allclose(normalised['clips'], normalization.normalize(raw['clips'], c), rtol=1e-6, atol=1e-6)
+  pixels = next(data.create_train_iterator(c, seed=0, layout=one))['clips']
+  # The host delivers the same uint8 pixels whatever the normalisation; the device normalises them.
+  raw = next(data.create_train_iterator(synthetic_config(synthetic_prepared, normalization='none'), seed=0,
+                                        layout=one))['clips']
+  np.testing.assert_array_equal(pixels, raw)
+  assert pixels.dtype == np.uint8
+  on_device = jax.jit(normalization.on_device(c))
+  got = np.asarray(on_device(pixels))
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, normalization.normalize(pixels.astype(np.float64), c), rtol=1e-6, atol=1e-5)
+  already = np.ones((2, 3), np.float32)  # Float inputs (fake data) pass unchanged.
+  np.testing.assert_array_equal(np.asarray(on_device(already)), already)

@@ -1,0 +1,112 @@
+"""One example of a prepared split, as the pipelines use it: its encoded frames, its label, and its views.
+
+An example is read by position (``nonlocal_jax.data.records``) and parsed as the ``tf.train.Example`` TFDS wrote:
+a video's frames are its input feature's list of JPEG/PNG strings (an image is a list of one), the label an int.
+Nothing is decoded until a view is asked for, and then only the frames and the window the view needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+from nonlocal_jax.data import builders
+from nonlocal_jax.data import image_header
+from nonlocal_jax.data import records
+from nonlocal_jax.data import sampling
+from nonlocal_jax.data import transforms
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """The parts of one stored example the pipelines read."""
+  frames: Sequence[bytes]  # Encoded frames (one for an image).
+  label: int
+  height: int  # Of the stored frames (read from the first frame's header).
+  width: int
+
+
+class ExampleReader:
+  """Reads the examples of one split and makes their training and evaluation views.
+
+  ``cache_decoded`` keeps each video's decoded frames in memory after its first read (small datasets only: the
+  synthetic benchmark's PNG frames cost as much to decode as its model costs to train).
+  """
+
+  def __init__(self, source: records.Source, features: builders.DatasetFeatures, c, cache_decoded: bool = False):
+    self.source = source
+    self.features = features
+    self.config = c  # config.data
+    self._decoder = transforms.FrameDecoder()
+    self.configache: Optional[dict[int, np.ndarray]] = {} if cache_decoded else None
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def read(self, index: int) -> Example:
+    """The example at position ``index`` of the split."""
+    feature = self.source.example(index).features.feature
+    frames = feature[self.features.input_key].bytes_list.value
+    label = int(feature[self.features.label_key].int64_list.value[0])
+    if not frames:
+      raise ValueError(f'Example {index} of {self.features.input_key!r} holds no frame: prepare the dataset again.')
+    height, width = image_header.frame_size(frames[0])
+    return Example(frames, label, height, width)
+
+  def train_view(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """uint8 (T, crop, crop, 3) (or (crop, crop, 3) for an image) and the label: the paper's training view.
+
+    The random choices are drawn from ``rng`` in a fixed order: the clip's window in time, the scale, the crop's
+    place, the flip.
+    """
+    c = self.config
+    example = self.read(index)
+    video = self.features.kind == 'video'
+    indices = (sampling.train_clip_indices(len(example.frames), c.num_frames, c.frame_stride, rng) if video
+               else np.zeros(1, np.int64))
+    window, flip = sampling.train_window(example.height, example.width, c, rng)
+    pixels = self._views(index, example, indices, [window], c.crop_size, flip)[0]
+    return (pixels if video else pixels[0]), example.label
+
+  def eval_views(self, index: int, clip: Optional[int], mode: str) -> tuple[list[np.ndarray], int]:
+    """The evaluation views of example ``index`` and its label.
+
+    ``mode='test'``: clip ``clip`` of the ``test_num_clips`` (time positions ``sampling.test_clip_indices``) in
+    ``test_num_crops`` crops of ``test_crop_size`` along the longer side of the frame scaled to ``test_short_side``.
+    ``mode='val'``: the centre clip in one centre ``crop_size`` crop. Images: one centre ``crop_size`` crop.
+    """
+    c = self.config
+    example = self.read(index)
+    n = len(example.frames)
+    if self.features.kind == 'image':
+      indices, crops, size = np.zeros(1, np.int64), 1, c.crop_size
+    elif mode == 'val':
+      indices, crops, size = sampling.center_clip_indices(n, c.num_frames, c.frame_stride), 1, c.crop_size
+    else:
+      indices = sampling.test_clip_indices(n, c.num_frames, c.frame_stride, c.test_num_clips)[clip]
+      crops, size = c.test_num_crops, c.test_crop_size
+    short = c.test_short_side
+    windows = sampling.test_windows(example.height, example.width, size, short, crops)
+    views = self._views(index, example, indices, windows, size, False)
+    if self.features.kind == 'image':
+      views = [v[0] for v in views]
+    return views, example.label
+
+  def _views(self, index, example, indices, windows, size, flip) -> list[np.ndarray]:
+    if self.configache is not None:
+      frames = self.configache.get(index)
+      if frames is None:
+        frames = self.configache.setdefault(index, self._decoder.decode_all(example.frames))
+      frames = frames[indices]
+      return [self._decoder.pixels(frames, tuple(int(v) for v in w), size, flip) for w in windows]
+    encoded = [example.frames[i] for i in indices]
+    if len(windows) == 1:
+      return [self._decoder.encoded(encoded, tuple(int(v) for v in windows[0]), size, flip)]
+    # Several crops of one clip: decode the region they span once, then cut each crop from it.
+    top, left = windows[:, 0].min(), windows[:, 1].min()
+    bottom, right = (windows[:, 0] + windows[:, 2]).max(), (windows[:, 1] + windows[:, 3]).max()
+    region = self._decoder.encoded_window(encoded, (int(top), int(left), int(bottom - top), int(right - left)))
+    return [self._decoder.pixels(region, (int(w[0] - top), int(w[1] - left), int(w[2]), int(w[3])), size, flip)
+            for w in windows]
