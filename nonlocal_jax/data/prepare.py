@@ -31,6 +31,7 @@ from nonlocal_jax import paths
 from nonlocal_jax.data import _compat
 from nonlocal_jax.data import builders
 from nonlocal_jax.data import kinetics as kinetics_lib
+from nonlocal_jax.data import records
 from nonlocal_jax.data import synthetic as synthetic_lib
 
 # Nothing imported here imports TensorFlow: Kinetics decoding workers are started with 'spawn' and re-import this
@@ -64,6 +65,13 @@ class KineticsSummary:
     return (f'{name}: used {sum(self.used.values())} of {sum(self.total.values())} videos ({per_split}); '
             f'{rows}{len(self.skipped)} videos skipped, listed in {self.report_path}; '
             + (f'{resumed} taken from an interrupted run; ' if resumed else '') + f'{self.seconds:.1f} s.')
+
+
+def index_splits(builder: tfds.core.DatasetBuilder) -> None:
+  """Builds the offset index of every shard of every split (``nonlocal_jax.data.records``) beside the dataset, so
+  that a copy of the folder (e.g. to gs://) carries it and no reader has to scan the shards."""
+  for split in builder.info.splits:
+    records.open_split(builder, split)
 
 
 def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_dir: str, *,
@@ -100,6 +108,7 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
         f'No video of one split could be decoded ({e}): check that --videos={videos_dir} holds the clips named in '
         f'the CSVs, and see {report} for why each one was skipped.') from e
   report = builder.write_report()
+  index_splits(builder)
   if not keep_cache:
     # The cache only serves to resume an interrupted run; once the dataset is written it is a second copy.
     cache = kinetics_lib.cache_dir(data_dir, variant, short_side, max_fps)
@@ -131,6 +140,7 @@ def prepare_synthetic(name: str, data_dir: str, **settings) -> tfds.core.Dataset
   start = time.time()
   with _compat.no_progress_bars():  # Seconds of work: the two lines say it; bars would add dozens in a log.
     builder.download_and_prepare()
+  index_splits(builder)
   print(f'Generated {label} in {time.time() - start:.1f} s.')
   return builder
 
@@ -185,6 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   builder = builders.get_builder(args.name, data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
+  index_splits(builder)
   print(f'{args.name} is prepared in {data_dir}.')
   return 0
 
