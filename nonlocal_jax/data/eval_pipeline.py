@@ -1,9 +1,9 @@
 """The evaluation input: every view of every example of this process's share once, the last batch padded.
 
-A batch holds ``clips`` float32 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images), ``label`` int32 (B,),
-``mask`` bool (B,) (False on padding), and for videos ``video_id`` int32 (B,) (one id per video, shared by all
-its views, unique across processes) and ``view_index`` int32 (B,) (clip × crops + crop); for images
-``image_id``. Evaluation pads its last batch (``mask`` False) instead of dropping it, and every process yields the
+A batch holds ``clips`` float32 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images), ``label`` int32 (B,)
+(multi-label datasets: float32 (B, num_classes) multi-hot), ``mask`` bool (B,) (False on padding), and for
+videos ``video_id`` int32 (B,) (one id per video, shared by all its views, unique across processes) and
+``view_index`` int32 (B,) (clip × crops + crop); for images ``image_id``. Evaluation pads its last batch (``mask`` False) instead of dropping it, and every process yields the
 same number of batches, so collective steps never hang on an uneven split.
 """
 
@@ -91,7 +91,7 @@ def create_eval_dataset(data_config, *, split: Optional[str] = None, mode: str =
   def common(index, example):
     # Interleaved ids (local index × processes + process) are unique across processes without knowing offsets.
     return {id_key: tf.cast(index * layout.count + layout.index, tf.int32),
-            'label': tf.cast(example[features.label_key], tf.int32)}
+            'label': transforms.label(example[features.label_key], features)}
 
   if features.kind == 'image':
     views = 1
@@ -138,7 +138,7 @@ def create_eval_dataset(data_config, *, split: Optional[str] = None, mode: str =
       crops = tf.ensure_shape(transforms.normalize(crops, c),
                               [c.test_num_crops, c.num_frames, c.test_crop_size, c.test_crop_size, 3])
       n = c.test_num_crops
-      return {'clips': crops, 'video_id': tf.fill([n], clip['video_id']), 'label': tf.fill([n], clip['label']),
+      return {'clips': crops, 'video_id': tf.fill([n], clip['video_id']), 'label': tf.repeat(clip['label'][None], n, axis=0),
               'view_index': clip['clip'] * n + tf.range(n, dtype=tf.int32), 'mask': tf.fill([n], True)}
 
     ds = ds.flat_map(clips_of).map(crops_of, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()

@@ -28,7 +28,8 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
   Clips: ``num_frames`` frames every ``frame_stride`` from a random window (short videos loop), shorter side
   scaled to a random size in [train_short_side_min, train_short_side_max], a random ``crop_size`` square, a
   random horizontal flip, then normalisation. Images: the same without the time axis. A batch holds ``clips``
-  float32 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images) and ``label`` int32 (B,).
+  float32 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images) and ``label`` int32 (B,) (multi-label datasets:
+  float32 (B, num_classes) multi-hot, ``transforms.label``).
 
   ``start_batch`` resumes the stream: the iterator yields exactly what a fresh one yields after that many
   batches (the examples before it are read but not decoded), so a resumed run sees the same data.
@@ -61,7 +62,7 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
       out = {'clips': transforms.train_clip(example[features.input_key], example_seed, c, decoded)}
     else:
       out = {'image': transforms.train_image(example[features.input_key], example_seed, c)}
-    out['label'] = tf.cast(example[features.label_key], tf.int32)
+    out['label'] = transforms.label(example[features.label_key], features)
     return out
 
   ds = ds.map(transform, num_parallel_calls=AUTOTUNE, deterministic=True)

@@ -87,3 +87,13 @@ def _augment(frames: tf.Tensor, seeds: tf.Tensor, c, time_axis: bool) -> tf.Tens
   frames = normalize(frames, c)
   lead = [c.num_frames] if time_axis else []
   return tf.ensure_shape(frames, lead + [c.crop_size, c.crop_size, 3])
+
+
+def label(value: tf.Tensor, features) -> tf.Tensor:
+  """An example's label as batches carry it: its class as int32, or for a multi-label dataset
+  (``features.multi_label``: ``value`` lists the example's classes) a multi-hot float32 (num_classes,) row."""
+  if features.multi_label:
+    # A sum of one-hots, capped at 1: a class listed twice is still one positive, and no class gives zeros.
+    hot = tf.one_hot(tf.cast(value, tf.int32), features.num_classes, dtype=tf.float32)
+    return tf.minimum(tf.reduce_sum(hot, axis=0), 1.0)
+  return tf.cast(value, tf.int32)
