@@ -121,3 +121,15 @@ def test_files_and_round_trip(tmp_path):
   for field in ('video_ids', 'video_scores', 'video_labels', 'video_num_views', 'per_class_ap'):
     np.testing.assert_array_equal(getattr(loaded, field), getattr(result, field), err_msg=field)
   assert 'mAP' in loaded.summary() and 'max over views' in loaded.summary()
+
+
+def test_single_label_videos_can_be_pooled_by_max_too():
+  batches = cases.make_batches(cases.VIEW_ORDER, batch_size=5)
+  result = ev.evaluate(cases.fake_predict(), batches, num_classes=cases.NUM_CLASSES, view_pooling='max')
+  expected = [np.max([cases.TABLE[key] for key in cases.TABLE if key[0] == n], axis=0) for n in 'abcdef']
+  np.testing.assert_array_equal(result.video_scores, expected)
+  assert result.view_pooling == 'max' and not result.multi_label
+  # The default stays the mean of the paper's Kinetics test.
+  assert ev.evaluate(cases.fake_predict(), batches, num_classes=cases.NUM_CLASSES).view_pooling == 'mean'
+  with pytest.raises(ValueError, match=r"view_pooling='median': use one of \('mean', 'max'\)"):
+    ev.evaluate(cases.fake_predict(), batches, num_classes=cases.NUM_CLASSES, view_pooling='median')
