@@ -3,8 +3,9 @@
 A batch holds ``clips`` float32 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images), ``label`` int32 (B,)
 (multi-label datasets: float32 (B, num_classes) multi-hot), ``mask`` bool (B,) (False on padding), and for
 videos ``video_id`` int32 (B,) (one id per video, shared by all its views, unique across processes) and
-``view_index`` int32 (B,) (clip × crops + crop); for images ``image_id``. Evaluation pads its last batch (``mask`` False) instead of dropping it, and every process yields the
-same number of batches, so collective steps never hang on an uneven split.
+``view_index`` int32 (B,) (clip × crops + crop); for images ``image_id``. Evaluation pads its last batch
+(``mask`` False) instead of dropping it, and every process yields the same number of batches, so collective steps
+never hang on an uneven split.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def create_eval_dataset(data_config, *, split: Optional[str] = None, mode: str =
       crops = tf.ensure_shape(transforms.normalize(crops, c),
                               [c.test_num_crops, c.num_frames, c.test_crop_size, c.test_crop_size, 3])
       n = c.test_num_crops
-      return {'clips': crops, 'video_id': tf.fill([n], clip['video_id']), 'label': tf.repeat(clip['label'][None], n, axis=0),
+      return {'clips': crops, 'video_id': tf.fill([n], clip['video_id']),
+              'label': tf.repeat(clip['label'][None], n, axis=0),  # A class or a multi-hot row per crop.
               'view_index': clip['clip'] * n + tf.range(n, dtype=tf.int32), 'mask': tf.fill([n], True)}
 
     ds = ds.flat_map(clips_of).map(crops_of, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()

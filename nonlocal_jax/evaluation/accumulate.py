@@ -3,10 +3,11 @@
 The paper's test (docs/paper.md §5): K clips × 3 crops per video through the fully-convolutional network, softmax
 scores averaged over the views of a video. Multi-label datasets (``multi_label=True``: labels are multi-hot rows,
 scores per-class sigmoids) are scored by mean average precision (``average_precision``), their views pooled by
-their maximum as the official Charades evaluation does (``view_pooling``; the mean stays an option). ``evaluate(predict_fn, batches, num_classes=...)`` runs it over the
-padded batches of ``nonlocal_jax.data.create_eval_dataset`` (or any iterable of such dicts) and returns an
-``EvalResult``; ``ViewAccumulator`` is the same batch by batch. A config with one view per video (one clip, one
-crop) is evaluated the same way: its clip and video metrics are then equal.
+their maximum as the official Charades evaluation does (``view_pooling``; the mean stays an option).
+``evaluate(predict_fn, batches, num_classes=...)`` runs it over the padded batches of
+``nonlocal_jax.data.create_eval_dataset`` (or any iterable of such dicts) and returns an ``EvalResult``;
+``ViewAccumulator`` is the same batch by batch. A config with one view per video (one clip, one crop) is evaluated
+the same way: its clip and video metrics are then equal.
 
 Multi-host: each process evaluates its own videos and ``result()`` gathers the per-video sums of all processes
 (see ``gather``), so that every process returns the same global result.

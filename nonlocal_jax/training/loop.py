@@ -157,7 +157,8 @@ def _progress_line(config, step: int, means: dict) -> str:
   else:
     accuracy = f'top1 {means["top1"]:.3f}' + (f' top5 {means["top5"]:.3f}' if _shows_top5(config) else '')
   eta = means['step_time_s'] * (num_steps - step)
-  return (f'step {step}/{num_steps} ({100 * step / num_steps:.0f}%) loss {means["loss"]:.4f} {accuracy} lr {means["learning_rate"]:.3g} | {means["clips_per_s"]:.1f} clips/s '
+  return (f'step {step}/{num_steps} ({100 * step / num_steps:.0f}%) loss {means["loss"]:.4f} {accuracy} lr '
+          f'{means["learning_rate"]:.3g} | {means["clips_per_s"]:.1f} clips/s '
           f'{means["step_time_s"]:.3f} s/step ETA {console.format_duration(eta)}')
 
 
