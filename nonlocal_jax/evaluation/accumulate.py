@@ -159,8 +159,7 @@ class ViewAccumulator:
       labels = labels.reshape(n, self.num_classes)
     else:
       n = labels.size
-      labels = labels.reshape(n)
-    labels = labels.astype(np.int64)
+      labels = labels.reshape(n).astype(np.int64)
     ids = _flat(batch[id_key], n, id_key)
     if not np.issubdtype(ids.dtype, np.integer):
       raise ValueError(f'Batch field {id_key!r} holds {ids.dtype} values: ids must be integers (one per video, '
@@ -189,6 +188,7 @@ class ViewAccumulator:
         i = not_binary[0]
         raise _InvalidData(f'The multi-hot label of video {ids[i]} holds values other than 0 and 1: the dataset '
                            'is not multi-label as the evaluation was told.')
+      labels = labels.astype(np.int64)  # Checked first: a cast would turn 0.5 into 0.
     else:
       out_of_range = np.flatnonzero((labels < 0) | (labels >= self.num_classes))
       if out_of_range.size:

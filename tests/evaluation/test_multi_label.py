@@ -87,9 +87,10 @@ def test_labels_that_are_not_multi_hot_rows_fail_in_one_sentence():
   batches = _batches(ORDER)
   with pytest.raises(ValueError, match='multi-hot rows of num_classes=5'):
     ev.evaluate(_predict, batches, num_classes=5, multi_label=True)
-  batches[0]['label'][0, 0] = 2.0
-  with pytest.raises(ValueError, match='holds values other than 0 and 1'):
-    ev.evaluate(_predict, batches, num_classes=K, multi_label=True)
+  for value in (2.0, 0.5):  # 0.5 would pass as 0 if the labels were cast to integers before the check.
+    batches[0]['label'][0, 0] = value
+    with pytest.raises(ValueError, match='holds values other than 0 and 1'):
+      ev.evaluate(_predict, batches, num_classes=K, multi_label=True)
 
 
 def test_two_processes_get_the_one_process_result_bit_for_bit():
