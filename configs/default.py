@@ -71,6 +71,7 @@ def data_config() -> ml_collections.ConfigDict:
   # `python -m nonlocal_jax.data.prepare`), 'synthetic_long_range/same_different' or '/sum_mod10', 'ucf101',
   # 'cifar10', 'imagenet2012', 'imagenette', ...; or 'fake': random clips and labels generated on the devices, for
   # measuring training throughput (configs/benchmark.py; nothing read, no evaluation, model.num_classes classes).
+  # Multi-label: 'synthetic_long_range/unpaired_digits' (configs/synthetic_multilabel.py).
   field('name', 'kinetics400', text())
   field('data_dir', None, text(optional=True))  # TFDS data directory; None: ~/tensorflow_datasets.
   field('train_split', 'train', text())  # TFDS split (or slice, 'train[:10%]') to train on.
@@ -89,6 +90,9 @@ def data_config() -> ml_collections.ConfigDict:
   field('test_crop_size', 256, integer(1))  # Side of each test crop (the network runs fully convolutionally).
   field('test_num_clips', 10, integer(1))  # K: clip j starts at floor(num_frames * j / K).
   field('test_num_crops', 3, integer(1))  # Crops per clip: start, centre and end of the longer side (1: centre).
+  # How a video's test views make its scores: 'mean' (the paper's Kinetics test), 'max' (the official Charades
+  # evaluation), or 'auto': max for multi-label datasets, mean for the others.
+  field('test_view_pooling', 'auto', one_of('auto', 'mean', 'max'))
   # Normalisation of 0-255 RGB: 'official' (x - 114.75) / 57.375, 'mean_std' (x - mean) / std, or 'none'.
   field('normalization', 'official', one_of(*normalization.KINDS))
   field('mean', (123.675, 116.28, 103.53), numbers(3, 0))  # Per-channel mean (0-255) used by 'mean_std'.

@@ -114,6 +114,10 @@ class DatasetFeatures:
   label_key: str  # Feature holding the class.
   num_classes: int  # Classes of the label feature.
   label_names: tuple[str, ...]  # The label feature's names, in label order ('0', '1', ... when it has none).
+  # A multi-label dataset: the label feature is a Sequence of ClassLabel (an example's classes, any number of
+  # them); batches carry it as a multi-hot float32 row of num_classes, trained with per-class sigmoids and
+  # evaluated by mean average precision.
+  multi_label: bool = False
 
 
 def dataset_features(builder: tfds.core.DatasetBuilder) -> DatasetFeatures:
@@ -133,10 +137,14 @@ def dataset_features(builder: tfds.core.DatasetBuilder) -> DatasetFeatures:
     raise ValueError(f'Dataset {builder.name!r} has neither a Video nor an Image feature: use a video or image '
                      'classification dataset.')
   label_key = 'label' if 'label' in features else (builder.info.supervised_keys or (None, None))[1]
-  if label_key not in features or not isinstance(features[label_key], tfds.features.ClassLabel):
-    raise ValueError(f'Dataset {builder.name!r} has no ClassLabel "label" feature: use a classification dataset.')
-  label = features[label_key]
-  return DatasetFeatures(kind, key, label_key, label.num_classes, tuple(label.names))
+  label = features[label_key] if label_key in features else None
+  multi_label = isinstance(label, tfds.features.Sequence) and isinstance(label.feature, tfds.features.ClassLabel)
+  if multi_label:
+    label = label.feature
+  if not isinstance(label, tfds.features.ClassLabel):
+    raise ValueError(f'Dataset {builder.name!r} has no ClassLabel "label" feature (nor a Sequence of ClassLabel, '
+                     'for multi-label): use a classification dataset.')
+  return DatasetFeatures(kind, key, label_key, label.num_classes, tuple(label.names), multi_label)
 
 
 def num_classes(data_config, builder: Optional[tfds.core.DatasetBuilder] = None) -> int:

@@ -1,9 +1,9 @@
 """The evaluation input: every view of every example of this process's share once, the last batch padded.
 
 A batch holds ``clips`` uint8 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images; normalised on the device by the
-eval step), ``label`` int32 (B,), ``mask`` bool (B,) (False on padding), and for videos ``video_id`` int32 (B,)
-(one id per video, shared by all its views, unique across processes) and ``view_index`` int32 (B,) (clip × crops
-+ crop); for images ``image_id``. Evaluation pads its last batch (``mask`` False) instead of dropping it, and every
+eval step), ``label`` int32 (B,) (multi-label datasets: float32 (B, num_classes) multi-hot), ``mask`` bool (B,)
+(False on padding), and for videos ``video_id`` int32 (B,) (one id per video, shared by all its views, unique
+across processes) and ``view_index`` int32 (B,) (clip × crops + crop); for images ``image_id``. Evaluation pads its last batch (``mask`` False) instead of dropping it, and every
 process yields the same number of batches, so collective steps never hang on an uneven split.
 """
 
@@ -85,7 +85,8 @@ def _stack(rows: list[dict], size: int, template: Optional[dict] = None) -> dict
   out = {}
   for k, example in template.items():
     example = np.asarray(example)
-    dtype = np.int32 if k in ('label', 'video_id', 'image_id', 'view_index') else example.dtype
+    integer = k in ('video_id', 'image_id', 'view_index') or (k == 'label' and example.dtype.kind in 'iu')
+    dtype = np.int32 if integer else example.dtype
     array = np.zeros((size,) + example.shape, dtype)
     for i, row in enumerate(rows):
       array[i] = row[k]
@@ -97,7 +98,8 @@ def _template(reader, key, id_key, is_video, mode) -> dict:
   c = reader.config
   size = c.test_crop_size if (is_video and mode == 'test') else c.crop_size
   shape = ((c.num_frames,) if is_video else ()) + (size, size, 3)
-  row = {key: np.zeros(shape, np.uint8), id_key: 0, 'label': 0, 'mask': False}
+  label = np.zeros(reader.features.num_classes, np.float32) if reader.features.multi_label else 0
+  row = {key: np.zeros(shape, np.uint8), id_key: 0, 'label': label, 'mask': False}
   if is_video:
     row['view_index'] = 0
   return row

@@ -8,7 +8,7 @@ Nothing is decoded until a view is asked for, and then only the frames and the w
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from nonlocal_jax.data import transforms
 class Example:
   """The parts of one stored example the pipelines read."""
   frames: Sequence[bytes]  # Encoded frames (one for an image).
-  label: int
+  label: Union[int, np.ndarray]  # The class, or for a multi-label dataset a multi-hot float32 (num_classes,) row.
   height: int  # Of the stored frames (read from the first frame's header).
   width: int
 
@@ -49,11 +49,19 @@ class ExampleReader:
     """The example at position ``index`` of the split."""
     feature = self.source.example(index).features.feature
     frames = feature[self.features.input_key].bytes_list.value
-    label = int(feature[self.features.label_key].int64_list.value[0])
+    label = self._label(feature[self.features.label_key].int64_list.value)
     if not frames:
       raise ValueError(f'Example {index} of {self.features.input_key!r} holds no frame: prepare the dataset again.')
     height, width = image_header.frame_size(frames[0])
     return Example(frames, label, height, width)
+
+  def _label(self, values) -> Union[int, np.ndarray]:
+    if not self.features.multi_label:
+      return int(values[0])
+    # A class listed twice is still one positive; an example without any class is a row of zeros.
+    row = np.zeros(self.features.num_classes, np.float32)
+    row[np.asarray(values, np.int64)] = 1.0
+    return row
 
   def train_view(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """uint8 (T, crop, crop, 3) (or (crop, crop, 3) for an image) and the label: the paper's training view.

@@ -10,14 +10,21 @@ The label depends on both digits:
   'different' pair still two digits of different classes: a relation a network can pick up from the pair labels
   without first having to learn what a digit class is (with ``same='class'`` it must learn both at once, which
   takes far longer than a CPU-sized run: see configs/synthetic_nl.py);
-- ``sum_mod10``: (d1 + d2) mod 10.
+- ``sum_mod10``: (d1 + d2) mod 10;
+- ``unpaired_digits`` (multi-label, 10 classes): four digits, one in each of the first two frames and of the last
+  two. Each first-half digit comes back in the second half (the same image, at another place under other noise)
+  with probability 1/2; the second half's other digits are of classes the first half does not show. The label
+  holds the classes seen in one half only (those that left and those that came): 0, 2 or 4 of the 10 classes.
 
 Train, validation and test draw their digits from disjoint sets of digit images, so a model must recognise
 digits, not memorise images. Everything is generated locally and deterministically from the config's seed::
 
   python -m nonlocal_jax.data.prepare synthetic_long_range/same_different --data_dir=DIR
 
-Why it needs long range. A C2D network applies the same 2D network to every frame and relates frames only
+Why it needs long range. (``unpaired_digits``: class k is on when it is in exactly one half, an exclusive or of
+"k in the first half" and "k in the second half", which no sum of one term per half decides; a C2D network can
+only rank clips by how often k appears, putting the clips where k came back, its negatives, with or above those
+where it did not.) A C2D network applies the same 2D network to every frame and relates frames only
 through its final global average pool and linear classifier: its logits are ``W · mean_t f(x_t) + b``, a *sum*
 of one term per frame, so the logit difference between two classes is ``u(d1) + v(d2) + rest``. No such sum
 decides these labels: for ``same_different``, same(a, a) > 0 and same(b, b) > 0 would need u(a) + v(a) + u(b) +
@@ -46,9 +53,14 @@ from PIL import Image
 
 from nonlocal_jax.data import _compat
 
-TASKS = ('same_different', 'sum_mod10')
+TASKS = ('same_different', 'sum_mod10', 'unpaired_digits')
+# Tasks whose label is a set of classes (a Sequence of ClassLabel: multi-hot in the batches).
+MULTI_LABEL_TASKS = ('unpaired_digits',)
 # Names of each task's classes in label order (the stored labels are plain numbers: same_different's 1 is 'same').
-CLASS_NAMES = {'same_different': ('different', 'same'), 'sum_mod10': tuple(str(i) for i in range(10))}
+CLASS_NAMES = {'same_different': ('different', 'same'), 'sum_mod10': tuple(str(i) for i in range(10)),
+               'unpaired_digits': tuple(str(i) for i in range(10))}
+# Digits per clip of each task.
+NUM_DIGITS = {'same_different': 2, 'sum_mod10': 2, 'unpaired_digits': 4}
 SAME_MODES = ('class', 'image')  # What a 'same' pair of same_different shares (SyntheticConfig.same).
 _SPLITS = ('train', 'validation', 'test')
 # Share of the 1,797 digit images given to each split; disjoint so that test digits were never seen in training.
@@ -58,7 +70,7 @@ _DIGIT_POOL_SHARES = (0.6, 0.2, 0.2)
 @dataclasses.dataclass
 class SyntheticConfig(tfds.core.BuilderConfig):
   """Generation settings; everything that changes the data is here, so a config name identifies one dataset."""
-  task: str = 'same_different'  # 'same_different' (2 classes) or 'sum_mod10' (10 classes).
+  task: str = 'same_different'  # 'same_different' (2 classes), 'sum_mod10' (10), 'unpaired_digits' (10, multi-label).
   num_frames: int = 8  # Frames per clip (T).
   size: int = 32  # Frame height and width in pixels.
   digit_size: int = 12  # Side of a digit after upscaling the 8×8 original.
@@ -154,14 +166,19 @@ def _stroke(rng: np.random.Generator, size: int) -> np.ndarray:
 def generate_clip(config: SyntheticConfig, split: str, index: int) -> dict[str, np.ndarray]:
   """Generates clip ``index`` of ``split``: the same arguments always give the same clip.
 
-  Returns the uint8 video (T, size, size, 3), the label and what decides it: the two digit classes, their
-  indices into scikit-learn's digits, the frames they are in and their top-left positions (y, x).
+  Returns the uint8 video (T, size, size, 3), the label (a class; for ``unpaired_digits`` the sorted int64 array
+  of its classes) and what decides it: the digit classes (``NUM_DIGITS`` of the task), their indices into
+  scikit-learn's digits, the frames they are in and their top-left positions (y, x).
   """
   images, targets = _digits()
   pool = digit_pools(config.seed)[split]
   # One generator per clip, seeded by (seed, split, index): clips are independent of generation order.
   rng = np.random.default_rng([config.seed, _SPLITS.index(split), index])
   by_class = [pool[targets[pool] == c] for c in range(10)]
+  if config.task == 'unpaired_digits':
+    classes, indices, frames = _unpaired_digits(rng, by_class, config.num_frames)
+    return _render(config, rng, images, classes, indices, frames,
+                   label_from_digits(config.task, classes))
   if config.task == 'same_different':
     same = index % 2 == 0  # Alternating labels make every split exactly balanced (up to one clip).
     c1 = int(rng.integers(10))
@@ -175,33 +192,60 @@ def generate_clip(config: SyntheticConfig, split: str, index: int) -> dict[str, 
     i2 = int(rng.choice(by_class[c2][by_class[c2] != i1]))
   else:
     i2 = int(rng.choice(by_class[c2]))
-  t, s, d = config.num_frames, config.size, config.digit_size
+  t = config.num_frames
   quarter = max(1, t // 4)
   frames = np.array([rng.integers(0, quarter), rng.integers(t - quarter, t)])
-  positions = rng.integers(0, s - d + 1, size=(2, 2))
+  label = int(c1 == c2) if config.task == 'same_different' else (c1 + c2) % 10
+  return _render(config, rng, images, np.array([c1, c2]), np.array([i1, i2]), frames, label)
+
+
+def _unpaired_digits(rng: np.random.Generator, by_class: list[np.ndarray], num_frames: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """unpaired_digits' four digits: classes, image indices and frames (0, 1 and the last two)."""
+  first = rng.choice(10, size=2, replace=False)
+  first_images = np.array([rng.choice(by_class[c]) for c in first])
+  stays = rng.random(2) < 0.5
+  # The digits that do not come back are replaced by digits of classes the first half does not show, so that a
+  # class is in both halves exactly when its image came back.
+  others = rng.choice(np.setdiff1d(np.arange(10), first), size=int((~stays).sum()), replace=False)
+  second = np.concatenate([first[stays], others])
+  second_images = np.concatenate([first_images[stays], [rng.choice(by_class[c]) for c in others]]).astype(np.int64)
+  order = rng.permutation(2)
+  classes = np.concatenate([first, second[order]])
+  indices = np.concatenate([first_images, second_images[order]])
+  return classes, indices, np.array([0, 1, num_frames - 2, num_frames - 1])
+
+
+def _render(config: SyntheticConfig, rng: np.random.Generator, images: np.ndarray, classes: np.ndarray,
+            indices: np.ndarray, frames: np.ndarray, label) -> dict[str, np.ndarray]:
+  """The clip of ``generate_clip``: noise, distractor strokes and each digit in its frame at a random place."""
+  t, s, d = config.num_frames, config.size, config.digit_size
+  positions = rng.integers(0, s - d + 1, size=(len(frames), 2))
   ink = np.zeros((t, s, s), np.float32)
   for frame in range(t):
     for _ in range(config.num_distractors):
       ink[frame] = np.maximum(ink[frame], _stroke(rng, s))
-  for k, (idx, frame) in enumerate(zip((i1, i2), frames)):
+  for k, (idx, frame) in enumerate(zip(indices, frames)):
     y, x = positions[k]
     patch = ink[frame, y:y + d, x:x + d]
     ink[frame, y:y + d, x:x + d] = np.maximum(patch, _upscale(images[idx], d))
   video = 20.0 + 200.0 * ink + rng.normal(0.0, config.noise_std, size=ink.shape)
   video = np.clip(np.round(video), 0, 255).astype(np.uint8)
-  label = int(c1 == c2) if config.task == 'same_different' else (c1 + c2) % 10
   return {
       'video': np.repeat(video[..., None], 3, axis=-1),
       'label': label,
-      'digit_classes': np.array([c1, c2], np.int64),
-      'digit_indices': np.array([i1, i2], np.int64),
-      'digit_frames': frames.astype(np.int64),
+      'digit_classes': np.asarray(classes, np.int64),
+      'digit_indices': np.asarray(indices, np.int64),
+      'digit_frames': np.asarray(frames, np.int64),
       'digit_positions': positions.astype(np.int64),
   }
 
 
-def label_from_digits(task: str, classes) -> int:
-  """The label the task assigns to two digit classes (what the tests check the stored labels against)."""
+def label_from_digits(task: str, classes):
+  """The label the task assigns to the digit classes (what the tests check the stored labels against): a class,
+  or for ``unpaired_digits`` the sorted int64 array of the classes in exactly one half (first two, last two)."""
+  if task == 'unpaired_digits':
+    return np.setxor1d(np.asarray(classes[:2]), np.asarray(classes[2:])).astype(np.int64)
   c1, c2 = int(classes[0]), int(classes[1])
   return int(c1 == c2) if task == 'same_different' else (c1 + c2) % 10
 
@@ -215,20 +259,26 @@ class SyntheticLongRange(_compat.LocalCodePath, _compat.LocalPreparationMessages
       SyntheticConfig(name='same_different', task='same_different',
                       description='Are the two digits of the same class? (2 balanced classes)'),
       SyntheticConfig(name='sum_mod10', task='sum_mod10', description='(d1 + d2) mod 10 (10 classes)'),
+      SyntheticConfig(name='unpaired_digits', task='unpaired_digits',
+                      description='Which digit classes are in one half of the clip only? (10 classes, multi-label)'),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
     num_classes = 2 if c.task == 'same_different' else 10
+    n = NUM_DIGITS.get(c.task, 2)
+    label = tfds.features.ClassLabel(num_classes=num_classes)
+    if c.task in MULTI_LABEL_TASKS:
+      label = tfds.features.Sequence(label)  # Its classes, any number of them: multi-hot in the batches.
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             # PNG: lossless, so the stored digits are exactly the generated ones.
             'video': tfds.features.Video(shape=(c.num_frames, c.size, c.size, 3), encoding_format='png'),
-            'label': tfds.features.ClassLabel(num_classes=num_classes),
-            'digit_classes': tfds.features.Tensor(shape=(2,), dtype=np.int64),
-            'digit_indices': tfds.features.Tensor(shape=(2,), dtype=np.int64),
-            'digit_frames': tfds.features.Tensor(shape=(2,), dtype=np.int64),
-            'digit_positions': tfds.features.Tensor(shape=(2, 2), dtype=np.int64),
+            'label': label,
+            'digit_classes': tfds.features.Tensor(shape=(n,), dtype=np.int64),
+            'digit_indices': tfds.features.Tensor(shape=(n,), dtype=np.int64),
+            'digit_frames': tfds.features.Tensor(shape=(n,), dtype=np.int64),
+            'digit_positions': tfds.features.Tensor(shape=(n, 2), dtype=np.int64),
         }),
         supervised_keys=('video', 'label'),
         metadata=tfds.core.MetadataDict(task=c.task, seed=c.seed),
@@ -241,6 +291,9 @@ class SyntheticLongRange(_compat.LocalCodePath, _compat.LocalPreparationMessages
       raise ValueError(f'Unknown synthetic task {c.task!r}: use one of {TASKS}.')
     if min(c.size, c.num_frames) < 1 or c.digit_size > c.size:
       raise ValueError(f'Synthetic config {c.name}: need num_frames >= 1 and digit_size <= size.')
+    if c.task == 'unpaired_digits' and c.num_frames < NUM_DIGITS[c.task]:
+      raise ValueError(f'Synthetic config {c.name}: task {c.task} puts one digit in each of '
+                       f'{NUM_DIGITS[c.task]} frames: set num_frames to at least {NUM_DIGITS[c.task]}.')
     counts = {'train': c.num_train, 'validation': c.num_validation, 'test': c.num_test}
     return {split: self._generate_examples(split, n) for split, n in counts.items() if n > 0}
 

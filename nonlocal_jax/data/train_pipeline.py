@@ -30,7 +30,8 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
   Clips: ``num_frames`` frames every ``frame_stride`` from a random window (short videos loop), the paper's scale
   jitter in [train_short_side_min, train_short_side_max], a random ``crop_size`` square and a random horizontal
   flip (``sampling.train_window``). A batch holds ``clips`` uint8 (B, T, H, W, 3) (``image`` (B, H, W, 3) for
-  images), normalised on the device by the train step, and ``label`` int32 (B,).
+  images), normalised on the device by the train step, and ``label`` int32 (B,) (multi-label datasets: float32
+  (B, num_classes) multi-hot).
 
   ``start_batch`` resumes the stream: the iterator yields exactly what a fresh one yields after that many
   batches, without reading the examples before it.
@@ -62,4 +63,9 @@ def _batches(views, batch: int, key: str) -> Iterator[dict[str, np.ndarray]]:
   while True:
     items = list(itertools.islice(views, batch))
     yield {key: np.stack([pixels for pixels, _ in items]),
-           'label': np.asarray([label for _, label in items], np.int32)}
+           'label': _labels([label for _, label in items])}
+
+
+def _labels(labels: list) -> np.ndarray:
+  # Classes as int32 (B,), multi-hot rows as float32 (B, num_classes).
+  return np.stack(labels) if isinstance(labels[0], np.ndarray) else np.asarray(labels, np.int32)

@@ -7,8 +7,9 @@ process is left waiting in a collective the others never reach.
 
 What travels, all as uint32 words (``process_allgather`` without ``jax_enable_x64`` would round float64 and int64
 to 32 bits): first a header per process (rows, views, top-1 and top-5 counts, length of its error message); then
-either the error messages, or one table per process, padded to the longest, of per-video rows (class-probability
-sums, view count, label, integer video id). Two calls of the gather when all goes well.
+either the error messages, or one table per process, padded to the longest, of per-video rows (pooled class
+probabilities: sums or maxima, view count, label: a class or a multi-hot row, integer video id). Two calls of the
+gather when all goes well.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ class Share:
 
   Attributes:
     ids: (n,) int64 video ids.
-    sums: (n, num_classes) float64 sums of the class probabilities of each video's views.
+    sums: (n, num_classes) float64 class probabilities of each video's views, pooled: their sums (mean pooling)
+      or maxima (max pooling).
     counts: (n,) int64 views of each video.
-    labels: (n,) int64 true class of each video.
+    labels: (n,) int64 true class of each video; multi-label: (n, num_classes) int64 multi-hot rows.
     views: views accumulated (one per unmasked row).
-    top1: views whose true class is top-1 (``metrics.top_k_correct``).
-    top5: views whose true class is top-5.
+    top1: views whose true class is top-1 (``metrics.top_k_correct``); multi-label: hit@1 (``top_k_hit``).
+    top5: views whose true class is top-5; multi-label: hit@5.
     error: the first problem found in this process's data ('' when none).
   """
   ids: np.ndarray
@@ -72,17 +74,20 @@ def exchange(share: Share, gather: Gather) -> list[Share]:
     raise ValueError('; '.join(f'process {p}: {_text(m)}' for p, m in enumerate(messages)
                                if headers[p, _ERROR_LENGTH]))
   c = share.sums.shape[1]
-  table = np.concatenate([_words(share.sums), _words(share.counts[:, None]), _words(share.labels[:, None]),
+  # Every process evaluates the same dataset, so all send labels of the same width.
+  labels = share.labels[:, None] if share.labels.ndim == 1 else share.labels
+  w = labels.shape[1]
+  table = np.concatenate([_words(share.sums), _words(share.counts[:, None]), _words(labels),
                           _words(share.ids[:, None])], axis=1)
   capacity = max(int(headers[:, _ROWS].max()), 1)  # Every process sends the same shape; never an empty array.
   table = np.concatenate([table, np.zeros((capacity - len(table), table.shape[1]), np.uint32)])
   shares = []
   for p, rows in enumerate(_all(gather, table)):
     rows = rows[:headers[p, _ROWS]]
-    shares.append(Share(ids=_column(rows, 2 * c + 4, 2 * c + 6, np.int64)[:, 0],
+    shares.append(Share(ids=_column(rows, 2 * (c + w) + 2, 2 * (c + w) + 4, np.int64)[:, 0],
                         sums=_column(rows, 0, 2 * c, np.float64),
                         counts=_column(rows, 2 * c, 2 * c + 2, np.int64)[:, 0],
-                        labels=_column(rows, 2 * c + 2, 2 * c + 4, np.int64)[:, 0],
+                        labels=_labels(_column(rows, 2 * c + 2, 2 * (c + w) + 2, np.int64), share.labels.ndim),
                         views=int(headers[p, _VIEWS]), top1=int(headers[p, _TOP1]), top5=int(headers[p, _TOP5])))
   return shares
 
@@ -90,6 +95,11 @@ def exchange(share: Share, gather: Gather) -> list[Share]:
 def _column(rows: np.ndarray, start: int, stop: int, dtype) -> np.ndarray:
   # Words start:stop of every row, read back as the type they were written from.
   return np.ascontiguousarray(rows[:, start:stop]).view(dtype)
+
+
+def _labels(columns: np.ndarray, ndim: int) -> np.ndarray:
+  # Classes come back as (n,), multi-hot rows as (n, num_classes).
+  return columns if ndim == 2 else columns[:, 0]
 
 
 def _all(gather: Gather, x: np.ndarray) -> np.ndarray:

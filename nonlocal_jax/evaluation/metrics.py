@@ -1,4 +1,5 @@
-"""Classification metrics with one tie rule: top-k, the predicted class, the confusion matrix, per-class accuracy.
+"""Classification metrics with one tie rule: top-k, the predicted class, the confusion matrix, per-class accuracy;
+and its multi-label kin, hit@k (``top_k_hit``; average precision is in ``average_precision``).
 
 Top-k with ties (``top_k_correct``): a prediction is top-k correct when fewer than k *other* classes score at
 least as high as the true class, i.e. ties count against the prediction, and a NaN true-class score is never
@@ -50,6 +51,22 @@ def top_k_correct(scores: Any, labels: Any, k: int) -> Any:
   return (rivals < k) & ~xp.isnan(true[:, 0])
 
 
+def top_k_hit(scores: Any, labels: Any, k: int) -> Any:
+  """Multi-label top-k ("hit@k"): whether some positive class of each row is among its top k classes.
+
+  The best-scoring positive is in the top k when fewer than k *negative* classes score at least as high (ties
+  with negatives count against, as in ``top_k_correct``; another positive tied with it does not, since either way
+  a positive ranks there). A row without a positive, or whose best positive score is NaN, is never a hit.
+  ``scores`` (N, C), ``labels`` (N, C) multi-hot. NumPy in, NumPy out; jax in (or a tracer), jax out.
+  """
+  xp = jnp if isinstance(scores, jax.Array) or isinstance(labels, jax.Array) else np
+  scores = xp.asarray(scores)
+  positive = xp.asarray(labels) > 0
+  best = xp.max(xp.where(positive, scores, -xp.inf), axis=1, keepdims=True)  # NaN propagates: never a hit.
+  rivals = ((scores >= best) & ~positive).sum(axis=1)
+  return (rivals < k) & positive.any(axis=1) & ~xp.isnan(best[:, 0])
+
+
 def predicted_class(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """Argmax of each row, except that a true class tied for the maximum loses the tie (as top_k_correct, k=1)."""
   at_max = scores == scores.max(axis=1, keepdims=True)
@@ -75,4 +92,5 @@ def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
   return accuracy
 
 
-__all__ = ['TOP_K', 'confusion_matrix', 'per_class_accuracy', 'predicted_class', 'reported_top_k', 'top_k_correct']
+__all__ = ['TOP_K', 'confusion_matrix', 'per_class_accuracy', 'predicted_class', 'reported_top_k', 'top_k_correct',
+           'top_k_hit']

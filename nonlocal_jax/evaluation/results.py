@@ -4,11 +4,15 @@ Files, all named ``{prefix}_*`` in one directory (local or gs://):
 
 - ``_metrics.json``: ``EvalResult.metrics`` (keys sorted); ``clip_top5``/``video_top5`` only with more than 5
   classes, where top-5 can be anything but 100 %;
-- ``_video_scores.npz``: ``video_ids``, ``scores``, ``labels``, ``num_views`` (see ``EvalResult``);
+- ``_video_scores.npz``: ``video_ids``, ``scores``, ``labels``, ``num_views``, ``view_pooling`` (see
+  ``EvalResult``);
 - ``_per_class_accuracy.csv``: ``class_index, class_name, num_videos, accuracy`` (``class_name`` empty when the
   caller gave no names; ``accuracy`` ``nan`` for a class without videos);
 - ``_confusion.csv``: rows the true class, columns the predicted class, headed by the class names (or indices);
 - ``_confusion.png``: the same, row-normalised (only up to ``plots.MAX_PLOT_CLASSES`` classes).
+
+A multi-label result has, instead of the last three, ``_per_class_ap.csv``: ``class_index, class_name,
+num_positive_videos, average_precision`` (``nan`` for a class without a positive video, left out of the mAP).
 """
 
 from __future__ import annotations
@@ -33,7 +37,11 @@ _SUFFIXES = {
     'per_class_accuracy': '_per_class_accuracy.csv',
     'confusion': '_confusion.csv',
     'confusion_plot': '_confusion.png',
+    'per_class_ap': '_per_class_ap.csv',
 }
+# The files of each kind of result.
+_SINGLE_LABEL_FILES = ('metrics', 'video_scores', 'per_class_accuracy', 'confusion', 'confusion_plot')
+_MULTI_LABEL_FILES = ('metrics', 'video_scores', 'per_class_ap')
 
 
 @dataclasses.dataclass
@@ -41,16 +49,24 @@ class EvalResult:
   """The outcome of an evaluation over one or more views per video, identical on every process.
 
   Attributes:
-    metrics: clip_top1 (per view), video_top1 (the video's views averaged), mean_class_accuracy (video level,
+    metrics: clip_top1 (per view), video_top1 (the video's views pooled), mean_class_accuracy (video level,
       over the classes that have videos), num_videos, num_views; with more than 5 classes also clip_top5 and
       video_top5 (with 5 or fewer they are always 100 % and left out). Python floats and ints.
+      Multi-label: video_map (mean average precision over the classes with a positive video, see
+      ``average_precision``), map_classes and map_videos (the classes and videos it counts), clip_hit1 and
+      video_hit1 (hit@1, ``metrics.top_k_hit``; hit5 too with more than 5 classes), num_videos, num_views.
     per_class_accuracy: (num_classes,) video-level top-1 accuracy of each class; NaN for a class without videos.
+      None for a multi-label result.
     confusion: (num_classes, num_classes) int64 video counts, rows the true class, columns the predicted class.
+      None for a multi-label result.
     video_ids: (num_videos,) sorted int64 ids.
-    video_scores: (num_videos, num_classes) float64 mean class probabilities over each video's views.
-    video_labels: (num_videos,) int64 true classes.
-    video_num_views: (num_videos,) int64 views averaged for each video.
+    video_scores: (num_videos, num_classes) float64 class probabilities of each video, its views pooled
+      (``view_pooling``).
+    video_labels: (num_videos,) int64 true classes; multi-label: (num_videos, num_classes) int64 multi-hot.
+    video_num_views: (num_videos,) int64 views pooled for each video.
     class_names: names of the classes, if the caller gave them.
+    per_class_ap: multi-label only: (num_classes,) average precision of each class, NaN without a positive.
+    view_pooling: 'mean' or 'max': how each video's views were pooled.
   """
   metrics: dict[str, Any]
   per_class_accuracy: np.ndarray
@@ -60,10 +76,17 @@ class EvalResult:
   video_labels: np.ndarray
   video_num_views: np.ndarray
   class_names: Optional[tuple[str, ...]] = None
+  per_class_ap: Optional[np.ndarray] = None
+  view_pooling: str = 'mean'
+
+  @property
+  def multi_label(self) -> bool:
+    """Whether this is the result of a multi-label evaluation (mAP, not top-k)."""
+    return self.per_class_ap is not None
 
   def class_labels(self) -> list[str]:
     """The class names if known, otherwise the class indices as text: the labels of tables and figures."""
-    return list(self.class_names) if self.class_names else [str(i) for i in range(len(self.confusion))]
+    return list(self.class_names) if self.class_names else [str(i) for i in range(self.video_scores.shape[1])]
 
   def views_per_video(self) -> str:
     """How many views each video averaged, in words: '1 view', '30 views' or '1-4 views' (per video)."""
@@ -79,6 +102,12 @@ class EvalResult:
     video accuracy (views averaged) comes first, then the accuracy of single views (clips).
     """
     m = self.metrics
+    if self.multi_label:
+      views = ('1 view per video' if int(self.video_num_views.max()) == 1 else
+               f'{self.views_per_video()} per video, {self.view_pooling} over views')
+      return (f"mAP {100 * m['video_map']:.2f}% ({views}; over {m['map_classes']} classes and "
+              f"{m['map_videos']} videos with a positive), hit@1 {100 * m['video_hit1']:.2f}% "
+              f"({m['num_videos']} videos, {m['num_views']} views)")
     mean_class = f"mean class accuracy {100 * m['mean_class_accuracy']:.2f}%"
     if int(self.video_num_views.max()) == 1:
       return f"{_top_k(m, 'video')} (1 view per video), {mean_class} ({m['num_videos']} videos)"
@@ -100,14 +129,21 @@ def save_results(result: EvalResult, directory: paths.PathLike, prefix: str = 't
   _check_prefix(prefix)
   directory = paths.as_path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  files = {kind: directory / (prefix + suffix) for kind, suffix in _SUFFIXES.items()}
+  kinds = _MULTI_LABEL_FILES if result.multi_label else _SINGLE_LABEL_FILES
+  files = {kind: directory / (prefix + _SUFFIXES[kind]) for kind in kinds}
   labels = result.class_labels()
   metrics_json = json.dumps(result.metrics, indent=2, sort_keys=True) + '\n'
   paths.write_atomic(files['metrics'], metrics_json.encode('utf-8'))
   scores = io.BytesIO()
   np.savez(scores, video_ids=result.video_ids, scores=result.video_scores, labels=result.video_labels,
-           num_views=result.video_num_views)
+           num_views=result.video_num_views, view_pooling=np.array(result.view_pooling))
   paths.write_atomic(files['video_scores'], scores.getvalue())
+  if result.multi_label:
+    per_class = [['class_index', 'class_name', 'num_positive_videos', 'average_precision']]
+    for i, (count, ap) in enumerate(zip((result.video_labels != 0).sum(axis=0), result.per_class_ap)):
+      per_class.append([i, result.class_names[i] if result.class_names else '', int(count), repr(float(ap))])
+    paths.write_atomic(files['per_class_ap'], _csv_bytes(per_class))
+    return {kind: os.fspath(path) for kind, path in files.items()}
   per_class = [['class_index', 'class_name', 'num_videos', 'accuracy']]
   for i, (count, accuracy) in enumerate(zip(result.confusion.sum(axis=1), result.per_class_accuracy)):
     per_class.append([i, result.class_names[i] if result.class_names else '', int(count), repr(float(accuracy))])
@@ -133,12 +169,19 @@ def load_results(directory: paths.PathLike, prefix: str = 'test') -> EvalResult:
   metrics = json.loads(path('metrics').read_bytes())
   with np.load(io.BytesIO(path('video_scores').read_bytes()), allow_pickle=False) as z:
     ids, scores, labels, views = z['video_ids'], z['scores'], z['labels'], z['num_views']
+    pooling = str(z['view_pooling']) if 'view_pooling' in z else 'mean'  # Files written before pooling was kept.
+  if labels.ndim == 2:  # Multi-hot: a multi-label result.
+    rows = _csv_rows(path('per_class_ap'))[1:]
+    names = tuple(r[1] for r in rows)
+    return EvalResult(metrics, None, None, ids, scores, labels, views, names if any(names) else None,
+                      per_class_ap=np.array([float(r[3]) for r in rows]), view_pooling=pooling)
   rows = _csv_rows(path('per_class_accuracy'))[1:]
   per_class = np.array([float(r[3]) for r in rows])
   names = tuple(r[1] for r in rows)
   confusion = np.array([[int(x) for x in r[1:]] for r in _csv_rows(path('confusion'))[1:]], np.int64)
   confusion = confusion.reshape(len(rows), len(rows))
-  return EvalResult(metrics, per_class, confusion, ids, scores, labels, views, names if any(names) else None)
+  return EvalResult(metrics, per_class, confusion, ids, scores, labels, views, names if any(names) else None,
+                    view_pooling=pooling)
 
 
 def _check_prefix(prefix: str) -> None:

@@ -193,5 +193,12 @@ class ResNetBase(nn.Module):
 
 def softmax_over_positions(logits) -> jax.Array:
   """(B, *positions, K) logits -> (B, K): the softmax at every position, averaged over positions, in float32."""
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  return probabilities_over_positions(logits)
+
+
+def probabilities_over_positions(logits, multi_label: bool = False) -> jax.Array:
+  """(B, *positions, K) logits -> (B, K): the softmax (``multi_label``: each class's sigmoid) at every position,
+  averaged over positions, in float32."""
+  logits = logits.astype(jnp.float32)
+  probs = jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)
   return jnp.mean(probs, axis=tuple(range(1, logits.ndim - 1)))

@@ -1,7 +1,7 @@
 """Video ResNets of the paper: C2D and I3D ResNet-50/101, with non-local blocks (docs/paper.md §3, Table 1).
 
 Input clips are channels-last, (B, T, H, W, C) with C = 3 for RGB; the output is (B, num_classes) float32 logits,
-or in fully-convolutional test mode the softmax averaged over positions:
+or in fully-convolutional test mode the softmax (multi-label: per-class sigmoids) averaged over positions:
 
     model = ResNetVideo(depth=50, temporal='i3d_3x1x1', nonlocal_locations='5',
                         nonlocal_block={'pairwise': 'embedded_gaussian'})
@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from nonlocal_jax.models import blocks
-from nonlocal_jax.models.base import ResNetBase, check_one_of, softmax_over_positions
+from nonlocal_jax.models.base import ResNetBase, check_one_of, probabilities_over_positions
 from nonlocal_jax.models.placement import R101_STAGES, R50_STAGES
 
 TEMPORAL = ('c2d', 'i3d_3x1x1', 'i3d_3x3x3')
@@ -273,7 +273,7 @@ class ResNetVideo(ResNetBase):
                      f'{"×".join(map(str, minimum))}{hint}.')
 
   @nn.compact
-  def __call__(self, x, train: bool = False, fully_convolutional: bool = False):
+  def __call__(self, x, train: bool = False, fully_convolutional: bool = False, multi_label: bool = False):
     """Classifies clips.
 
     Args:
@@ -282,6 +282,8 @@ class ResNetVideo(ResNetBase):
         dropout (pass rngs={'dropout': key}).
       fully_convolutional: the official test protocol: average-pool res5 with window (T, *head_window) and
         stride 1, apply the classifier at every position, and average the softmax over positions.
+      multi_label: in fully-convolutional mode, average per-class sigmoids instead of the softmax (a multi-label
+        dataset's probabilities, as PySlowFast's head applies its activation before averaging).
 
     Returns:
       (B, num_classes) float32 logits; in fully-convolutional mode, the averaged softmax probabilities.
@@ -327,4 +329,4 @@ class ResNetVideo(ResNetBase):
     if self.head_window is not None:
       window = (x.shape[1], min(self.head_window[0], x.shape[2]), min(self.head_window[1], x.shape[3]))
       x = nn.avg_pool(x, window, strides=(1, 1, 1), padding='VALID')
-    return softmax_over_positions(self._pred()(x))
+    return probabilities_over_positions(self._pred()(x), multi_label)

@@ -123,8 +123,13 @@ def _init_from_checkpoint(state: TrainState, path: str, mesh) -> TrainState:
 
 def _evaluate(trainer: Trainer, state: TrainState, config, mode: str):
   dataset = eval_pipeline.create_eval_dataset(config.data, mode=mode)
+  builder = builders.prepared_builder(config.data)
+  # A multi-label dataset is scored by mAP, its views pooled by max unless the config says otherwise.
+  multi_label = builders.dataset_features(builder).multi_label
+  pooling = config.data.get('test_view_pooling', 'auto')
   return evaluation.evaluate(trainer.predict_fn(state), dataset, num_classes=config.model.num_classes,
-                             class_names=builders.class_names(config.data))
+                             class_names=builders.class_names(config.data, builder), multi_label=multi_label,
+                             view_pooling=None if pooling == 'auto' else pooling)
 
 
 def _shows_top5(config) -> bool:
@@ -147,10 +152,13 @@ def _describe(metrics: dict, config=None) -> str:
 
 def _progress_line(config, step: int, means: dict) -> str:
   num_steps = config.train.num_steps
-  top5 = f' top5 {means["top5"]:.3f}' if _shows_top5(config) else ''
+  if 'hit1' in means:  # Multi-label (steps.batch_metrics).
+    accuracy = f'hit@1 {means["hit1"]:.3f}'
+  else:
+    accuracy = f'top1 {means["top1"]:.3f}' + (f' top5 {means["top5"]:.3f}' if _shows_top5(config) else '')
   eta = means['step_time_s'] * (num_steps - step)
-  return (f'step {step}/{num_steps} ({100 * step / num_steps:.0f}%) loss {means["loss"]:.4f} top1 '
-          f'{means["top1"]:.3f}{top5} lr {means["learning_rate"]:.3g} | {means["clips_per_s"]:.1f} clips/s '
+  return (f'step {step}/{num_steps} ({100 * step / num_steps:.0f}%) loss {means["loss"]:.4f} {accuracy} lr '
+          f'{means["learning_rate"]:.3g} | {means["clips_per_s"]:.1f} clips/s '
           f'{means["step_time_s"]:.3f} s/step ETA {console.format_duration(eta)}')
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from nonlocal_jax.evaluation.metrics import top_k_correct
+from nonlocal_jax.evaluation.metrics import top_k_correct, top_k_hit
 from nonlocal_jax.training import optim
 from nonlocal_jax.training.parallel import AXIS
 from nonlocal_jax.training.state import TrainState
@@ -41,6 +41,28 @@ def nonfinite_names(code: int) -> list[str]:
   return [name for i, name in enumerate(NONFINITE_PARTS) if int(code) & (1 << i)]
 
 
+def is_multi_label(labels: Any) -> bool:
+  """Whether ``labels`` are multi-hot, (B, K) floats of a multi-label dataset, rather than classes (B,)."""
+  return labels.ndim == 2
+
+
+# What batch_metrics returns, by kind of label.
+METRICS = ('top1', 'top5')
+MULTI_LABEL_METRICS = ('hit1',)
+
+
+def batch_metrics(logits: jax.Array, labels: jax.Array) -> dict:
+  """The batch means the train step logs besides the loss, by ``metrics``' tie rule.
+
+  Classes: top1 and top5 accuracy. Multi-hot labels: hit1, the share of clips whose top-scoring class is one of
+  their positives (``top_k_hit``; cheap and of fixed cost; a per-batch mAP of a few clips would mostly measure
+  which classes the batch happens to hold). Clips without a positive count as misses.
+  """
+  if is_multi_label(labels):
+    return {'hit1': top_k_hit(logits, labels, 1).astype(jnp.float32).mean()}
+  return {f'top{k}': top_k_correct(logits, labels, k).astype(jnp.float32).mean() for k in (1, 5)}
+
+
 def _input_key(batch: dict) -> str:
   return 'clips' if 'clips' in batch else 'image'
 
@@ -55,21 +77,28 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
 
   The share is split into ``accumulation_steps`` micro-batches, whose gradients are averaged (each micro-batch
   normalises with its own BatchNorm statistics, like one GPU of the paper), then averaged over devices.
-  Returns the new state and the device-averaged metrics loss, top1, top5, grad_norm, learning_rate, and
-  'nonfinite': the ``nonfinite_code`` of this step's loss, gradient norm and new parameters, BatchNorm statistics
-  and optimiser state (0 when all are finite; not an average, the loop keeps it out of the logged means).
-  ``normalize`` turns the batch's input into the network's (``nonlocal_jax.data.normalization.on_device``).
+  The loss follows the labels (``is_multi_label``): softmax cross-entropy for classes (B,), per-class sigmoid
+  cross-entropy, averaged over classes and clips, for multi-hot labels (B, K).
+  Returns the new state and the device-averaged metrics loss, top1 and top5 (multi-label: hit1, see
+  ``batch_metrics``), grad_norm, learning_rate, and 'nonfinite': the ``nonfinite_code`` of this step's loss,
+  gradient norm and new parameters, BatchNorm statistics and optimiser state (0 when all are finite; not an
+  average, the loop keeps it out of the logged means). ``normalize`` turns the batch's input into the network's
+  (``nonlocal_jax.data.normalization.on_device``).
   """
   key = _input_key(batch)
   n = accumulation_steps
   micro = jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
   has_stats = bool(jax.tree.leaves(state.batch_stats))
+  multi_label = is_multi_label(batch['label'])
 
   def loss_fn(params, batch_stats, mb, mb_rng):
     variables = {'params': params, **({'batch_stats': batch_stats} if has_stats else {})}
     logits, updates = model.apply(variables, normalize(mb[key]), train=True,
                                   mutable=['batch_stats'] if has_stats else [], rngs={'dropout': mb_rng})
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, mb['label']).mean()
+    if multi_label:
+      loss = optax.sigmoid_binary_cross_entropy(logits, mb['label']).mean()
+    else:
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, mb['label']).mean()
     return loss, (logits, updates.get('batch_stats', batch_stats) if has_stats else batch_stats)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -78,13 +107,11 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
     grads, batch_stats, sums = carry
     mb, i = inputs
     (loss, (logits, batch_stats)), g = grad_fn(state.params, batch_stats, mb, jax.random.fold_in(rng, i))
-    sums = {'loss': sums['loss'] + loss,
-            'top1': sums['top1'] + top_k_correct(logits, mb['label'], 1).astype(jnp.float32).mean(),
-            'top5': sums['top5'] + top_k_correct(logits, mb['label'], 5).astype(jnp.float32).mean()}
+    sums = jax.tree.map(jnp.add, sums, {'loss': loss, **batch_metrics(logits, mb['label'])})
     return (jax.tree.map(jnp.add, grads, g), batch_stats, sums), None
 
   zeros = jax.tree.map(jnp.zeros_like, state.params)
-  sums0 = {k: jnp.zeros((), jnp.float32) for k in ('loss', 'top1', 'top5')}
+  sums0 = {k: jnp.zeros((), jnp.float32) for k in ('loss', *(MULTI_LABEL_METRICS if multi_label else METRICS))}
   if n == 1:
     # XLA:CPU runs a scan's body as a while loop without the cross-op optimisations of straight-line code
     # (a step of the synthetic model took 3.5x as long on a 2-core CPU), so the common case calls it once.
@@ -108,11 +135,17 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
 
 
 def eval_step(variables: dict, batch: dict, *, model, normalize=_identity) -> jax.Array:
-  """Class probabilities (B, num_classes) of this device's share; videos through the fully-convolutional test."""
+  """Class probabilities (B, num_classes) of this device's share; videos through the fully-convolutional test.
+
+  Softmax probabilities, or per-class sigmoids when the batch's labels are multi-hot (``is_multi_label``).
+  """
   key = _input_key(batch)
+  multi_label = 'label' in batch and is_multi_label(batch['label'])
   if key == 'clips':
-    return model.apply(variables, normalize(batch[key]), train=False, fully_convolutional=True)
-  return jax.nn.softmax(model.apply(variables, normalize(batch[key]), train=False), axis=-1)
+    return model.apply(variables, normalize(batch[key]), train=False, fully_convolutional=True,
+                       multi_label=multi_label)
+  logits = model.apply(variables, normalize(batch[key]), train=False)
+  return jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)
 
 
 def batch_stats_step(variables: dict, batch: dict, *, model, normalize=_identity) -> Any:
