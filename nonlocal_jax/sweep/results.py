@@ -13,8 +13,8 @@ from nonlocal_jax.sweep import variants
 
 TIME_FILE = 'sweep_time.json'  # In each run's directory: its training time, summed over restarts.
 # A row of collect() (and a column of results.csv), in order.
-CSV_COLUMNS = ('name', 'label', 'seed', 'status', 'top1', 'top5', 'clip_top1', 'params', 'macs', 'train_time_s',
-               'overrides', 'workdir')
+CSV_COLUMNS = ('name', 'label', 'seed', 'status', 'top1', 'top5', 'clip_top1', 'map', 'params', 'macs',
+               'train_time_s', 'overrides', 'workdir')  # map: video mAP of multi-label runs (top1 stays empty).
 
 
 def metrics_path(config, workdir: str) -> str:
@@ -71,11 +71,11 @@ def collect(spec: str, workdir: str, *, extra: Optional[dict] = None,
       cost[r.variant.name] = model_cost(r.config)
     params, macs = cost[r.variant.name]
     row = dict(name=r.variant.name, label=r.variant.label, seed=r.seed, status='missing', top1=None, top5=None,
-               clip_top1=None, params=params, macs=macs, train_time_s=None,
+               clip_top1=None, map=None, params=params, macs=macs, train_time_s=None,
                overrides=json.dumps(r.variant.overrides, sort_keys=True), workdir=r.workdir)
     if is_finished(r.config, r.workdir):
       m = _read_json(metrics_path(r.config, r.workdir))
-      row.update(status='finished', top1=m['video_top1'], top5=m.get('video_top5'), clip_top1=m['clip_top1'],
-                 train_time_s=_train_time(r.config, r.workdir))
+      row.update(status='finished', top1=m.get('video_top1'), top5=m.get('video_top5'),
+                 clip_top1=m.get('clip_top1'), map=m.get('video_map'), train_time_s=_train_time(r.config, r.workdir))
     rows.append(row)
   return rows
