@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from nonlocal_jax.data import builders
 from nonlocal_jax.data import layout as layout_lib
 from nonlocal_jax.data import normalization
+from nonlocal_jax.data import sampling
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER = 16  # Examples in the old shuffle buffer for the benchmark's small set.
@@ -21,7 +22,7 @@ SHUFFLE_BUFFER = 16  # Examples in the old shuffle buffer for the benchmark's sm
 def _tf_train_clip_indices(num_frames: tf.Tensor, clip_length: int, stride: int, seed: tf.Tensor) -> tf.Tensor:
   """TensorFlow twin of sampling.train_clip_indices with a stateless seed."""
   num_frames = tf.cast(num_frames, tf.int32)
-  last_start = tf.maximum(num_frames - clip_window(clip_length, stride), 0)
+  last_start = tf.maximum(num_frames - sampling.clip_window(clip_length, stride), 0)
   start = tf.random.stateless_uniform([], seed, minval=0, maxval=last_start + 1, dtype=tf.int32)
   return (start + stride * tf.range(clip_length)) % num_frames
 

@@ -41,7 +41,7 @@ from matplotlib.patches import ConnectionPatch
 from PIL import Image
 
 from nonlocal_jax import paths
-from nonlocal_jax.data import eval_pipeline, normalization, sampling, video_io
+from nonlocal_jax.data import device_input, eval_pipeline, normalization, sampling, video_io
 from nonlocal_jax.layers import PAIRWISE, NonLocalBlock, PositionSets
 from nonlocal_jax.models import build_model
 from nonlocal_jax.training import checkpoint
@@ -266,8 +266,10 @@ def clip_from_dataset(data_config, index: int) -> tuple[np.ndarray, int]:
   for batch in eval_pipeline.create_eval_dataset(data_config, mode='val'):
     rows = int(np.sum(batch['mask']))
     if index < seen + rows:
-      clip = np.asarray(batch['clips'][index - seen], np.float32)  # uint8 pixels: normalised here, as a step does.
-      return normalization.normalize(clip, data_config), int(batch['label'][index - seen])
+      row = {'clips': batch['clips'][index - seen:index - seen + 1],
+             'view_side': batch['view_side'][index - seen:index - seen + 1]}
+      clip = device_input.network_input(data_config)(row)[0]  # Resized and normalised, as a step does.
+      return np.asarray(clip), int(batch['label'][index - seen])
     seen += rows
   raise VisualizeError(f'Example {index} is past the end of the split {data_config.eval_split!r} ({seen} '
                        'examples): choose a smaller --example.')

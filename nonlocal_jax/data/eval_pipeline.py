@@ -1,7 +1,7 @@
 """The evaluation input: every view of every example of this process's share once, the last batch padded.
 
-A batch holds ``clips`` uint8 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images; normalised on the device by the
-eval step), ``label`` int32 (B,) (multi-label datasets: float32 (B, num_classes) multi-hot), ``mask`` bool (B,)
+A batch holds ``clips`` uint8 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images) with ``view_side`` int32 (B,)
+(resized and normalised on the device by the eval step, ``nonlocal_jax.data.device_input``), ``label`` int32 (B,) (multi-label datasets: float32 (B, num_classes) multi-hot), ``mask`` bool (B,)
 (False on padding), and for videos ``video_id`` int32 (B,) (one id per video, shared by all its views, unique
 across processes) and ``view_index`` int32 (B,) (clip × crops + crop); for images ``image_id``. Evaluation pads its last batch (``mask`` False) instead of dropping it, and every
 process yields the same number of batches, so collective steps never hang on an uneven split.
@@ -62,9 +62,10 @@ class EvalDataset:
     key, id_key = ('clips', 'video_id') if is_video else ('image', 'image_id')
     rows, count = [], 0
     for local, clip, views, label in workers.ordered_map(self._views_of, jobs, self._workers, self._ahead):
-      for crop, pixels in enumerate(views):
+      for crop, (pixels, side) in enumerate(views):
         # Interleaved ids (local index × processes + process) are unique across processes without knowing offsets.
-        row = {key: pixels, id_key: local * self._layout.count + self._layout.index, 'label': label, 'mask': True}
+        row = {key: pixels, 'view_side': side, id_key: local * self._layout.count + self._layout.index,
+               'label': label, 'mask': True}
         if is_video:
           row['view_index'] = clip * self._crops + crop
         rows.append(row)
@@ -80,12 +81,15 @@ class EvalDataset:
       rows = []
 
 
+_INTEGER_KEYS = ('video_id', 'image_id', 'view_index', 'view_side')
+
+
 def _stack(rows: list[dict], size: int, template: Optional[dict] = None) -> dict[str, np.ndarray]:
   template = template or rows[0]
   out = {}
   for k, example in template.items():
     example = np.asarray(example)
-    integer = k in ('video_id', 'image_id', 'view_index') or (k == 'label' and example.dtype.kind in 'iu')
+    integer = k in _INTEGER_KEYS or (k == 'label' and example.dtype.kind in 'iu')
     dtype = np.int32 if integer else example.dtype
     array = np.zeros((size,) + example.shape, dtype)
     for i, row in enumerate(rows):
@@ -99,7 +103,7 @@ def _template(reader, key, id_key, is_video, mode) -> dict:
   size = c.test_crop_size if (is_video and mode == 'test') else c.crop_size
   shape = ((c.num_frames,) if is_video else ()) + (size, size, 3)
   label = np.zeros(reader.features.num_classes, np.float32) if reader.features.multi_label else 0
-  row = {key: np.zeros(shape, np.uint8), id_key: 0, 'label': label, 'mask': False}
+  row = {key: np.zeros(shape, np.uint8), 'view_side': size, id_key: 0, 'label': label, 'mask': False}
   if is_video:
     row['view_index'] = 0
   return row

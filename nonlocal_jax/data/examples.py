@@ -63,8 +63,9 @@ class ExampleReader:
     row[np.asarray(values, np.int64)] = 1.0
     return row
 
-  def train_view(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """uint8 (T, crop, crop, 3) (or (crop, crop, 3) for an image) and the label: the paper's training view.
+  def train_view(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int, Union[int, np.ndarray]]:
+    """The paper's training view: uint8 (T, crop, crop, 3) (or (crop, crop, 3) for an image), its valid side
+    (``transforms.FrameDecoder``) and the label.
 
     The random choices are drawn from ``rng`` in a fixed order: the clip's window in time, the scale, the crop's
     place, the flip.
@@ -75,11 +76,11 @@ class ExampleReader:
     indices = (sampling.train_clip_indices(len(example.frames), c.num_frames, c.frame_stride, rng) if video
                else np.zeros(1, np.int64))
     window, flip = sampling.train_window(example.height, example.width, c, rng)
-    pixels = self._views(index, example, indices, [window], c.crop_size, flip)[0]
-    return (pixels if video else pixels[0]), example.label
+    pixels, side = self._views(index, example, indices, [window], c.crop_size, flip)[0]
+    return (pixels if video else pixels[0]), side, example.label
 
-  def eval_views(self, index: int, clip: Optional[int], mode: str) -> tuple[list[np.ndarray], int]:
-    """The evaluation views of example ``index`` and its label.
+  def eval_views(self, index: int, clip: Optional[int], mode: str) -> tuple[list, Union[int, np.ndarray]]:
+    """The evaluation views of example ``index``, each (uint8 pixels, valid side), and its label.
 
     ``mode='test'``: clip ``clip`` of the ``test_num_clips`` (time positions ``sampling.test_clip_indices``) in
     ``test_num_crops`` crops of ``test_crop_size`` along the longer side of the frame scaled to ``test_short_side``.
@@ -99,10 +100,10 @@ class ExampleReader:
     windows = sampling.test_windows(example.height, example.width, size, short, crops)
     views = self._views(index, example, indices, windows, size, False)
     if self.features.kind == 'image':
-      views = [v[0] for v in views]
+      views = [(v[0], side) for v, side in views]
     return views, example.label
 
-  def _views(self, index, example, indices, windows, size, flip) -> list[np.ndarray]:
+  def _views(self, index, example, indices, windows, size, flip) -> list[tuple[np.ndarray, int]]:
     if self.configache is not None:
       frames = self.configache.get(index)
       if frames is None:

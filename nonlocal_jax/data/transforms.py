@@ -1,13 +1,16 @@
-"""From stored frames to network input: the window a view needs is decoded, flipped and resized, nothing else.
+"""From stored frames to a view: only the window the view needs is decoded and flipped; upscaling waits for the device.
 
 The paper's recipe scales each frame so that its shorter side is s (random in [256, 320] for training, 256 for
 testing) and then crops a square (docs/paper.md §5). A crop of side c from a frame scaled to shorter side s is the
 stored frame's square of side c·short/s, resized to c: so a view is planned in the stored frame's pixels
-(``Window``, in ``nonlocal_jax.data.views``), only that window is decoded (``tf.io.decode_and_crop_jpeg`` skips
-the IDCT and colour conversion of everything else), flipped while it is still small, and resized bilinearly to the
-output size (half-pixel centres, no antialiasing, as ``tf.image.resize``). Whole frames are never scaled. The
-result is uint8: the network's input normalisation runs on the device (``nonlocal_jax.training.steps``), which
-also makes the host-to-device copy four times smaller than float32 clips.
+(``nonlocal_jax.data.sampling``), only that window is decoded (``tf.io.decode_and_crop_jpeg`` skips the IDCT and
+colour conversion of everything else) and flipped while it is small. Whole frames are never scaled.
+
+A window no larger than the view (the paper's training views of frames stored at 256: sides 179 to 224) is
+shipped as it is, in the top-left corner of the view's uint8 array with its side alongside (``view_side``); the
+device resizes it and normalises it (``nonlocal_jax.data.device_input``), where that work costs a fraction of a
+percent of a training step instead of a third of the host's. A larger window (frames stored larger than the
+views need) is resized here, bilinearly (half-pixel centres, no antialiasing, as ``tf.image.resize``).
 
 ``c`` is ``config.data`` (documented in configs/default.py); ``check_settings`` checks that the fields these
 operations read fit each other.
@@ -39,8 +42,10 @@ def check_settings(c, kind: str) -> None:
 
 
 class FrameDecoder:
-  """Produces views from encoded frames (or decoded uint8 frames): decode a window, flip it, resize it.
+  """Produces views from encoded frames (or decoded uint8 frames): decode a square window, flip it, fit it.
 
+  Each view comes back as uint8 (T, size, size, 3) and its valid side: the window sits in the top-left corner
+  (edge-replicated by one pixel, zeros beyond) when it is smaller than ``size``; it fills the array otherwise.
   One instance per pipeline: its TensorFlow functions are traced once and shared by all worker threads
   (TensorFlow releases the GIL while they run, so threads decode in parallel).
   """
@@ -53,13 +58,16 @@ class FrameDecoder:
     self._window = tf.function(_decode_window, input_signature=[tf.TensorSpec([None], tf.string),
                                                                  tf.TensorSpec([4], tf.int32)])
 
-  def encoded(self, frames, window, size: int, flip: bool = False) -> np.ndarray:
-    """uint8 (T, size, size, 3): ``window`` (top, left, height, width) of each encoded JPEG/PNG frame, resized."""
-    return self._encoded(list(frames), window, size, flip).numpy()
+  def encoded(self, frames, window, size: int, flip: bool = False) -> tuple[np.ndarray, int]:
+    """(uint8 (T, size, size, 3), valid side): the square ``window`` (top, left, side, side) of each encoded
+    JPEG/PNG frame in ``frames``."""
+    pixels, side = self._encoded(list(frames), window, size, flip)
+    return pixels.numpy(), int(side)
 
-  def pixels(self, frames: np.ndarray, window, size: int, flip: bool = False) -> np.ndarray:
-    """uint8 (T, size, size, 3): ``window`` of decoded uint8 frames (T, H, W, 3), resized."""
-    return self._pixels(frames, window, size, flip).numpy()
+  def pixels(self, frames: np.ndarray, window, size: int, flip: bool = False) -> tuple[np.ndarray, int]:
+    """As ``encoded``, from decoded uint8 frames (T, H, W, 3)."""
+    pixels, side = self._pixels(frames, window, size, flip)
+    return pixels.numpy(), int(side)
 
   def encoded_window(self, frames, window) -> np.ndarray:
     """uint8 (T, height, width, 3): ``window`` of each encoded frame, decoded and nothing else."""
@@ -70,20 +78,28 @@ class FrameDecoder:
     return np.stack([tf.io.decode_image(f, channels=3, expand_animations=False).numpy() for f in frames])
 
   def _from_encoded(self, frames, window, size, flip):
-    return self._resize(_decode_window(frames, window), size, flip)
+    return _fit(_decode_window(frames, window), size, flip)
 
   def _from_pixels(self, frames, window, size, flip):
-    return self._resize(_crop(frames, window, axis=1), size, flip)
+    return _fit(_crop(frames, window, axis=1), size, flip)
 
-  @staticmethod
-  def _resize(pixels, size, flip):
-    # Flipping the small uint8 window before the resize equals flipping after it: the half-pixel sampling grid
-    # is symmetric.
-    pixels = tf.cond(flip, lambda: tf.reverse(pixels, axis=[2]), lambda: pixels)
-    shape = tf.shape(pixels)
-    same = tf.logical_and(tf.equal(shape[1], size), tf.equal(shape[2], size))
-    return tf.cond(same, lambda: pixels,
-                   lambda: tf.cast(tf.round(tf.image.resize(pixels, tf.stack([size, size]))), tf.uint8))
+
+def _fit(pixels, size, flip):
+  # Flipping the small uint8 window first equals flipping the view: the half-pixel sampling grid is symmetric.
+  pixels = tf.cond(flip, lambda: tf.reverse(pixels, axis=[2]), lambda: pixels)
+  side = tf.shape(pixels)[1]
+
+  def shrink():
+    return tf.cast(tf.round(tf.image.resize(pixels, tf.stack([size, size]))), tf.uint8), size
+
+  def pad():
+    # The device's resize reads one pixel past the window's last row and column: a copy of them, as a resize of
+    # the window alone would clamp to them.
+    edged = tf.pad(pixels, [[0, 0], [0, 1], [0, 1], [0, 0]], mode='SYMMETRIC')
+    room = size - side - 1
+    return tf.pad(edged, [[0, 0], [0, room], [0, room], [0, 0]]), side
+
+  return tf.case([(side > size, shrink), (side < size, pad)], default=lambda: (pixels, side))
 
 
 def _decode_window(frames, window):

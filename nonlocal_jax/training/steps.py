@@ -67,12 +67,12 @@ def _input_key(batch: dict) -> str:
   return 'clips' if 'clips' in batch else 'image'
 
 
-def _identity(x):
-  return x
+def _input_of(batch: dict):
+  return batch[_input_key(batch)]
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, schedule,
-               accumulation_steps: int = 1, normalize=_identity) -> tuple[TrainState, dict]:
+               accumulation_steps: int = 1, network_input=_input_of) -> tuple[TrainState, dict]:
   """One update on this device's share of the batch; call it under ``shard_map`` over the 'batch' axis.
 
   The share is split into ``accumulation_steps`` micro-batches, whose gradients are averaged (each micro-batch
@@ -82,8 +82,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
   Returns the new state and the device-averaged metrics loss, top1 and top5 (multi-label: hit1, see
   ``batch_metrics``), grad_norm, learning_rate, and 'nonfinite': the ``nonfinite_code`` of this step's loss,
   gradient norm and new parameters, BatchNorm statistics and optimiser state (0 when all are finite; not an
-  average, the loop keeps it out of the logged means). ``normalize`` turns the batch's input into the network's
-  (``nonlocal_jax.data.normalization.on_device``).
+  average, the loop keeps it out of the logged means). ``network_input`` makes the network's input from a batch
+  (``nonlocal_jax.data.device_input.network_input``: resize the views, normalise).
   """
   key = _input_key(batch)
   n = accumulation_steps
@@ -93,7 +93,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
 
   def loss_fn(params, batch_stats, mb, mb_rng):
     variables = {'params': params, **({'batch_stats': batch_stats} if has_stats else {})}
-    logits, updates = model.apply(variables, normalize(mb[key]), train=True,
+    logits, updates = model.apply(variables, network_input(mb), train=True,
                                   mutable=['batch_stats'] if has_stats else [], rngs={'dropout': mb_rng})
     if multi_label:
       loss = optax.sigmoid_binary_cross_entropy(logits, mb['label']).mean()
@@ -134,7 +134,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
   return new_state, metrics
 
 
-def eval_step(variables: dict, batch: dict, *, model, normalize=_identity) -> jax.Array:
+def eval_step(variables: dict, batch: dict, *, model, network_input=_input_of) -> jax.Array:
   """Class probabilities (B, num_classes) of this device's share; videos through the fully-convolutional test.
 
   Softmax probabilities, or per-class sigmoids when the batch's labels are multi-hot (``is_multi_label``).
@@ -142,14 +142,14 @@ def eval_step(variables: dict, batch: dict, *, model, normalize=_identity) -> ja
   key = _input_key(batch)
   multi_label = 'label' in batch and is_multi_label(batch['label'])
   if key == 'clips':
-    return model.apply(variables, normalize(batch[key]), train=False, fully_convolutional=True,
+    return model.apply(variables, network_input(batch), train=False, fully_convolutional=True,
                        multi_label=multi_label)
-  logits = model.apply(variables, normalize(batch[key]), train=False)
+  logits = model.apply(variables, network_input(batch), train=False)
   return jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)
 
 
-def batch_stats_step(variables: dict, batch: dict, *, model, normalize=_identity) -> Any:
+def batch_stats_step(variables: dict, batch: dict, *, model, network_input=_input_of) -> Any:
   """The BatchNorm statistics of one batch (``model`` has bn_momentum=0, so running = batch), device-averaged."""
-  _, updates = model.apply(variables, normalize(batch[_input_key(batch)]), train=True, mutable=['batch_stats'],
+  _, updates = model.apply(variables, network_input(batch), train=True, mutable=['batch_stats'],
                            rngs={'dropout': jax.random.PRNGKey(0)})
   return lax.pmean(updates['batch_stats'], AXIS)

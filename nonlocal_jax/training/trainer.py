@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from nonlocal_jax.data import normalization
+from nonlocal_jax.data import device_input
 from nonlocal_jax.models import build_model
 from nonlocal_jax.training import optim
 from nonlocal_jax.training import parallel
@@ -33,9 +33,9 @@ class Trainer:
     self.tx, self.schedule = optim.create_optimizer(config.train, abstract_params, self.global_batch)
     rep = parallel.replicated(mesh)
     self.init_state = jax.jit(create_train_state(config, self.model, self.tx), out_shardings=rep)
-    normalize = normalization.on_device(config.data)
+    network_input = device_input.network_input(config.data)
     step = functools.partial(steps.train_step, model=self.model, tx=self.tx, schedule=self.schedule,
-                             accumulation_steps=config.train.accumulation_steps, normalize=normalize)
+                             accumulation_steps=config.train.accumulation_steps, network_input=network_input)
 
     def per_device_step(state, batch):
       rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(AXIS))
@@ -44,12 +44,12 @@ class Trainer:
     self.train_step = parallel.map_over_devices(per_device_step, mesh, (P(), P(AXIS)), (P(), P()),
                                                 donate_argnums=(0,))
     self.eval_step = parallel.map_over_devices(functools.partial(steps.eval_step, model=self.model,
-                                                                 normalize=normalize), mesh,
+                                                                 network_input=network_input), mesh,
                                                (P(), P(AXIS)), P(AXIS))
     # Momentum 0 makes the 'running' averages the statistics of the batch just seen (for precise BN).
     stats_model = self.model.clone(bn_momentum=0.0)
     self.stats_step = parallel.map_over_devices(functools.partial(steps.batch_stats_step, model=stats_model,
-                                                                  normalize=normalize), mesh,
+                                                                  network_input=network_input), mesh,
                                                 (P(), P(AXIS)), P())
 
   def variables(self, state: TrainState) -> dict:
@@ -59,7 +59,7 @@ class Trainer:
   def predict_fn(self, state: TrainState) -> Callable[[dict], np.ndarray]:
     """``batch -> (B, num_classes)`` NumPy probabilities for this process's (padded) batch, as evaluate wants."""
     variables = self.variables(state)
-    keep = ('clips', 'image', 'label')
+    keep = ('clips', 'image', 'view_side', 'label')
 
     def predict(batch: dict) -> np.ndarray:
       sharded = parallel.shard_batch({k: v for k, v in batch.items() if k in keep}, self.mesh)

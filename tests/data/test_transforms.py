@@ -1,5 +1,6 @@
-"""The frame operations: a view is the stored frame's window, flipped and resized bilinearly, and bad settings fail
-with the field's name. References: NumPy float64 bilinear resizing written here, and whole-frame decoding."""
+"""The frame operations: a view is the stored frame's window, flipped and resized bilinearly (on the host when it
+shrinks, on the device when it grows), and bad settings fail with the field's name. References: NumPy float64
+bilinear resizing written here, and whole-frame decoding."""
 
 import io
 
@@ -9,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from nonlocal_jax import data
+from nonlocal_jax.data import device_input
 from nonlocal_jax.data import image_header
 from nonlocal_jax.data import layout as layout_lib
 from nonlocal_jax.data import transforms
@@ -50,7 +52,8 @@ def _frames(fmt: str, count=3, shape=(48, 70)):
 
 @pytest.mark.parametrize('fmt', ['PNG', 'JPEG'])
 @pytest.mark.parametrize('window,size,flip', [((5, 9, 30, 30), 40, False), ((0, 0, 48, 48), 32, True),
-                                              ((10, 30, 37, 37), 37, True), ((17, 40, 31, 30), 24, False)])
+                                              ((10, 30, 37, 37), 37, True), ((17, 40, 31, 31), 24, False),
+                                              ((3, 50, 17, 17), 40, True)])
 def test_a_view_is_the_window_flipped_and_resized(fmt, window, size, flip):
   pixels, encoded = _frames(fmt)
   # The reference decodes whole frames (tf.io.decode_image), never a window.
@@ -64,9 +67,12 @@ def test_a_view_is_the_window_flipped_and_resized(fmt, window, size, flip):
     expected.append(frame if (h, w) == (size, size) else _bilinear(frame, size))
   expected = np.stack(expected)
   decoder = transforms.FrameDecoder()
-  for got in (decoder.encoded(encoded, window, size, flip), decoder.pixels(whole, window, size, flip)):
+  for got, side in (decoder.encoded(encoded, window, size, flip), decoder.pixels(whole, window, size, flip)):
     assert got.dtype == np.uint8 and got.shape == (3, size, size, 3)
-    assert np.abs(got.astype(np.float64) - expected).max() <= 0.5 + 1e-3  # The uint8 rounding alone.
+    assert side == min(h, size)  # Larger windows are resized on the host, smaller ones shipped as they are.
+    view = np.asarray(device_input.resize_views(got[None], np.array([side]))[0], np.float64)
+    # A host resize rounds to uint8; the device's is float32.
+    assert np.abs(view - expected).max() <= (0.5 + 1e-3 if h > size else 2e-3)
 
 
 def test_a_jpeg_window_has_the_whole_decodes_pixels_at_its_edges():

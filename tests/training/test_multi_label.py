@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score
 
 from nonlocal_jax import evaluation
 from nonlocal_jax import training
-from nonlocal_jax.data import builders, normalization, prepare, synthetic, train_pipeline
+from nonlocal_jax.data import builders, device_input, prepare, synthetic, train_pipeline
 from nonlocal_jax.training import parallel
 from tests.training import helpers
 
@@ -57,7 +57,7 @@ def test_the_train_step_takes_the_sigmoid_loss_and_hit_at_1_of_multi_hot_labels(
   state = trainer.init_state()
   batch = next(train_pipeline.create_train_iterator(config.data, seed=0))
   # The step's forward pass on one device: the whole batch, normalised by its own statistics, no dropout.
-  clips = normalization.on_device(config.data)(batch['clips'])  # uint8 pixels, normalised as the step does.
+  clips = device_input.network_input(config.data)(batch)  # uint8 views, resized and normalised as the step does.
   logits, _ = trainer.model.apply(trainer.variables(state), clips, train=True, mutable=['batch_stats'],
                                   rngs={'dropout': jax.random.PRNGKey(0)})
   logits = np.asarray(logits, np.float64)
