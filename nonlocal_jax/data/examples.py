@@ -40,7 +40,7 @@ class ExampleReader:
     self.features = features
     self.config = c  # config.data
     self._decoder = transforms.FrameDecoder()
-    self.configache: Optional[dict[int, np.ndarray]] = {} if cache_decoded else None
+    self._cache: Optional[dict[int, np.ndarray]] = {} if cache_decoded else None
 
   def __len__(self) -> int:
     return len(self.source)
@@ -104,18 +104,15 @@ class ExampleReader:
     return views, example.label
 
   def _views(self, index, example, indices, windows, size, flip) -> list[tuple[np.ndarray, int]]:
-    if self.configache is not None:
-      frames = self.configache.get(index)
+    if self._cache is not None:
+      frames = self._cache.get(index)
       if frames is None:
-        frames = self.configache.setdefault(index, self._decoder.decode_all(example.frames))
+        frames = self._cache.setdefault(index, self._decoder.decode_all(example.frames))
       frames = frames[indices]
       return [self._decoder.pixels(frames, tuple(int(v) for v in w), size, flip) for w in windows]
     encoded = [example.frames[i] for i in indices]
     if len(windows) == 1:
       return [self._decoder.encoded(encoded, tuple(int(v) for v in windows[0]), size, flip)]
-    # Several crops of one clip: decode the region they span once, then cut each crop from it.
-    top, left = windows[:, 0].min(), windows[:, 1].min()
-    bottom, right = (windows[:, 0] + windows[:, 2]).max(), (windows[:, 1] + windows[:, 3]).max()
-    region = self._decoder.encoded_window(encoded, (int(top), int(left), int(bottom - top), int(right - left)))
-    return [self._decoder.pixels(region, (int(w[0] - top), int(w[1] - left), int(w[2]), int(w[3])), size, flip)
-            for w in windows]
+    # Several crops of one clip: the region they span is decoded once.
+    pixels, sides = self._decoder.encoded_crops(encoded, windows, size)
+    return [(p, int(side)) for p, side in zip(pixels, sides)]

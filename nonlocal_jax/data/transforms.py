@@ -57,6 +57,8 @@ class FrameDecoder:
                                input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8), *view_spec])
     self._window = tf.function(_decode_window, input_signature=[tf.TensorSpec([None], tf.string),
                                                                  tf.TensorSpec([4], tf.int32)])
+    self._crops = tf.function(_decode_crops, input_signature=[
+        tf.TensorSpec([None], tf.string), tf.TensorSpec([None, 4], tf.int32), tf.TensorSpec([], tf.int32)])
 
   def encoded(self, frames, window, size: int, flip: bool = False) -> tuple[np.ndarray, int]:
     """(uint8 (T, size, size, 3), valid side): the square ``window`` (top, left, side, side) of each encoded
@@ -68,6 +70,12 @@ class FrameDecoder:
     """As ``encoded``, from decoded uint8 frames (T, H, W, 3)."""
     pixels, side = self._pixels(frames, window, size, flip)
     return pixels.numpy(), int(side)
+
+  def encoded_crops(self, frames, windows, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Several square views of the same frames (e.g. the test crops of one clip), decoding the region they span
+    once: uint8 (K, T, size, size, 3) and their valid sides (K,)."""
+    pixels, sides = self._crops(list(frames), np.asarray(windows, np.int32), size)
+    return pixels.numpy(), sides.numpy()
 
   def encoded_window(self, frames, window) -> np.ndarray:
     """uint8 (T, height, width, 3): ``window`` of each encoded frame, decoded and nothing else."""
@@ -100,6 +108,16 @@ def _fit(pixels, size, flip):
     return tf.pad(edged, [[0, 0], [0, room], [0, room], [0, 0]]), side
 
   return tf.case([(side > size, shrink), (side < size, pad)], default=lambda: (pixels, side))
+
+
+def _decode_crops(frames, windows, size):
+  top, left = tf.reduce_min(windows[:, 0]), tf.reduce_min(windows[:, 1])
+  bottom = tf.reduce_max(windows[:, 0] + windows[:, 2])
+  right = tf.reduce_max(windows[:, 1] + windows[:, 3])
+  region = _decode_window(frames, tf.stack([top, left, bottom - top, right - left]))
+  relative = windows - tf.stack([top, left, 0, 0])
+  return tf.map_fn(lambda w: _fit(_crop(region, w, axis=1), size, tf.constant(False)), relative,
+                   fn_output_signature=(tf.TensorSpec([None, None, None, 3], tf.uint8), tf.int32))
 
 
 def _decode_window(frames, window):
