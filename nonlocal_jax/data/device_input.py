@@ -2,8 +2,9 @@
 
 The host ships uint8 views (``nonlocal_jax.data.transforms``): a window smaller than the view sits in the top-left
 corner of its array with its side in ``batch['view_side']``. Here each view is resized to the full array
-bilinearly (half-pixel centres, no antialiasing: the same samples as ``tf.image.resize`` of the window alone) and
-normalised as ``config.data.normalization`` says. On an accelerator this costs a fraction of a percent of a
+bilinearly (half-pixel centres, no antialiasing: the same samples as ``tf.image.resize`` of the window alone),
+flipped horizontally where ``batch['view_flip']`` says (training), and normalised as
+``config.data.normalization`` says. On an accelerator this costs a fraction of a percent of a
 training step; on the host it cost a third of the pipeline's time, and float32 views would have made the
 host-to-device copy four times larger.
 """
@@ -34,14 +35,18 @@ def resize_views(views: jax.Array, sides: jax.Array) -> jax.Array:
 
 def network_input(data_config: Any = None) -> Callable[[dict], jax.Array]:
   """The function the jitted steps apply to a batch to get the network's input: views resized (when the batch
-  has ``view_side``) and uint8 pixels normalised; float inputs without ``view_side`` (fake data) pass unchanged."""
+  has ``view_side``) and flipped (``view_flip``), uint8 pixels normalised; float inputs without them (fake data)
+  pass unchanged."""
   normalize = normalization.on_device(data_config)
 
   def apply(batch: dict) -> jax.Array:
-    x = batch['clips'] if 'clips' in batch else batch['image']
+    # Normalising first is exact: resizing (weights summing to 1) and flipping commute with it.
+    x = normalize(batch['clips'] if 'clips' in batch else batch['image'])
     if 'view_side' in batch:
-      x = normalize(x)  # float32 from here (uint8 in).
-      return resize_views(x, batch['view_side'])
-    return normalize(x)
+      x = resize_views(x, batch['view_side'])
+    if 'view_flip' in batch:
+      flip = batch['view_flip'].reshape(batch['view_flip'].shape + (1,) * (x.ndim - 1))
+      x = jnp.where(flip, x[..., ::-1, :], x)
+    return x
 
   return apply

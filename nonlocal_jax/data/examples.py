@@ -65,7 +65,7 @@ class ExampleReader:
 
   def train_view(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int, Union[int, np.ndarray]]:
     """The paper's training view: uint8 (T, crop, crop, 3) (or (crop, crop, 3) for an image), its valid side
-    (``transforms.FrameDecoder``) and the label.
+    (``transforms.FrameDecoder``), whether the device flips it, and the label.
 
     The random choices are drawn from ``rng`` in a fixed order: the clip's window in time, the scale, the crop's
     place, the flip.
@@ -76,8 +76,8 @@ class ExampleReader:
     indices = (sampling.train_clip_indices(len(example.frames), c.num_frames, c.frame_stride, rng) if video
                else np.zeros(1, np.int64))
     window, flip = sampling.train_window(example.height, example.width, c, rng)
-    pixels, side = self._views(index, example, indices, [window], c.crop_size, flip)[0]
-    return (pixels if video else pixels[0]), side, example.label
+    pixels, side = self._views(index, example, indices, [window], c.crop_size)[0]
+    return (pixels if video else pixels[0]), side, flip, example.label
 
   def eval_views(self, index: int, clip: Optional[int], mode: str) -> tuple[list, Union[int, np.ndarray]]:
     """The evaluation views of example ``index``, each (uint8 pixels, valid side), and its label.
@@ -98,21 +98,19 @@ class ExampleReader:
       crops, size = c.test_num_crops, c.test_crop_size
     short = c.test_short_side
     windows = sampling.test_windows(example.height, example.width, size, short, crops)
-    views = self._views(index, example, indices, windows, size, False)
+    views = self._views(index, example, indices, windows, size)
     if self.features.kind == 'image':
       views = [(v[0], side) for v, side in views]
     return views, example.label
 
-  def _views(self, index, example, indices, windows, size, flip) -> list[tuple[np.ndarray, int]]:
+  def _views(self, index, example, indices, windows, size) -> list[tuple[np.ndarray, int]]:
     if self._cache is not None:
       frames = self._cache.get(index)
       if frames is None:
         frames = self._cache.setdefault(index, self._decoder.decode_all(example.frames))
       frames = frames[indices]
-      return [self._decoder.pixels(frames, tuple(int(v) for v in w), size, flip) for w in windows]
+      return [self._decoder.pixels(frames, tuple(int(v) for v in w), size) for w in windows]
     encoded = [example.frames[i] for i in indices]
     if len(windows) == 1:
-      return [self._decoder.encoded(encoded, tuple(int(v) for v in windows[0]), size, flip)]
-    # Several crops of one clip: the region they span is decoded once.
-    pixels, sides = self._decoder.encoded_crops(encoded, windows, size)
-    return [(p, int(side)) for p, side in zip(pixels, sides)]
+      return [self._decoder.encoded(encoded, tuple(int(v) for v in windows[0]), size)]
+    return self._decoder.encoded_crops(encoded, windows, size)  # The region the crops span is decoded once.

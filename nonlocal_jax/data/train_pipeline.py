@@ -30,8 +30,9 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
   Clips: ``num_frames`` frames every ``frame_stride`` from a random window (short videos loop), the paper's scale
   jitter in [train_short_side_min, train_short_side_max], a random ``crop_size`` square and a random horizontal
   flip (``sampling.train_window``). A batch holds ``clips`` uint8 (B, T, H, W, 3) (``image`` (B, H, W, 3) for
-  images) with ``view_side`` int32 (B,), the side of each view's window that the train step resizes to the full
-  view on the device and normalises (``nonlocal_jax.data.device_input``), and ``label`` int32 (B,) (multi-label datasets: float32
+  images) with ``view_side`` int32 (B,) and ``view_flip`` bool (B,): the side of each view's window, which the
+  train step resizes to the full view on the device, whether it then flips it, before normalising
+  (``nonlocal_jax.data.device_input``); and ``label`` int32 (B,) (multi-label datasets: float32
   (B, num_classes) multi-hot).
 
   ``start_batch`` resumes the stream: the iterator yields exactly what a fresh one yields after that many
@@ -63,9 +64,10 @@ def _batches(views, batch: int, key: str) -> Iterator[dict[str, np.ndarray]]:
   views = iter(views)
   while True:
     items = list(itertools.islice(views, batch))
-    yield {key: np.stack([pixels for pixels, _, _ in items]),
-           'view_side': np.asarray([side for _, side, _ in items], np.int32),
-           'label': _labels([label for _, _, label in items])}
+    yield {key: np.stack([item[0] for item in items]),
+           'view_side': np.asarray([item[1] for item in items], np.int32),
+           'view_flip': np.asarray([item[2] for item in items], bool),
+           'label': _labels([item[3] for item in items])}
 
 
 def _labels(labels: list) -> np.ndarray:

@@ -3,14 +3,15 @@
 The paper's recipe scales each frame so that its shorter side is s (random in [256, 320] for training, 256 for
 testing) and then crops a square (docs/paper.md §5). A crop of side c from a frame scaled to shorter side s is the
 stored frame's square of side c·short/s, resized to c: so a view is planned in the stored frame's pixels
-(``nonlocal_jax.data.sampling``), only that window is decoded (``tf.io.decode_and_crop_jpeg`` skips the IDCT and
-colour conversion of everything else) and flipped while it is small. Whole frames are never scaled.
+(``nonlocal_jax.data.sampling``) and only that window is decoded (``tf.io.decode_and_crop_jpeg`` skips the IDCT
+and colour conversion of everything else). Whole frames are never scaled.
 
 A window no larger than the view (the paper's training views of frames stored at 256: sides 179 to 224) is
 shipped as it is, in the top-left corner of the view's uint8 array with its side alongside (``view_side``); the
-device resizes it and normalises it (``nonlocal_jax.data.device_input``), where that work costs a fraction of a
-percent of a training step instead of a third of the host's. A larger window (frames stored larger than the
-views need) is resized here, bilinearly (half-pixel centres, no antialiasing, as ``tf.image.resize``).
+device resizes it, flips it (``view_flip``) and normalises it (``nonlocal_jax.data.device_input``), where that
+work costs a fraction of a percent of a training step instead of half of the host's. A larger window (frames
+stored larger than the views need) is resized here, bilinearly (half-pixel centres, no antialiasing, as
+``tf.image.resize``).
 
 ``c`` is ``config.data`` (documented in configs/default.py); ``check_settings`` checks that the fields these
 operations read fit each other.
@@ -42,40 +43,39 @@ def check_settings(c, kind: str) -> None:
 
 
 class FrameDecoder:
-  """Produces views from encoded frames (or decoded uint8 frames): decode a square window, flip it, fit it.
+  """Produces views from encoded frames (or decoded uint8 frames): decode a square window and fit it to the view.
 
-  Each view comes back as uint8 (T, size, size, 3) and its valid side: the window sits in the top-left corner
-  (edge-replicated by one pixel, zeros beyond) when it is smaller than ``size``; it fills the array otherwise.
-  One instance per pipeline: its TensorFlow functions are traced once and shared by all worker threads
-  (TensorFlow releases the GIL while they run, so threads decode in parallel).
+  Each view comes back as uint8 (T, size, size, 3) and its valid side: a window smaller than ``size`` sits in the
+  top-left corner (its last row and column repeated once, zeros beyond: the device's resize reads one pixel past
+  the window, as a resize of the window alone would clamp to it); a larger one is resized to fill the array.
+  Flips are left to the device. One instance per pipeline: its TensorFlow functions are traced once and shared by
+  all worker threads (TensorFlow releases the GIL while they run, so threads decode in parallel).
   """
 
   def __init__(self):
-    view_spec = [tf.TensorSpec([4], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)]
-    self._encoded = tf.function(self._from_encoded, input_signature=[tf.TensorSpec([None], tf.string), *view_spec])
-    self._pixels = tf.function(self._from_pixels,
-                               input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8), *view_spec])
+    window = [tf.TensorSpec([4], tf.int32), tf.TensorSpec([], tf.int32)]
+    self._encoded = tf.function(lambda frames, w, size: _shrink(_decode_window(frames, w), size),
+                                input_signature=[tf.TensorSpec([None], tf.string), *window])
+    self._pixels = tf.function(lambda frames, w, size: _shrink(_crop(frames, w, axis=1), size),
+                               input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8), *window])
     self._window = tf.function(_decode_window, input_signature=[tf.TensorSpec([None], tf.string),
                                                                  tf.TensorSpec([4], tf.int32)])
     self._crops = tf.function(_decode_crops, input_signature=[
         tf.TensorSpec([None], tf.string), tf.TensorSpec([None, 4], tf.int32), tf.TensorSpec([], tf.int32)])
 
-  def encoded(self, frames, window, size: int, flip: bool = False) -> tuple[np.ndarray, int]:
+  def encoded(self, frames, window, size: int) -> tuple[np.ndarray, int]:
     """(uint8 (T, size, size, 3), valid side): the square ``window`` (top, left, side, side) of each encoded
     JPEG/PNG frame in ``frames``."""
-    pixels, side = self._encoded(list(frames), window, size, flip)
-    return pixels.numpy(), int(side)
+    return _place(self._encoded(list(frames), window, size).numpy(), size)
 
-  def pixels(self, frames: np.ndarray, window, size: int, flip: bool = False) -> tuple[np.ndarray, int]:
+  def pixels(self, frames: np.ndarray, window, size: int) -> tuple[np.ndarray, int]:
     """As ``encoded``, from decoded uint8 frames (T, H, W, 3)."""
-    pixels, side = self._pixels(frames, window, size, flip)
-    return pixels.numpy(), int(side)
+    return _place(self._pixels(frames, window, size).numpy(), size)
 
-  def encoded_crops(self, frames, windows, size: int) -> tuple[np.ndarray, np.ndarray]:
+  def encoded_crops(self, frames, windows, size: int) -> list[tuple[np.ndarray, int]]:
     """Several square views of the same frames (e.g. the test crops of one clip), decoding the region they span
-    once: uint8 (K, T, size, size, 3) and their valid sides (K,)."""
-    pixels, sides = self._crops(list(frames), np.asarray(windows, np.int32), size)
-    return pixels.numpy(), sides.numpy()
+    once: a list of (uint8 (T, size, size, 3), valid side)."""
+    return [_place(crop, size) for crop in self._crops(list(frames), np.asarray(windows, np.int32), size)]
 
   def encoded_window(self, frames, window) -> np.ndarray:
     """uint8 (T, height, width, 3): ``window`` of each encoded frame, decoded and nothing else."""
@@ -85,29 +85,25 @@ class FrameDecoder:
     """uint8 (T, H, W, 3): every frame of ``frames`` decoded whole (for the in-memory cache of small datasets)."""
     return np.stack([tf.io.decode_image(f, channels=3, expand_animations=False).numpy() for f in frames])
 
-  def _from_encoded(self, frames, window, size, flip):
-    return _fit(_decode_window(frames, window), size, flip)
 
-  def _from_pixels(self, frames, window, size, flip):
-    return _fit(_crop(frames, window, axis=1), size, flip)
-
-
-def _fit(pixels, size, flip):
-  # Flipping the small uint8 window first equals flipping the view: the half-pixel sampling grid is symmetric.
-  pixels = tf.cond(flip, lambda: tf.reverse(pixels, axis=[2]), lambda: pixels)
+def _shrink(pixels, size):
+  # Only a window larger than the view is resized here; smaller ones grow on the device.
   side = tf.shape(pixels)[1]
+  return tf.cond(side > size,
+                 lambda: tf.cast(tf.round(tf.image.resize(pixels, tf.stack([size, size]))), tf.uint8),
+                 lambda: pixels)
 
-  def shrink():
-    return tf.cast(tf.round(tf.image.resize(pixels, tf.stack([size, size]))), tf.uint8), size
 
-  def pad():
-    # The device's resize reads one pixel past the window's last row and column: a copy of them, as a resize of
-    # the window alone would clamp to them.
-    edged = tf.pad(pixels, [[0, 0], [0, 1], [0, 1], [0, 0]], mode='SYMMETRIC')
-    room = size - side - 1
-    return tf.pad(edged, [[0, 0], [0, room], [0, room], [0, 0]]), side
-
-  return tf.case([(side > size, shrink), (side < size, pad)], default=lambda: (pixels, side))
+def _place(pixels: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+  """The window ``pixels`` (T, side, side, 3) in the top-left corner of a (T, size, size, 3) view."""
+  side = pixels.shape[1]
+  if side == size:
+    return pixels, size
+  view = np.zeros(pixels.shape[:1] + (size, size, 3), np.uint8)
+  view[:, :side, :side] = pixels
+  view[:, :side, side] = pixels[:, :, -1]
+  view[:, side, :side + 1] = view[:, side - 1, :side + 1]
+  return view, side
 
 
 def _decode_crops(frames, windows, size):
@@ -116,8 +112,9 @@ def _decode_crops(frames, windows, size):
   right = tf.reduce_max(windows[:, 1] + windows[:, 3])
   region = _decode_window(frames, tf.stack([top, left, bottom - top, right - left]))
   relative = windows - tf.stack([top, left, 0, 0])
-  return tf.map_fn(lambda w: _fit(_crop(region, w, axis=1), size, tf.constant(False)), relative,
-                   fn_output_signature=(tf.TensorSpec([None, None, None, 3], tf.uint8), tf.int32))
+  # The crops of one clip share their side (sampling.test_windows), so they stack.
+  return tf.map_fn(lambda w: _shrink(_crop(region, w, axis=1), size), relative,
+                   fn_output_signature=tf.TensorSpec([None, None, None, 3], tf.uint8))
 
 
 def _decode_window(frames, window):

@@ -59,7 +59,7 @@ class Trainer:
   def predict_fn(self, state: TrainState) -> Callable[[dict], np.ndarray]:
     """``batch -> (B, num_classes)`` NumPy probabilities for this process's (padded) batch, as evaluate wants."""
     variables = self.variables(state)
-    keep = ('clips', 'image', 'view_side', 'label')
+    keep = ('clips', 'image', 'view_side', 'view_flip', 'label')
 
     def predict(batch: dict) -> np.ndarray:
       sharded = parallel.shard_batch({k: v for k, v in batch.items() if k in keep}, self.mesh)

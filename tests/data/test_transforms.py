@@ -1,5 +1,5 @@
-"""The frame operations: a view is the stored frame's window, flipped and resized bilinearly (on the host when it
-shrinks, on the device when it grows), and bad settings fail with the field's name. References: NumPy float64
+"""The frame operations: a view is the stored frame's window, resized bilinearly (on the host when it shrinks, on
+the device when it grows) and flipped on the device, and bad settings fail with the field's name. References: NumPy float64
 bilinear resizing written here, and whole-frame decoding."""
 
 import io
@@ -67,10 +67,12 @@ def test_a_view_is_the_window_flipped_and_resized(fmt, window, size, flip):
     expected.append(frame if (h, w) == (size, size) else _bilinear(frame, size))
   expected = np.stack(expected)
   decoder = transforms.FrameDecoder()
-  for got, side in (decoder.encoded(encoded, window, size, flip), decoder.pixels(whole, window, size, flip)):
+  network_input = device_input.network_input({'normalization': 'none'})
+  for got, side in (decoder.encoded(encoded, window, size), decoder.pixels(whole, window, size)):
     assert got.dtype == np.uint8 and got.shape == (3, size, size, 3)
     assert side == min(h, size)  # Larger windows are resized on the host, smaller ones shipped as they are.
-    view = np.asarray(device_input.resize_views(got[None], np.array([side]))[0], np.float64)
+    batch = {'clips': got[None], 'view_side': np.array([side]), 'view_flip': np.array([flip])}
+    view = np.asarray(network_input(batch)[0], np.float64)
     # A host resize rounds to uint8; the device's is float32.
     assert np.abs(view - expected).max() <= (0.5 + 1e-3 if h > size else 2e-3)
 
