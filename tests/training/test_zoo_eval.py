@@ -79,7 +79,8 @@ def test_a_config_that_cannot_be_tested_is_refused_before_the_download(tiny, tmp
 def test_main_zoo_flag(tmp_path):
   env = helpers.env_for(1)
   # Any download fails at once (a proxy that refuses): nothing is ever downloaded here.
-  env.update(https_proxy='http://127.0.0.1:9', http_proxy='http://127.0.0.1:9', NONLOCAL_JAX_ZOO_DIR=str(tmp_path / 'z'))
+  env.update(https_proxy='http://127.0.0.1:9', http_proxy='http://127.0.0.1:9',
+             NONLOCAL_JAX_ZOO_DIR=str(tmp_path / 'z'))
   main = [sys.executable, os.path.join(helpers.ROOT, 'main.py'), f'--workdir={tmp_path / "run"}']
   run = lambda *args: subprocess.run(main + list(args), env=env, cwd=helpers.ROOT, capture_output=True, text=True,
                                      timeout=240)
