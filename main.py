@@ -54,7 +54,7 @@ def main(argv):
       config = FLAGS.config
       if FLAGS.zoo:
         config = config or zoo.config_of(zoo.get(FLAGS.zoo))
-        convert.pretrained_to_workdir(FLAGS.zoo, config, FLAGS.workdir)
+        convert.pretrained_to_workdir(FLAGS.zoo, config, FLAGS.workdir, evaluate=True)
       training.evaluate_checkpoint(config, FLAGS.workdir)
   except (training.ConfigError, training.NonFiniteLossError, zoo.ZooError, convert.ConversionError) as e:
     raise SystemExit(f'Error: {e}') from None

@@ -87,22 +87,23 @@ def _write_step0(config, workdir: str, fill: Callable[[dict], dict]) -> dict:
   return variables
 
 
-def pretrained_to_workdir(name: str, config, workdir: str, cache_dir: Optional[str] = None) -> bool:
+def pretrained_to_workdir(name: str, config, workdir: str, cache_dir: Optional[str] = None, *,
+                          evaluate: bool = False) -> bool:
   """Writes the official model ``name``'s weights (``nonlocal_jax.zoo``) as the step-0 checkpoint of ``workdir``.
 
-  What ``main.py --mode=eval --zoo=NAME`` runs before the test. A workdir that holds them already (its
-  ``zoo.json`` names the model and its one checkpoint is step 0) is kept as it is; one with other checkpoints is
-  refused; a config that cannot be tested (data not prepared, ...) raises ConfigError before anything is
-  downloaded. ``config`` may differ from the model's own (``zoo.config_of``) in anything that keeps the parameters'
+  What ``main.py --mode=eval --zoo=NAME`` runs before the test (with ``evaluate``: a config that cannot be
+  tested, e.g. data not prepared, raises ConfigError before anything is downloaded). A workdir that holds them
+  already (its ``zoo.json`` names the model and its one checkpoint is step 0) is kept as it is; one with other
+  checkpoints is refused. ``config`` may differ from the model's own (``zoo.config_of``) in anything that keeps the parameters'
   names and shapes; the differences that change the function or the test are said on the console, since the
   published top-1 is for the model's own config. Returns whether a checkpoint was written.
   """
   model = zoo.get(name)
-  # Everything that would stop the test later is checked before the download and the conversion.
-  checks.check_workdir(workdir)
-  checks.check_config(config)
-  checks.check_data(config)
-  checks.check_classes(config)
+  if evaluate:  # What would stop the test later is checked before the download and the conversion.
+    checks.check_workdir(workdir)
+    checks.check_config(config)
+    checks.check_data(config)
+    checks.check_classes(config)
   marker = paths.as_path(workdir) / ZOO_MARKER
   steps = ckpt_lib.steps_on_disk(ckpt_lib.checkpoint_dir(workdir))
   if steps:

@@ -43,7 +43,7 @@ def test_zoo_weights_are_written_reused_and_tested(tiny, data_dir, tmp_path):
   config = helpers.load_config('test')
   config.data.data_dir = data_dir
   workdir = str(tmp_path / 'run')
-  assert convert.pretrained_to_workdir('tiny', config, workdir)
+  assert convert.pretrained_to_workdir('tiny', config, workdir, evaluate=True)
   loaded = ckpt_lib.load_variables(workdir)
   for part in ('params', 'batch_stats'):
     flat, want = (flax.traverse_util.flatten_dict(t[part], sep='/') for t in (loaded, tiny))
@@ -72,7 +72,7 @@ def test_a_config_that_cannot_be_tested_is_refused_before_the_download(tiny, tmp
   config = helpers.load_config('test', **{'train.auto_prepare_synthetic': False})
   config.data.data_dir = str(tmp_path / 'no_data')
   with pytest.raises(training.ConfigError, match='does not exist: prepare the dataset there'):
-    convert.pretrained_to_workdir('tiny', config, str(tmp_path / 'run'))
+    convert.pretrained_to_workdir('tiny', config, str(tmp_path / 'run'), evaluate=True)
   assert not (tmp_path / 'cache').exists()
 
 
@@ -91,3 +91,12 @@ def test_main_zoo_flag(tmp_path):
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode == 1 and 'Traceback' not in result.stderr and last.startswith('Error: '), result.stderr
   assert 'kinetics400' in last and not (tmp_path / 'z').exists()
+
+
+def test_differences_from_the_published_config_are_named():
+  published = zoo.config_of(zoo.get('i3d_nonlocal_32x2'))
+  mine = zoo.config_of(zoo.get('i3d_nonlocal_32x2'))
+  assert convert._differences(mine, published) == []  # pylint: disable=protected-access
+  mine.model.stem_pool_padding, mine.data.test_num_clips, mine.data.eval_global_batch_size = 1, 1, 8
+  assert convert._differences(mine, published) == [  # pylint: disable=protected-access
+      'data.test_num_clips=1 (published: 10)', 'model.stem_pool_padding=1 (published: 0)']
