@@ -94,9 +94,9 @@ def pretrained_to_workdir(name: str, config, workdir: str, cache_dir: Optional[s
   What ``main.py --mode=eval --zoo=NAME`` runs before the test (with ``evaluate``: a config that cannot be
   tested, e.g. data not prepared, raises ConfigError before anything is downloaded). A workdir that holds them
   already (its ``zoo.json`` names the model and its one checkpoint is step 0) is kept as it is; one with other
-  checkpoints is refused. ``config`` may differ from the model's own (``zoo.config_of``) in anything that keeps the parameters'
-  names and shapes; the differences that change the function or the test are said on the console, since the
-  published top-1 is for the model's own config. Returns whether a checkpoint was written.
+  checkpoints is refused. ``config`` may differ from the model's own (``zoo.config_of``) in anything that keeps
+  the parameters' names and shapes; the differences that change the function or the test are said on the console,
+  since the published top-1 is for the model's own config. Returns whether a checkpoint was written.
   """
   model = zoo.get(name)
   if evaluate:  # What would stop the test later is checked before the download and the conversion.
