@@ -79,6 +79,8 @@ def test_export_and_errors(converted_run, tmp_path):
   assert again.returncode != 0 and 'already holds checkpoints: give an empty --workdir' in again.stderr
   missing = _cli(f'--src={tmp_path / "nope.pkl"}', '--config=configs/test.py', f'--workdir={tmp_path / "x"}')
   assert missing.returncode != 0 and 'does not exist' in missing.stderr
+  unknown = _cli('--zoo=nope', f'--workdir={tmp_path / "z"}')
+  assert unknown.returncode != 0 and "Error: There is no zoo model 'nope': use one of c2d_baseline_8x8" in unknown.stderr
   # A pickle whose loading would run a shell command: refused in one sentence, and the command never ran.
   marker = tmp_path / 'ran'
   with open(tmp_path / 'evil.pkl', 'wb') as f:
