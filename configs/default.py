@@ -154,7 +154,7 @@ def train_config() -> ml_collections.ConfigDict:
   field('lr_multipliers', (), regex_multipliers())
   field('freeze', None, regex(optional=True))  # Parameters kept fixed (no update, no decay), e.g. 'conv1/.*|res2_.*'.
   field('accumulation_steps', 1, integer(1))  # Micro-batches per device per update (fits 64 on fewer devices).
-  field('init_checkpoint', None, text(optional=True))  # Workdir or checkpoint dir of another run: load its params.
+  field('init_checkpoint', None, text(optional=True))  # Workdir/checkpoint dir of another run, or zoo:NAME: its params.
   field('precise_bn_batches', 0, integer(0))  # After training, re-estimate BN statistics (official 200).
   field('log_every_steps', 50, integer(1))  # Metrics to TensorBoard and a console line every this many updates.
   field('checkpoint_every_steps', 1000, integer(1))  # Checkpoint every this many updates (and at the end).
