@@ -6,6 +6,7 @@ pairwise functions), ``attention`` (the exact implementations of eq. (1): naive,
 ``geometry`` (``PositionSets``: which positions attend to each other).
 """
 
+from nonlocal_jax.layers.asymmetric_block import AsymmetricPyramidBlock
 from nonlocal_jax.layers.attention import IMPLEMENTATIONS, nonlocal_attention
 from nonlocal_jax.layers.criss_cross_block import CrissCrossBlock
 from nonlocal_jax.layers.gc_block import GCBlock
@@ -13,5 +14,5 @@ from nonlocal_jax.layers.geometry import POSITION_SETS, PositionSets
 from nonlocal_jax.layers.nonlocal_block import Affine, ConcatProjection, NonLocalBlock
 from nonlocal_jax.layers.pairwise import PAIRWISE, PAIRWISE_FUNCTIONS, PairwiseFunction, pairwise_weights
 
-__all__ = ['Affine', 'ConcatProjection', 'CrissCrossBlock', 'GCBlock', 'IMPLEMENTATIONS', 'NonLocalBlock', 'PAIRWISE', 'PAIRWISE_FUNCTIONS',
+__all__ = ['Affine', 'AsymmetricPyramidBlock', 'ConcatProjection', 'CrissCrossBlock', 'GCBlock', 'IMPLEMENTATIONS', 'NonLocalBlock', 'PAIRWISE', 'PAIRWISE_FUNCTIONS',
            'POSITION_SETS', 'PairwiseFunction', 'PositionSets', 'nonlocal_attention', 'pairwise_weights']
