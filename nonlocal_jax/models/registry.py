@@ -16,8 +16,7 @@ import flax
 import jax.numpy as jnp
 import ml_collections
 
-from nonlocal_jax.layers import NonLocalBlock
-
+from nonlocal_jax.layers.family import DEFAULT_KIND, block_class
 from nonlocal_jax.models.base import nonlocal_block_fields
 from nonlocal_jax.models.resnet_image import ResNetImage
 from nonlocal_jax.models.resnet_video import ResNetVideo
@@ -84,17 +83,21 @@ def _placeholder_type(annotation: Any) -> type:
   return tuple if base in (collections.abc.Sequence, list, tuple) else base
 
 
-def nonlocal_block_config(model_name: str = 'resnet_video') -> ml_collections.ConfigDict:
-  """``config.model.nonlocal_block``: every field of the block spec at the default of a ``model_name`` network.
+def nonlocal_block_config(model_name: str = 'resnet_video', kind: str = DEFAULT_KIND) -> ml_collections.ConfigDict:
+  """``config.model.nonlocal_block``: ``kind`` and every field of that block's spec at the default of a
+  ``model_name`` network.
 
-  Generated from ``NonLocalBlock``'s fields (see its docstring for each), so the config always offers exactly
-  the block's options; None defaults become typed placeholders that command-line flags can set.
+  Generated from the block class's fields (see its docstring for each; ``NonLocalBlock`` for the default kind),
+  so the config always offers exactly the block's options; None defaults become typed placeholders that
+  command-line flags can set.
   """
-  fields = {f.name: f for f in dataclasses.fields(NonLocalBlock)}
-  annotations = typing.get_type_hints(NonLocalBlock)
-  defaults = MODELS[model_name].NONLOCAL_DEFAULTS
+  cls = block_class(kind)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  annotations = typing.get_type_hints(cls)
+  defaults = MODELS[model_name].NONLOCAL_DEFAULTS if kind == DEFAULT_KIND else {}
   spec = ml_collections.ConfigDict()
-  for name in nonlocal_block_fields():
+  spec.kind = kind
+  for name in nonlocal_block_fields(kind)[1:]:
     value = defaults.get(name, fields[name].default)
     if value is None:
       value = ml_collections.config_dict.placeholder(_placeholder_type(annotations[name]))

@@ -35,7 +35,9 @@ def test_config_block_spec_holds_exactly_the_block_fields():
   spec = load_config('default').model.nonlocal_block
   # The network sets the block's dtype and BatchNorm settings from its own fields; the rest are the spec.
   owned = {'parent', 'name', 'dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon'}
-  assert set(spec.keys()) == {f.name for f in dataclasses.fields(NonLocalBlock)} - owned
+  # ... and 'kind' says which block of the family (issue 17) the fields belong to.
+  assert set(spec.keys()) == {f.name for f in dataclasses.fields(NonLocalBlock)} - owned | {'kind'}
+  assert spec.kind == 'nonlocal'
   assert (spec.pairwise, spec.subsample, spec.pool_position, spec.norm) == ('embedded_gaussian', (1, 2, 2), 'before',
                                                                            None)
   # Fields whose default is None take a value of their annotated type later (from a flag or a sweep) ...
