@@ -17,7 +17,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nonlocal_jax.layers import NonLocalBlock
 from nonlocal_jax.layers import family
 from nonlocal_jax.models import blocks
 from nonlocal_jax.models.placement import resolve_nonlocal_locations
@@ -142,26 +141,33 @@ class ResNetBase(nn.Module):
     return kind
 
   @nn.nowrap
+  def nonlocal_spec_defaults(self) -> dict:
+    """{kind: {spec key: its default in this network}} (the non-local block's over ``NONLOCAL_DEFAULTS``)."""
+    out = {}
+    for kind, cls in family.BLOCK_KINDS.items():
+      keys = nonlocal_block_fields(kind)
+      out[kind] = {f.name: f.default for f in dataclasses.fields(cls) if f.name in keys}
+    out[family.DEFAULT_KIND].update(self.NONLOCAL_DEFAULTS)
+    return out
+
+  @nn.nowrap
   def nonlocal_kwargs(self, **overrides) -> dict:
     """The keyword arguments of this network's blocks (of ``nonlocal_kind()``): ``nonlocal_block`` over
     ``NONLOCAL_DEFAULTS`` (non-local blocks only), then the norm (when the block has one and the spec leaves it
     None), dtype and BatchNorm settings of the network, then ``overrides``.
 
-    A spec for another kind may still hold non-local-block keys at the non-local block's network defaults (the
-    config generates every key of the default kind): those are dropped; any other key the block does not take
-    fails, naming it.
+    A spec may hold keys of other kinds at their defaults (the config generates every key of the default kind,
+    ``nonlocal_block_config(..., extra_kinds)`` those of several): they are dropped; any other key that the
+    chosen block does not take fails, naming it, so a changed option is never silently ignored.
     """
     kind = self.nonlocal_kind()
     fields = nonlocal_block_fields(kind)
     spec = dict(self.NONLOCAL_DEFAULTS) if kind == family.DEFAULT_KIND else {}
     unknown = []
-    spec_keys = nonlocal_block_fields()
-    nonlocal_defaults = {f.name: f.default for f in dataclasses.fields(NonLocalBlock) if f.name in spec_keys}
-    nonlocal_defaults.update(self.NONLOCAL_DEFAULTS)
     for key, value in (self.nonlocal_block or {}).items():
       if key in fields:
         spec[key] = value
-      elif kind == family.DEFAULT_KIND or not (key in nonlocal_defaults and _same(value, nonlocal_defaults[key])):
+      elif not any(key in d and _same(value, d[key]) for d in self.nonlocal_spec_defaults().values()):
         unknown.append(key)
     spec.pop('kind', None)
     if unknown:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import typing
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import flax
 import jax.numpy as jnp
@@ -83,25 +83,30 @@ def _placeholder_type(annotation: Any) -> type:
   return tuple if base in (collections.abc.Sequence, list, tuple) else base
 
 
-def nonlocal_block_config(model_name: str = 'resnet_video', kind: str = DEFAULT_KIND) -> ml_collections.ConfigDict:
+def nonlocal_block_config(model_name: str = 'resnet_video', kind: str = DEFAULT_KIND,
+                          extra_kinds: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """``config.model.nonlocal_block``: ``kind`` and every field of that block's spec at the default of a
-  ``model_name`` network.
+  ``model_name`` network, then the fields of ``extra_kinds`` that it lacks, at their defaults.
 
-  Generated from the block class's fields (see its docstring for each; ``NonLocalBlock`` for the default kind),
-  so the config always offers exactly the block's options; None defaults become typed placeholders that
-  command-line flags can set.
+  Generated from the block classes' fields (see their docstrings; ``NonLocalBlock`` for the default kind), so
+  the config offers exactly the blocks' options; None defaults become typed placeholders that command-line
+  flags can set. ``extra_kinds`` makes one spec that a locked config (a sweep) can switch between kinds: the
+  network drops the keys of other kinds while they hold their defaults.
   """
-  cls = block_class(kind)
-  fields = {f.name: f for f in dataclasses.fields(cls)}
-  annotations = typing.get_type_hints(cls)
-  defaults = MODELS[model_name].NONLOCAL_DEFAULTS if kind == DEFAULT_KIND else {}
   spec = ml_collections.ConfigDict()
   spec.kind = kind
-  for name in nonlocal_block_fields(kind)[1:]:
-    value = defaults.get(name, fields[name].default)
-    if value is None:
-      value = ml_collections.config_dict.placeholder(_placeholder_type(annotations[name]))
-    spec[name] = value
+  for each in (kind,) + tuple(k for k in extra_kinds if k != kind):
+    cls = block_class(each)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    annotations = typing.get_type_hints(cls)
+    defaults = MODELS[model_name].NONLOCAL_DEFAULTS if each == DEFAULT_KIND else {}
+    for name in nonlocal_block_fields(each)[1:]:
+      if name in spec:
+        continue
+      value = defaults.get(name, fields[name].default)
+      if value is None:
+        value = ml_collections.config_dict.placeholder(_placeholder_type(annotations[name]))
+      spec[name] = value
   return spec
 
 

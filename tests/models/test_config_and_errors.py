@@ -69,7 +69,8 @@ def test_kinetics_nl_variant_argument():
   config = load_config('kinetics_c2d', 'depth=101')
   model = build_model(config.model)
   assert (model.temporal, model.depth, model.num_nonlocal_blocks()) == ('c2d', 101, 0)
-  with pytest.raises(ValueError, match=r"among \['arch', 'blocks', 'depth', 'frames', 'pairwise', 'positions'\]"):
+  keys = r"\['arch', 'block', 'blocks', 'depth', 'frames', 'pairwise', 'positions'\]"
+  with pytest.raises(ValueError, match='among ' + keys):
     load_config('kinetics_nl', 'layers=5')
   with pytest.raises(ValueError, match=r"one of \['101', '50'\]"):
     load_config('kinetics_nl', 'depth=152')

@@ -144,6 +144,21 @@ def test_switching_the_kind_on_the_default_spec_drops_only_untouched_non_local_k
     build_model(config.model)
 
 
+def test_one_spec_for_several_kinds_switches_in_a_locked_config():
+  # A sweep over kinds sets keys of a locked config: one spec holding every kind's keys serves all of them.
+  config = load_config('kinetics_nl', 'blocks=1')
+  config.model.nonlocal_block = nonlocal_block_config('resnet_video', 'nonlocal', extra_kinds=('gc', 'cc'))
+  config.lock()
+  nonlocal_kwargs = build_model(config.model).nonlocal_kwargs()
+  assert nonlocal_kwargs == build_model(load_config('kinetics_nl', 'blocks=1').model).nonlocal_kwargs()
+  config.model.nonlocal_block.update({'kind': 'cc', 'gamma_init': 0.5, 'recurrence': 1})
+  cc = build_model(config.model).nonlocal_kwargs()
+  assert (cc['gamma_init'], cc['recurrence'], cc['inter_channels']) == (0.5, 1, None) and 'pairwise' not in cc
+  config.model.nonlocal_block.kind = 'gc'  # CC's changed gamma_init is not GC's: an error, not ignored.
+  with pytest.raises(ValueError, match=r"\['gamma_init', 'recurrence'\] that GCBlock"):
+    build_model(config.model)
+
+
 BAD = [
     ({'kind': 'gc', 'reduction': 0}, {}, r'^nonlocal_block\.reduction must be a positive integer'),
     ({'kind': 'apnb', 'fusion': 'mean'}, {}, r'^nonlocal_block\.fusion must be one of'),
