@@ -5,7 +5,7 @@ One attention map for all queries (the paper's observation that the non-local bl
 query), pooled into one context vector, passed through a bottleneck transform and added to every position:
 
     α_j = exp(W_k x_j) / Σ_m exp(W_k x_m)                     context modelling (softmax over all positions)
-    z_i = x_i + W_v2 ReLU(LN(W_v1 Σ_j α_j x_j))               the GC block (GCNet §3.3, eq. 4 of arXiv v1)
+    z_i = x_i + W_v2 ReLU(LN(W_v1 Σ_j α_j x_j))               the GC block (eq. 4 of arXiv 1904.11492)
 
 Cost O(N·C) instead of the non-local block's O(N²·C'); the same vector is added at every position, so a GC block
 cannot make what it adds at x_i depend on x_i (see docs/family.md).
