@@ -9,7 +9,8 @@ from the layer shapes seen while tracing: every convolution and dense layer (out
 C_in / groups × C_out), plus the two products of each non-local block's eq. (1), θᵀφ and f·g, as written
 (whichever implementation runs), or the attention products of another kind of block (its ``attention_macs``;
 a block applied R times, as the criss-cross block, counts its convolutions R times). Normalisation,
-activations, pooling and additions are not counted, as in the paper's FLOPs. ``--xla_cost`` also prints XLA's own flop count of the lowered (not compiled) forward pass.
+activations, pooling and additions are not counted, as in the paper's FLOPs. ``--xla_cost`` also prints XLA's
+own flop count of the lowered (not compiled) forward pass.
 """
 
 from __future__ import annotations
