@@ -135,8 +135,7 @@ def test_parameter_names_and_shapes():
 
 
 @pytest.mark.parametrize('rank,kwargs', [('1d', {'norm': 'none'}), ('2d', {'fusion': 'concat'}),
-                                         ('3d', {'norm': 'affine', 'fusion': 'concat', 'weight_init': 'he'}),
-                                         ('3d', {})])
+                                         ('3d', {'norm': 'affine', 'fusion': 'concat', 'weight_init': 'he'})])
 def test_identity_at_init_and_gradient_reaches_the_gate(rank, kwargs):
   block = AsymmetricPyramidBlock(bins=(1, 2), **kwargs)
   x = jnp.asarray(random_input(SHAPES[rank], seed_of('apnb-id', rank)))
