@@ -16,6 +16,8 @@ from nonlocal_jax.layers.nonlocal_block import INITS, NORMS, Affine
 # The same draws as NonLocalBlock's: N(0, 0.01²) and MSRAFill (fan-out).
 OFFICIAL_INIT = nn.initializers.normal(stddev=0.01)
 HE_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# For a projection to one channel (GC's W_k: C -> 1), fan-out would give std √2 and one-hot softmaxes.
+HE_FAN_IN_INIT = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
 def kernel_init(weight_init: str):

@@ -38,8 +38,8 @@ class GCBlock(nn.Module):
 
   Attributes:
     reduction: bottleneck ratio r: W_v1 maps C to max(1, C // r) channels (GCNet: 16, also 4).
-    weight_init: 'official' (N(0, 0.01²), as the non-local block's official code) or 'he' (He normal,
-      fan-out) for W_k and W_v1; biases start at 0 and W_v2 at 0.
+    weight_init: 'official' (N(0, 0.01²), as the non-local block's official code) or 'he' (He normal: fan-in
+      for W_k, as GCNet's code, fan-out for W_v1); biases start at 0 and W_v2 at 0.
     use_bias: whether W_v1 and W_v2 have biases (GCNet: yes).
     ln_epsilon: the LayerNorm epsilon (PyTorch's default, GCNet's).
     sow_attention: sow the attention map when 'intermediates' is mutable.
@@ -83,7 +83,10 @@ class GCBlock(nn.Module):
     init = block_common.kernel_init(self.weight_init)
     xs = x.astype(dtype).reshape(x.shape[0], -1, channels)  # (B, N, C)
 
-    logits = nn.Dense(1, use_bias=False, kernel_init=init, dtype=dtype, param_dtype=jnp.float32, name='mask')(xs)
+    # He with fan-out would give W_k (C -> 1) std √2 and a one-hot softmax; fan-in, as GCNet's code.
+    mask_init = init if self.weight_init == 'official' else block_common.HE_FAN_IN_INIT
+    logits = nn.Dense(1, use_bias=False, kernel_init=mask_init, dtype=dtype, param_dtype=jnp.float32,
+                      name='mask')(xs)
     weights = jax.nn.softmax(logits[..., 0].astype(jnp.float32), axis=-1)  # (B, N), float32
     if self.sow_attention and self.is_mutable_collection('intermediates'):
       self.sow('intermediates', 'attention', weights)

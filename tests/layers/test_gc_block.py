@@ -113,6 +113,19 @@ def test_bfloat16_compute_keeps_a_float32_softmax():
   assert branch_error(np.asarray(z, np.float32), x, reference(x, variables['params'], 2, True)[0]) < 5e-2
 
 
+@pytest.mark.parametrize('weight_init', ['official', 'he'])
+def test_initialisation(weight_init):
+  params = GCBlock(weight_init=weight_init).init(jax.random.PRNGKey(5), jnp.zeros((1, 2, 1024)))['params']
+  # official: N(0, 0.01²); he: W_k (1024 -> 1) fan-in, std √(2/1024), and W_v1 (1024 -> 64) fan-out, √(2/64).
+  for name, he_std, size in (('mask', (2 / 1024) ** 0.5, 1024), ('bottleneck', (2 / 64) ** 0.5, 65536)):
+    w = np.asarray(params[name]['kernel'], np.float64)
+    std = 0.01 if weight_init == 'official' else he_std
+    assert abs(w.std() / std - 1) < 5 / size ** 0.5, name  # 5 standard errors of a sample std (≈ 1/√(2n))
+  np.testing.assert_array_equal(params['expand']['kernel'], 0.0)
+  np.testing.assert_array_equal(params['bottleneck']['bias'], 0.0)
+  np.testing.assert_array_equal(params['ln']['scale'], 1.0)
+
+
 BAD_ARGUMENTS = [
     ('reduction', {'reduction': 0}, (1, 4, 4, 8), r'reduction must be a positive integer'),
     ('weight_init', {'weight_init': 'xavier'}, (1, 4, 4, 8), r"weight_init must be one of \('official', 'he'\)"),
