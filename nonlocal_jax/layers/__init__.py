@@ -15,4 +15,5 @@ from nonlocal_jax.layers.nonlocal_block import Affine, ConcatProjection, NonLoca
 from nonlocal_jax.layers.pairwise import PAIRWISE, PAIRWISE_FUNCTIONS, PairwiseFunction, pairwise_weights
 
 __all__ = ['Affine', 'CGNLBlock', 'ConcatProjection', 'DoubleAttentionBlock', 'IMPLEMENTATIONS', 'NonLocalBlock',
-           'PAIRWISE', 'PAIRWISE_FUNCTIONS', 'POSITION_SETS', 'PairwiseFunction', 'PositionSets', 'nonlocal_attention', 'pairwise_weights']
+           'PAIRWISE', 'PAIRWISE_FUNCTIONS', 'POSITION_SETS', 'PairwiseFunction', 'PositionSets', 'nonlocal_attention',
+           'pairwise_weights']
