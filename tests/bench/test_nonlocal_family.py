@@ -1,0 +1,42 @@
+"""bench/nonlocal_family.py: its analytic multiply-add count of each kind is the count of the program it times, and
+kinds whose module is absent are skipped, not fatal."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from bench import nonlocal_family as family
+
+# Tiny stand-ins of the benchmark's shapes: (spatial, C, the non-local block's subsampling window).
+TINY = {'video': ((2, 6, 4), 16, (1, 2, 2)), 'image': ((5, 7), 16, None), 'odd': ((3, 5, 5), 16, (1, 2, 2))}
+
+
+@pytest.mark.parametrize('shape', list(TINY))
+def test_analytic_macs_equal_the_traced_program(shape, monkeypatch):
+  monkeypatch.setitem(family.SHAPES, 'tiny', TINY[shape])
+  found, _ = family.kind_table()
+  spatial, channels, _ = TINY[shape]
+  x = jnp.ones((2,) + spatial + (channels,))
+  for kind in ('nonlocal', 'nonlocal_frugal', 'cgnl', 'cgnl_gaussian', 'a2'):
+    block = family.make_block(kind, found[kind], 'tiny')
+    params = block.init(jax.random.key(0), x[:1], False)
+    forward = lambda p, x: block.apply(p, x, False)
+    assert family.traced_macs(forward, params, x) == x.shape[0] * family.MACS[kind](block, spatial, channels), kind
+
+
+def test_the_count_sees_a_changed_block():
+  # A formula that ignored the Taylor order (or the groups) would match one configuration only.
+  found, _ = family.kind_table()
+  x = jnp.ones((1, 4, 4, 16))
+  for options in ({'kernel': 'gaussian', 'order': 5}, {'groups': 4, 'inter_channels': 12}):
+    block = found['cgnl'](**options)
+    params = block.init(jax.random.key(0), x, False)
+    traced = family.traced_macs(lambda p, x: block.apply(p, x), params, x)
+    assert traced == family.macs_cgnl(block, (4, 4), 16) != family.macs_cgnl(found['cgnl'](), (4, 4), 16)
+
+
+def test_absent_kinds_are_skipped(monkeypatch):
+  monkeypatch.setitem(family.KIND_MODULES, 'a2', ('nonlocal_jax.layers.no_such_block', 'Block'))
+  found, skipped = family.kind_table()
+  assert 'a2' not in found and 'no_such_block' in skipped['a2']
+  assert {'nonlocal', 'cgnl'} <= set(found)
