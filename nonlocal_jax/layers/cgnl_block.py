@@ -100,6 +100,13 @@ class CGNLBlock(nn.Module):
       raise ValueError(f'inter_channels must be a positive integer or None, got {self.inter_channels!r}.')
     if self.inter_channels is not None and self.inter_channels % self.groups:
       raise ValueError(f'groups={self.groups} must divide inter_channels={self.inter_channels}.')
+    if not isinstance(self.scale, bool):
+      raise ValueError(f'scale must be True or False, got {self.scale!r}.')
+    if not isinstance(self.norm_scale_init, (int, float)) or not math.isfinite(self.norm_scale_init):
+      raise ValueError(f'norm_scale_init must be a finite number (0 for the identity at initialisation), got '
+                       f'{self.norm_scale_init!r}.')
+    if not isinstance(self.epsilon, (int, float)) or not 0 < self.epsilon < float('inf'):
+      raise ValueError(f'epsilon must be a positive number, got {self.epsilon!r}.')
     if input_rank is not None and input_rank not in (1, 2, 3):
       raise ValueError(f'CGNLBlock takes 1D, 2D or 3D inputs, got input_rank={input_rank!r}.')
 

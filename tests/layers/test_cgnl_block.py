@@ -269,6 +269,9 @@ BAD = [
     ('groups-not-dividing-inter', {'groups': 4}, (1, 4, 4, 12), r"groups=4 must divide.*C'=6"),
     ('groups-not-dividing-channels', {'groups': 2, 'inter_channels': 4}, (1, 4, 4, 9), r'groups=2.*C=9'),
     ('inter-channels', {'inter_channels': 0}, (1, 4, 4, 8), r'inter_channels'),
+    ('scale', {'scale': 'yes'}, (1, 4, 4, 8), r'scale must be True or False'),
+    ('norm-scale-init', {'norm_scale_init': float('nan')}, (1, 4, 4, 8), r'norm_scale_init'),
+    ('epsilon', {'epsilon': 0.0}, (1, 4, 4, 8), r'epsilon'),
     ('rank-2', {}, (4, 8), r'rank'),
     ('rank-6', {}, (1, 2, 2, 2, 2, 8), r'rank'),
 ]
