@@ -57,3 +57,11 @@ def test_a_run_writes_every_present_kind_and_names_what_it_left_out(tmp_path, mo
   assert all(r['traced_gmacs'] == r['gmacs'] for r in payload['rows'] if r['kind'] != 'gc')
   markdown = (tmp_path / 'nonlocal_family.md').read_text()
   assert 'tiny2d:2' in markdown and ('gc' in found or '- gc:' in markdown)
+
+
+def test_claims_are_judged_on_the_measured_ratio():
+  comparison = [dict(kind='apnb', shape='seg97', batch=1, fwd_speedup=6.5, fwd_bwd_memory_saving=20.0),
+                dict(kind='apnb', shape='seg97', batch=8, fwd_speedup=1.0, fwd_bwd_memory_saving=99.0)]
+  verdicts = {(c['kind'], c['metric']): c['reached'] for c in family.check_claims(comparison)}
+  assert verdicts[('apnb', 'fwd_speedup')] is True and verdicts[('apnb', 'fwd_bwd_memory_saving')] is False
+  assert verdicts[('cc', 'fewer_macs_pct')] is None  # not measured is not a failed claim
