@@ -15,7 +15,9 @@ import dataclasses
 from typing import Tuple
 
 from nonlocal_jax.layers.asymmetric_block import AsymmetricPyramidBlock
+from nonlocal_jax.layers.cgnl_block import CGNLBlock
 from nonlocal_jax.layers.criss_cross_block import CrissCrossBlock
+from nonlocal_jax.layers.double_attention_block import DoubleAttentionBlock
 from nonlocal_jax.layers.gc_block import GCBlock
 from nonlocal_jax.layers.nonlocal_block import NonLocalBlock
 
@@ -24,7 +26,8 @@ BLOCK_KINDS = {
     'gc': GCBlock,                    # Cao et al. 2019: one query-independent context, a bottleneck transform
     'apnb': AsymmetricPyramidBlock,   # Zhu et al. 2019: keys and values at pyramid-pooled anchors
     'cc': CrissCrossBlock,            # Huang et al. 2019: attention along each position's lines, R steps
-    # Part B of issue 17 adds 'cgnl' (compact generalised non-local) and 'a2' (double attention) here.
+    'cgnl': CGNLBlock,                # Yue et al. 2018: attention over positions and channels, compactly
+    'a2': DoubleAttentionBlock,       # Chen et al. 2018: gather n global descriptors, distribute them
 }
 DEFAULT_KIND = 'nonlocal'
 
