@@ -24,18 +24,40 @@ successor's gate is opened the same way where it has one (``GATES``), so none st
 """
 
 from nonlocal_jax.config_files import load_sibling
+from nonlocal_jax.layers.family import block_fields
+from nonlocal_jax.models.registry import nonlocal_block_config
 
 # kind (config.model.nonlocal_block.kind): the table label.
 KINDS = {'gc': 'GC', 'apnb': 'APNB', 'cc': 'CC', 'cgnl': 'CGNL', 'a2': 'A²'}
 # Per kind, the spec fields that open its residual gate at initialisation on the synthetic task (as the non-local
-# block's bn_scale_init=1.0 in configs/synthetic_nl.py). A² needs none: its zero W_out receives a gradient from the
-# first step. Part A's GC, APNB and CC gates are named in their blocks' docstrings (added at the merge).
-GATES = {'cgnl': {'model.nonlocal_block.norm_scale_init': 1.0}}
+# block's bn_scale_init=1.0 in configs/synthetic_nl.py). GC and A² need none: their zero last projection receives a
+# gradient from the first step.
+GATES = {'cgnl': {'model.nonlocal_block.norm_scale_init': 1.0},
+         'apnb': {'model.nonlocal_block.bn_scale_init': 1.0},
+         'cc': {'model.nonlocal_block.gamma_init': 1.0}}
 
 
 def get_config(arg=None):
-  """The base of the sweep: the non-local model with blocks after res3 and res4 (synthetic), or 1 block (kinetics)."""
-  return load_sibling(__file__, 'ablation_common').get_base(arg, 'ablation_family', 'arch=c2d,blocks=1', 'res3res4')
+  """The base of the sweep: the non-local model with blocks after res3 and res4 (synthetic), or 1 block (kinetics).
+
+  Its ``model.nonlocal_block`` holds every kind's options (``nonlocal_block_config(extra_kinds=...)``), so that a
+  variant can switch the kind and set that kind's options: a sweep's dotted overrides cannot add keys.
+  """
+  config = load_sibling(__file__, 'ablation_common').get_base(arg, 'ablation_family', 'arch=c2d,blocks=1', 'res3res4')
+  spec = nonlocal_block_config(config.model.name, 'nonlocal', extra_kinds=tuple(KINDS))
+  for key, value in config.model.nonlocal_block.items():
+    spec[key] = value
+  config.model.nonlocal_block = spec
+  return config
+
+
+def _reset_nonlocal_only(kind):
+  # The base's non-local block options that differ from their defaults (synthetic_nl opens its gate and ties θ, φ)
+  # are not options of the other kinds: they go back to their defaults, which the network then drops.
+  base, default = get_config('synthetic').model.nonlocal_block, nonlocal_block_config('resnet_video', 'nonlocal')
+  own = set(block_fields(kind))
+  return {f'model.nonlocal_block.{k}': default[k] for k in default
+          if k != 'kind' and k not in own and base[k] != default[k]}
 
 
 def get_sweep(arg=None):
@@ -46,6 +68,7 @@ def get_sweep(arg=None):
   for kind, label in KINDS.items():
     v = {'name': kind, 'label': label, 'model.nonlocal_block.kind': kind}
     if scale == 'synthetic':
+      v.update(_reset_nonlocal_only(kind))
       v.update(GATES.get(kind, {}))
     variants.append(v)
   return variants
