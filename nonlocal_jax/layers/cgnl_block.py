@@ -123,7 +123,6 @@ class CGNLBlock(nn.Module):
                        '(inter_channels, default C // 2).')
     return channels, inter
 
-  @nn.compact
   def attention_macs(self, input_shape) -> int:
     """Multiply-adds beyond the θ, φ, g Dense layers (which the summary counts): one N·C' sum per kernel term, and
     the grouped W_z (docs/family.md §Cost)."""
@@ -133,6 +132,7 @@ class CGNLBlock(nn.Module):
     terms = 1 if self.kernel == 'dot_product' else self.order + 1
     return b * (terms * n * inter + n * (inter // self.groups) * c)
 
+  @nn.compact
   def __call__(self, x, train: bool = False):
     """Applies the block. ``train`` is accepted for the common block call; GroupNorm has no running state."""
     del train
