@@ -3,6 +3,7 @@
     python main.py --config=configs/kinetics_nl.py --workdir=/tmp/nl            # trains; rerun to resume
     python main.py --config=configs/kinetics_nl.py --workdir=/tmp/nl --mode=eval  # multi-view test
     python main.py --config=configs/synthetic_nl.py --workdir=/tmp/s --config.train.num_steps=100
+    python main.py --zoo=i3d_nonlocal_32x2 --workdir=/tmp/zoo --mode=eval   # an official model (nonlocal_jax.zoo)
 
 Any config field can be overridden with --config.<field>=<value>; a problem with the config, the data or the
 workdir ends the run at start-up with one sentence saying what to change. The console shows progress, start-up
@@ -21,13 +22,18 @@ config_flags.DEFINE_config_file('config', None, 'Path to a config file, optional
                                 '(configs/kinetics_nl.py:arch=i3d).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the saved config.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (resumes if the workdir has a checkpoint) or eval.')
+flags.DEFINE_string('zoo', None, 'With --mode=eval: test the official model NAME (nonlocal_jax.zoo), written into '
+                    '--workdir first; --config defaults to its own.')
 
 
 def main(argv):
   """Dispatches on --mode; expected failures end with their message, not a traceback."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}. Use --config, --workdir and --mode.')
-  if FLAGS.config is None:
+  if FLAGS.zoo and FLAGS.mode != 'eval':
+    raise app.UsageError('--zoo=NAME goes with --mode=eval; to fine-tune from an official model, pass '
+                         '--config.train.init_checkpoint=zoo:NAME.')
+  if FLAGS.config is None and not FLAGS.zoo:
     raise app.UsageError('Pass --config=configs/<name>.py (for example configs/synthetic_nl.py).')
   # absl's app makes 0 (INFO) its default; here the libraries' warnings (TFDS and TensorFlow deprecations on
   # every run) stay in the log file too, and only their errors show, unless --verbosity is given.
@@ -40,12 +46,17 @@ def main(argv):
   console.setup(verbosity)
   with console.native_stderr_to_log('Importing TensorFlow and JAX'):
     from nonlocal_jax import training  # pylint: disable=g-import-not-at-top
+    from nonlocal_jax import convert, zoo  # pylint: disable=g-import-not-at-top
   try:
     if FLAGS.mode == 'train':
       training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:
-      training.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
-  except (training.ConfigError, training.NonFiniteLossError) as e:
+      config = FLAGS.config
+      if FLAGS.zoo:
+        config = config or zoo.config_of(zoo.get(FLAGS.zoo))
+        convert.pretrained_to_workdir(FLAGS.zoo, config, FLAGS.workdir, evaluate=True)
+      training.evaluate_checkpoint(config, FLAGS.workdir)
+  except (training.ConfigError, training.NonFiniteLossError, zoo.ZooError, convert.ConversionError) as e:
     raise SystemExit(f'Error: {e}') from None
 
 

@@ -10,6 +10,7 @@ import ml_collections
 from nonlocal_jax.config_ranges import declare, flag, increasing_integers, integer, matching, number, numbers, one_of
 from nonlocal_jax.config_ranges import regex, regex_multipliers, text
 from nonlocal_jax.data import normalization
+from nonlocal_jax.layers.family import BLOCK_KINDS
 from nonlocal_jax.models.registry import nonlocal_block_config
 
 
@@ -42,6 +43,10 @@ def model_config() -> ml_collections.ConfigDict:
   # Set one on the command line with --config.model.nonlocal_block.pairwise=dot_product. Its norm None follows
   # model.norm ('batch' blocks in a BatchNorm network, 'affine' in a frozen-BN one).
   model.nonlocal_block = nonlocal_block_config('resnet_video')
+  # Which block goes in those places (nonlocal_jax.layers.family.BLOCK_KINDS): 'nonlocal' (the paper's), 'gc',
+  # 'apnb', 'cc', ... The spec's other keys are that block's fields: configs/kinetics_nl.py:block=gc writes the
+  # spec of a kind, nonlocal_block_config('resnet_video', 'gc') makes one (README "Non-local family").
+  declare(model.nonlocal_block, 'model.nonlocal_block')('kind', 'nonlocal', one_of(*BLOCK_KINDS))
   model.nonlocal_res3_temporal_groups = placeholder(int)  # Grouped non-local in res3 only (128-frame models): 4.
   model.norm = 'batch'  # 'batch' (trained BatchNorm) or 'affine' (frozen BN, the 128-frame models).
   model.bn_axis_name = placeholder(str)  # Device axis for synchronised BN ('batch'); None: per-device stats.
@@ -154,7 +159,7 @@ def train_config() -> ml_collections.ConfigDict:
   field('lr_multipliers', (), regex_multipliers())
   field('freeze', None, regex(optional=True))  # Parameters kept fixed (no update, no decay), e.g. 'conv1/.*|res2_.*'.
   field('accumulation_steps', 1, integer(1))  # Micro-batches per device per update (fits 64 on fewer devices).
-  field('init_checkpoint', None, text(optional=True))  # Workdir or checkpoint dir of another run: load its params.
+  field('init_checkpoint', None, text(optional=True))  # Workdir/checkpoint dir of another run, or zoo:NAME: its params.
   field('precise_bn_batches', 0, integer(0))  # After training, re-estimate BN statistics (official 200).
   field('log_every_steps', 50, integer(1))  # Metrics to TensorBoard and a console line every this many updates.
   field('checkpoint_every_steps', 1000, integer(1))  # Checkpoint every this many updates (and at the end).

@@ -26,12 +26,15 @@ The optional argument names a variant, as comma-separated key=value pairs:
     blocks     none | 1 | 5 | 10 | res2 | res3 | res4 | res5 (placement presets, docs/paper.md §3)
     pairwise   gaussian | embedded_gaussian | dot_product | concatenation
     positions  spacetime | space | time (time-only blocks do not subsample: they attend over 4 frames)
+    block      nonlocal | gc | apnb | cc: the block placed where `blocks` says (README "Non-local family"), with
+               its own defaults; pairwise and positions are options of the non-local block only
     frames     32x2 | 8x8: the official models' stem and the clip sampling (32 frames every 2nd, or 8 every 8th)
 """
 
 from nonlocal_jax.config_files import load_sibling, parse_arg
-from nonlocal_jax.layers import PAIRWISE_FUNCTIONS, POSITION_SETS
+from nonlocal_jax.layers import BLOCK_KINDS, PAIRWISE_FUNCTIONS, POSITION_SETS
 from nonlocal_jax.models import NONLOCAL_PRESETS
+from nonlocal_jax.models.registry import nonlocal_block_config
 
 VARIANT_KEYS = {
     'arch': {'c2d': 'c2d', 'i3d': 'i3d_3x1x1', 'i3d_3x1x1': 'i3d_3x1x1', 'i3d_3x3x3': 'i3d_3x3x3'},
@@ -40,7 +43,10 @@ VARIANT_KEYS = {
     'pairwise': {p: p for p in PAIRWISE_FUNCTIONS},
     'positions': {p: p for p in POSITION_SETS},
     'frames': {'32x2': '32x2', '8x8': '8x8'},
+    'block': {k: k for k in BLOCK_KINDS},
 }
+# Variant keys that set options of the non-local block itself (kind 'nonlocal').
+_NONLOCAL_ONLY = ('pairwise', 'positions')
 # Frames per clip and stride between them (config.data) for each stem.
 _SAMPLING = {'32x2': (32, 2), '8x8': (8, 8)}
 # Which config.model field each variant key sets (dotted: inside config.model.nonlocal_block).
@@ -58,12 +64,21 @@ def get_config(arg=None):
   """The default config with the model section set for the named variant (``DEFAULT_VARIANT`` overridden by arg)."""
   config = load_sibling(__file__, 'default').get_config()
   variant = parse_variant(DEFAULT_VARIANT)
-  variant.update(parse_variant(arg))
+  given = parse_variant(arg)
+  variant.update(given)
+  kind = variant.pop('block', 'nonlocal')
+  if kind != 'nonlocal':
+    for key in _NONLOCAL_ONLY:
+      if key in given:
+        raise ValueError(f'configs/kinetics_nl.py argument {key}= sets an option of the non-local block; drop it '
+                         f'or use block=nonlocal (got block={kind}).')
+      variant.pop(key, None)
+    config.model.nonlocal_block = nonlocal_block_config('resnet_video', kind)
   for key, value in variant.items():
     section, _, field = _FIELDS[key].rpartition('.')
     (config.model[section] if section else config.model)[field] = value
   config.data.num_frames, config.data.frame_stride = _SAMPLING[variant['frames']]
-  if variant.get('positions') == 'time':
+  if kind == 'nonlocal' and variant.get('positions') == 'time':
     config.model.nonlocal_block.subsample = None
   config.train.precise_bn_batches = 200  # Official TEST.PRECISE_BN (200 iterations).
   config.train.log_every_steps, config.train.checkpoint_every_steps = 100, 5000

@@ -7,6 +7,7 @@ out while reading. Weight files travel between people, so this module trusts non
   dicts, lists, tuples, strings, numbers, NumPy arrays, dtypes and scalars (and ``collections.OrderedDict``) — and
   refuses any other global in one sentence, before calling it.
 - ``.npz``: ``np.load(..., allow_pickle=False)``: arrays only; an archive with pickled objects is refused.
+- ``.safetensors``: a JSON header and raw array bytes (``nonlocal_jax.safetensors_file``): nothing to run.
 - PyTorch ``.pyth`` / ``.pth`` / ``.pt``: ``torch.load(..., weights_only=True)`` only (tensors and plain
   containers). PySlowFast checkpoints that also pickle their config object are refused with the command that
   re-saves their weights as an ``.npz``, for a user who trusts the file.
@@ -27,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nonlocal_jax import paths
+from nonlocal_jax import safetensors_file
 
 
 class UnsafeFileError(ValueError):
@@ -126,11 +128,13 @@ def read_weight_file(path: str) -> Mapping[str, Any]:
   """The dict of weights in the file at ``path`` (local or gs://): arrays or tensors by name, never code."""
   file = paths.as_path(path)
   if not file.is_file():
-    raise FileNotFoundError(f'Checkpoint file {path} does not exist: give the path of a Caffe2 .pkl, an .npz or '
-                            'a PySlowFast .pyth file.')
+    raise FileNotFoundError(f'Checkpoint file {path} does not exist: give the path of a Caffe2 .pkl, an .npz, a '
+                            '.safetensors or a PySlowFast .pyth file.')
   data = file.read_bytes()
   if path.endswith(('.pyth', '.pth', '.pt')):
     return _read_torch(path, data)
   if path.endswith('.npz'):
     return _read_npz(path, data)
+  if path.endswith('.safetensors'):
+    return safetensors_file.loads(data, path)
   return _read_pickle(path, data)

@@ -3,7 +3,8 @@
     from nonlocal_jax.models import build_model
     model = build_model(config.model)          # e.g. ResNetVideo(depth=50, temporal='i3d_3x1x1', ...)
 
-The non-local blocks' options are one value, ``config.model.nonlocal_block`` (keys: ``NonLocalBlock``'s fields);
+The non-local blocks' options are one value, ``config.model.nonlocal_block`` (keys: ``kind``, a key of
+``nonlocal_jax.layers.BLOCK_KINDS``, and that block's fields: ``NonLocalBlock``'s for the default kind);
 the network adds where they go (``nonlocal_locations``, ``nonlocal_jax.models.placement``). Parameter names
 follow the official Caffe2 blobs one-to-one (``nonlocal_jax.models.naming``); shapes, parameter counts and
 multiply-adds are reported by ``python -m nonlocal_jax.models.summary --config=...``.

@@ -1,7 +1,8 @@
 """What the video and image ResNets share: the non-local block spec, normalisation, residual stages and the head.
 
-The block's options travel as one value, ``nonlocal_block``: a mapping whose keys are ``NonLocalBlock``'s own
-fields (``nonlocal_block_fields()``), handed to every block whole. The network adds only what it owns: where the
+The block's options travel as one value, ``nonlocal_block``: a mapping whose keys are ``kind`` (a key of
+``nonlocal_jax.layers.family.BLOCK_KINDS``, default 'nonlocal') and that block class's own fields
+(``nonlocal_block_fields(kind)``), handed to every block whole. The network adds only what it owns: where the
 blocks go (``nonlocal_locations``), the norm, the dtype and the BatchNorm settings.
 """
 
@@ -16,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nonlocal_jax.layers import NonLocalBlock
+from nonlocal_jax.layers import family
 from nonlocal_jax.models import blocks
 from nonlocal_jax.models.placement import resolve_nonlocal_locations
 
@@ -30,10 +31,17 @@ REMAT_POLICY = jax.checkpoint_policies.nothing_saveable
 NETWORK_OWNED_BLOCK_FIELDS = ('dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon')
 
 
-def nonlocal_block_fields() -> Tuple[str, ...]:
-  """The keys a ``nonlocal_block`` spec may hold: NonLocalBlock's fields minus those the network owns."""
-  return tuple(f.name for f in dataclasses.fields(NonLocalBlock)
-               if f.name not in ('parent', 'name') + NETWORK_OWNED_BLOCK_FIELDS)
+def nonlocal_block_fields(kind: str = family.DEFAULT_KIND) -> Tuple[str, ...]:
+  """The keys a ``nonlocal_block`` spec of ``kind`` may hold: 'kind', then the fields of that block class minus
+  those the network owns (for the default kind: NonLocalBlock's)."""
+  return ('kind',) + tuple(f for f in family.block_fields(kind) if f not in NETWORK_OWNED_BLOCK_FIELDS)
+
+
+def _same(a: Any, b: Any) -> bool:
+  """Equality that treats lists and tuples alike (config values come back as either)."""
+  if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    return tuple(a) == tuple(b)
+  return a == b
 
 
 def check_one_of(field: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -125,21 +133,58 @@ class ResNetBase(nn.Module):
                                axis_name=self.bn_axis_name, dtype=self.dtype)
 
   @nn.nowrap
+  def nonlocal_kind(self) -> str:
+    """The kind of this network's blocks: ``nonlocal_block['kind']``, 'nonlocal' when absent or None."""
+    kind = (self.nonlocal_block or {}).get('kind') or family.DEFAULT_KIND
+    if kind not in family.BLOCK_KINDS:
+      raise ValueError(f'nonlocal_block.kind must be one of {tuple(family.BLOCK_KINDS)}, got {kind!r}.')
+    return kind
+
+  @nn.nowrap
+  def nonlocal_spec_defaults(self) -> dict:
+    """{kind: {spec key: its default in this network}} (the non-local block's over ``NONLOCAL_DEFAULTS``)."""
+    out = {}
+    for kind, cls in family.BLOCK_KINDS.items():
+      keys = nonlocal_block_fields(kind)
+      out[kind] = {f.name: f.default for f in dataclasses.fields(cls) if f.name in keys}
+    out[family.DEFAULT_KIND].update(self.NONLOCAL_DEFAULTS)
+    return out
+
+  @nn.nowrap
   def nonlocal_kwargs(self, **overrides) -> dict:
-    """The keyword arguments of this network's blocks: ``nonlocal_block`` over ``NONLOCAL_DEFAULTS``, then the
-    norm (when the spec leaves it None), dtype and BatchNorm settings of the network, then ``overrides``."""
-    spec = dict(self.NONLOCAL_DEFAULTS)
-    spec.update(self.nonlocal_block or {})
-    unknown = sorted(set(spec) - set(nonlocal_block_fields()))
+    """The keyword arguments of this network's blocks (of ``nonlocal_kind()``): ``nonlocal_block`` over
+    ``NONLOCAL_DEFAULTS`` (non-local blocks only), then the norm (when the block has one and the spec leaves it
+    None), dtype and BatchNorm settings of the network, then ``overrides``.
+
+    A spec may hold keys of other kinds at their defaults (the config generates every key of the default kind,
+    ``nonlocal_block_config(..., extra_kinds)`` those of several): they are dropped; any other key that the
+    chosen block does not take fails, naming it, so a changed option is never silently ignored.
+    """
+    kind = self.nonlocal_kind()
+    fields = nonlocal_block_fields(kind)
+    spec = dict(self.NONLOCAL_DEFAULTS) if kind == family.DEFAULT_KIND else {}
+    unknown = []
+    for key, value in (self.nonlocal_block or {}).items():
+      if key in fields:
+        spec[key] = value
+      elif not any(key in d and _same(value, d[key]) for d in self.nonlocal_spec_defaults().values()):
+        unknown.append(key)
+    spec.pop('kind', None)
     if unknown:
-      raise ValueError(f'nonlocal_block has key(s) {unknown} that NonLocalBlock does not take; its keys are the '
-                       f'block\'s fields: {", ".join(nonlocal_block_fields())}.')
-    if spec.get('norm') is None:
+      block = family.BLOCK_KINDS[kind].__name__
+      raise ValueError(f'nonlocal_block has key(s) {sorted(unknown)} that {block} (kind={kind!r}) does not take: '
+                       f'remove them (its keys are {", ".join(fields)}).')
+    if 'norm' in fields and spec.get('norm') is None:
       spec['norm'] = 'batch' if self.norm == 'batch' else 'affine'
     if spec.get('subsample') is not None:
       spec['subsample'] = tuple(spec['subsample'])
-    spec.update(dtype=self.dtype, bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
-                bn_epsilon=self.bn_epsilon)
+    owned = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
+                 bn_epsilon=self.bn_epsilon)
+    spec.update({k: v for k, v in owned.items() if k in family.block_fields(kind)})
+    for key in overrides:
+      if key not in fields:
+        raise ValueError(f'{key} is not an option of {family.BLOCK_KINDS[kind].__name__} (kind={kind!r}); it '
+                         f"applies to kind='nonlocal' blocks.")
     spec.update(overrides)
     return spec
 
@@ -147,19 +192,20 @@ class ResNetBase(nn.Module):
   def check_nonlocal_block(self, **overrides) -> None:
     """Validates the block spec (with ``overrides``) early, for this network's feature-map rank; the error
     names the ``nonlocal_block`` field to fix."""
-    kwargs = self.nonlocal_kwargs(**overrides)
     try:
-      NonLocalBlock(parent=None, **kwargs).check(self.NONLOCAL_RANK)
+      kwargs = self.nonlocal_kwargs(**overrides)
+      family.BLOCK_KINDS[self.nonlocal_kind()](parent=None, **kwargs).check(self.NONLOCAL_RANK)
     except ValueError as e:
-      raise ValueError(f'nonlocal_block.{e}') from None
+      message = str(e)
+      raise ValueError(message if message.startswith('nonlocal_block') else f'nonlocal_block.{message}') from None
 
-  def _nonlocal_block(self, stage: int, index: int, **overrides) -> NonLocalBlock:
-    """The non-local block after residual block ``index`` of res{stage}, named as the official blob prefix;
-    rematerialised when ``remat`` says so (same parameters, same function)."""
-    cls = NonLocalBlock
+  def _nonlocal_block(self, stage: int, index: int, **overrides) -> nn.Module:
+    """The block (of ``nonlocal_kind()``) after residual block ``index`` of res{stage}, named as the official
+    blob prefix; rematerialised when ``remat`` says so (same parameters, same function)."""
+    cls = family.BLOCK_KINDS[self.nonlocal_kind()]
     if self.remat in ('nonlocal', 'all'):
       # Argument 2 of __call__ (self, x, train) is the Python bool ``train``: static, not traced.
-      cls = nn.remat(NonLocalBlock, policy=REMAT_POLICY, static_argnums=(2,))
+      cls = nn.remat(cls, policy=REMAT_POLICY, static_argnums=(2,))
     return cls(**self.nonlocal_kwargs(**overrides), name=f'nonlocal_conv{stage}_{index}')
 
   @nn.nowrap

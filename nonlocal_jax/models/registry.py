@@ -10,14 +10,13 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import typing
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import flax
 import jax.numpy as jnp
 import ml_collections
 
-from nonlocal_jax.layers import NonLocalBlock
-
+from nonlocal_jax.layers.family import DEFAULT_KIND, block_class
 from nonlocal_jax.models.base import nonlocal_block_fields
 from nonlocal_jax.models.resnet_image import ResNetImage
 from nonlocal_jax.models.resnet_video import ResNetVideo
@@ -84,21 +83,30 @@ def _placeholder_type(annotation: Any) -> type:
   return tuple if base in (collections.abc.Sequence, list, tuple) else base
 
 
-def nonlocal_block_config(model_name: str = 'resnet_video') -> ml_collections.ConfigDict:
-  """``config.model.nonlocal_block``: every field of the block spec at the default of a ``model_name`` network.
+def nonlocal_block_config(model_name: str = 'resnet_video', kind: str = DEFAULT_KIND,
+                          extra_kinds: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """``config.model.nonlocal_block``: ``kind`` and every field of that block's spec at the default of a
+  ``model_name`` network, then the fields of ``extra_kinds`` that it lacks, at their defaults.
 
-  Generated from ``NonLocalBlock``'s fields (see its docstring for each), so the config always offers exactly
-  the block's options; None defaults become typed placeholders that command-line flags can set.
+  Generated from the block classes' fields (see their docstrings; ``NonLocalBlock`` for the default kind), so
+  the config offers exactly the blocks' options; None defaults become typed placeholders that command-line
+  flags can set. ``extra_kinds`` makes one spec that a locked config (a sweep) can switch between kinds: the
+  network drops the keys of other kinds while they hold their defaults.
   """
-  fields = {f.name: f for f in dataclasses.fields(NonLocalBlock)}
-  annotations = typing.get_type_hints(NonLocalBlock)
-  defaults = MODELS[model_name].NONLOCAL_DEFAULTS
   spec = ml_collections.ConfigDict()
-  for name in nonlocal_block_fields():
-    value = defaults.get(name, fields[name].default)
-    if value is None:
-      value = ml_collections.config_dict.placeholder(_placeholder_type(annotations[name]))
-    spec[name] = value
+  spec.kind = kind
+  for each in (kind,) + tuple(k for k in extra_kinds if k != kind):
+    cls = block_class(each)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    annotations = typing.get_type_hints(cls)
+    defaults = MODELS[model_name].NONLOCAL_DEFAULTS if each == DEFAULT_KIND else {}
+    for name in nonlocal_block_fields(each)[1:]:
+      if name in spec:
+        continue
+      value = defaults.get(name, fields[name].default)
+      if value is None:
+        value = ml_collections.config_dict.placeholder(_placeholder_type(annotations[name]))
+      spec[name] = value
   return spec
 
 

@@ -109,7 +109,8 @@ class ResNetVideo(ResNetBase):
       per-stage placement (see ``nonlocal_jax.models.placement``).
     nonlocal_block: the options of every non-local block, a mapping whose keys are ``NonLocalBlock``'s fields
       (pairwise, subsample, positions, ...; see ``nonlocal_jax.layers.NonLocalBlock``), over the video default
-      subsample (1, 2, 2); the network sets the block's dtype and BatchNorm settings, and its norm when the
+      subsample (1, 2, 2), or ``kind`` and another family block's fields (``nonlocal_jax.layers.family``,
+      docs/family.md); the network sets the block's dtype and BatchNorm settings, and its norm when the
       spec leaves it None ('batch', or 'affine' for a frozen-BN network).
     nonlocal_res3_temporal_groups: attend inside groups of this many frames in the res3 blocks only (the official
       grouped non-local of the frozen-BN 128-frame models); None for no grouping there.

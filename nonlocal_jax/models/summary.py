@@ -7,8 +7,10 @@
 Shapes come from ``jax.eval_shape`` of ``model.init`` (nothing is allocated). Multiply-adds are an exact count
 from the layer shapes seen while tracing: every convolution and dense layer (output positions × kernel volume ×
 C_in / groups × C_out), plus the two products of each non-local block's eq. (1), θᵀφ and f·g, as written
-(whichever implementation runs). Normalisation, activations, pooling and additions are not counted, as in the
-paper's FLOPs. ``--xla_cost`` also prints XLA's own flop count of the lowered (not compiled) forward pass.
+(whichever implementation runs), or the attention products of another kind of block (its ``attention_macs``;
+a block applied R times, as the criss-cross block, counts its convolutions R times). Normalisation,
+activations, pooling and additions are not counted, as in the paper's FLOPs. ``--xla_cost`` also prints XLA's
+own flop count of the lowered (not compiled) forward pass.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from nonlocal_jax.layers import PAIRWISE, NonLocalBlock, PositionSets
+from nonlocal_jax.layers import BLOCK_KINDS, PAIRWISE, NonLocalBlock, PositionSets
 from nonlocal_jax.models.blocks import Conv
 from nonlocal_jax.models.registry import build_model
 
@@ -97,6 +99,8 @@ def _layer_macs(module: nn.Module, args, out) -> int:
     return math.prod(out.shape[:-1]) * args[0].shape[-1] * module.features
   if isinstance(module, NonLocalBlock):
     return nonlocal_attention_macs(module, args[0].shape)
+  if isinstance(module, tuple(BLOCK_KINDS.values())):
+    return module.attention_macs(args[0].shape)
   return 0
 
 
@@ -181,7 +185,9 @@ def describe(model: nn.Module) -> str:
     parts += [model.temporal, f'stem {model.stem}']
   n = model.num_nonlocal_blocks()
   if n:
-    parts.append(f'{n} non-local ({model.nonlocal_kwargs()["pairwise"]}, {model.nonlocal_locations!r})')
+    kind = model.nonlocal_kind()
+    what = model.nonlocal_kwargs()['pairwise'] if kind == 'nonlocal' else f'kind {kind}'
+    parts.append(f'{n} non-local ({what}, {model.nonlocal_locations!r})')
   parts.append(f'{model.num_classes} classes')
   return ', '.join(parts)
 

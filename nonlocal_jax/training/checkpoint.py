@@ -1,5 +1,5 @@
 """Checkpoints with orbax: the training state every N steps (kept K, written asynchronously), restore, and
-``init_checkpoint`` (parameters of another run loaded by name and shape).
+``init_checkpoint`` (parameters of another run, or of an official model as ``zoo:NAME``, loaded by name and shape).
 
 A checkpoint ``<workdir>/checkpoints/<step>/`` holds ``state`` (step, params, batch_stats, opt_state, rng as
 nested dicts) and ``meta`` (JSON: the step, the number of training batches consumed, i.e. the data position, and
@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 
 from nonlocal_jax import console
 from nonlocal_jax import paths
+from nonlocal_jax import zoo
 from nonlocal_jax.training import checkpoint_digest as digest_lib
 from nonlocal_jax.training.errors import ConfigError
 
@@ -215,11 +216,19 @@ def _load_verified(item: Any) -> dict:
 
 
 def load_variables(path: str, step: Optional[int] = None) -> dict:
-  """{'params': ..., 'batch_stats': ...} as NumPy from a run's workdir or checkpoints directory.
+  """{'params': ..., 'batch_stats': ...} as NumPy from a run's workdir or checkpoints directory, or ``zoo:NAME``.
 
   The newest intact checkpoint when ``step`` is None (damaged ones are skipped with a console line, left in
   place: the run may be someone else's); raises CheckpointError if the one asked for, or every one, is damaged.
+  ``zoo:NAME``: the official model's converted weights (``nonlocal_jax.zoo.load_pretrained``, its cache and
+  downloads); a ConfigError says what went wrong.
   """
+  try:
+    name = zoo.parse_reference(path)
+    if name is not None:
+      return zoo.load_pretrained(name)
+  except zoo.ZooError as e:
+    raise ConfigError(str(e)) from None
   path = paths.absolute(paths.expand(path))
   nested = path / 'checkpoints'
   directory = nested if nested.is_dir() else path

@@ -9,6 +9,7 @@ from jax.experimental import multihost_utils
 from nonlocal_jax import config_ranges
 from nonlocal_jax import console
 from nonlocal_jax import paths
+from nonlocal_jax import zoo
 from nonlocal_jax.data import builders
 from nonlocal_jax.data import fake
 from nonlocal_jax.data import prepare
@@ -144,9 +145,14 @@ def check_config(config) -> None:
     model.check_input(dummy_input(config).shape)
   except ValueError as e:
     raise ConfigError(f'{e}'.rstrip('.') + ' (config.model / config.data).') from e
-  if t.init_checkpoint and not _is_dir(t.init_checkpoint):
+  try:
+    official = zoo.parse_reference(t.init_checkpoint)
+  except zoo.ZooError:
+    raise ConfigError(f'config.train.init_checkpoint={t.init_checkpoint} names no official model: use '
+                      f'{zoo.REFERENCE_PREFIX}NAME with NAME one of {", ".join(zoo.MODELS)}.') from None
+  if t.init_checkpoint and official is None and not _is_dir(t.init_checkpoint):
     raise ConfigError(f'config.train.init_checkpoint={t.init_checkpoint} is not a directory: give the workdir '
-                      'of a finished run.')
+                      f'of a finished run, or {zoo.REFERENCE_PREFIX}NAME for an official model.')
 
 
 def check_classes(config) -> None:

@@ -79,6 +79,8 @@ def test_export_and_errors(converted_run, tmp_path):
   assert again.returncode != 0 and 'already holds checkpoints: give an empty --workdir' in again.stderr
   missing = _cli(f'--src={tmp_path / "nope.pkl"}', '--config=configs/test.py', f'--workdir={tmp_path / "x"}')
   assert missing.returncode != 0 and 'does not exist' in missing.stderr
+  unknown = _cli('--zoo=nope', f'--workdir={tmp_path / "z"}')
+  assert unknown.returncode != 0 and "Error: There is no zoo model 'nope': use one of c2d_baseline_8x8" in unknown.stderr
   # A pickle whose loading would run a shell command: refused in one sentence, and the command never ran.
   marker = tmp_path / 'ran'
   with open(tmp_path / 'evil.pkl', 'wb') as f:
@@ -86,3 +88,24 @@ def test_export_and_errors(converted_run, tmp_path):
   evil = _cli(f'--src={tmp_path / "evil.pkl"}', '--config=configs/test.py', f'--workdir={tmp_path / "y"}')
   assert evil.returncode != 0 and 'evil.pkl was not loaded: it asks to load os.system' in evil.stderr
   assert not marker.exists() and not (tmp_path / 'y').exists()
+
+
+def test_safetensors_export_imports_back_to_identical_arrays(converted_run, tmp_path):
+  blobs, _, workdir = converted_run
+  out = tmp_path / 'exported.safetensors'
+  result = _cli(f'--workdir={workdir}', f'--export={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  # The official names and layouts, exactly the source's weights.
+  exported = convert.load_blobs(str(out))
+  weights = {k: v for k, v in blobs.items() if not convert.SKIPPED.search(k)}
+  assert sorted(exported) == sorted(weights)
+  for k, v in weights.items():
+    assert exported[k].dtype == np.float32
+    np.testing.assert_array_equal(exported[k], v, err_msg=k)
+  # Imported again: the run's variables, bit for bit.
+  run = ckpt_lib.load_variables(str(workdir))
+  imported = convert.convert_blobs(exported, run)
+  got, want = _flat(imported), _flat(run)
+  assert sorted(got) == sorted(want)
+  for k in want:
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)

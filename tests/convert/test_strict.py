@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
+from nonlocal_jax import blobs as blobs_lib
 from nonlocal_jax import convert
 from tests.convert import helpers
 from tests.convert.reference import Arch, make_blobs
@@ -141,7 +142,7 @@ def test_pyslowfast_names():
   for torch_name, caffe2 in names.items():
     assert convert.pyslowfast_name(torch_name) == caffe2, torch_name
   state = {'module.' + k: np.ones(1) for k in names}
-  assert sorted(convert._to_caffe2_names(state)) == sorted(v for v in names.values() if v)
+  assert sorted(blobs_lib._to_caffe2_names(state)) == sorted(v for v in names.values() if v)
 
 
 def test_torchvision_names():

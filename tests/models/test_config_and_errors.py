@@ -35,7 +35,9 @@ def test_config_block_spec_holds_exactly_the_block_fields():
   spec = load_config('default').model.nonlocal_block
   # The network sets the block's dtype and BatchNorm settings from its own fields; the rest are the spec.
   owned = {'parent', 'name', 'dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon'}
-  assert set(spec.keys()) == {f.name for f in dataclasses.fields(NonLocalBlock)} - owned
+  # ... and 'kind' says which block of the family (issue 17) the fields belong to.
+  assert set(spec.keys()) == {f.name for f in dataclasses.fields(NonLocalBlock)} - owned | {'kind'}
+  assert spec.kind == 'nonlocal'
   assert (spec.pairwise, spec.subsample, spec.pool_position, spec.norm) == ('embedded_gaussian', (1, 2, 2), 'before',
                                                                            None)
   # Fields whose default is None take a value of their annotated type later (from a flag or a sweep) ...
@@ -67,7 +69,8 @@ def test_kinetics_nl_variant_argument():
   config = load_config('kinetics_c2d', 'depth=101')
   model = build_model(config.model)
   assert (model.temporal, model.depth, model.num_nonlocal_blocks()) == ('c2d', 101, 0)
-  with pytest.raises(ValueError, match=r"among \['arch', 'blocks', 'depth', 'frames', 'pairwise', 'positions'\]"):
+  keys = r"\['arch', 'block', 'blocks', 'depth', 'frames', 'pairwise', 'positions'\]"
+  with pytest.raises(ValueError, match='among ' + keys):
     load_config('kinetics_nl', 'layers=5')
   with pytest.raises(ValueError, match=r"one of \['101', '50'\]"):
     load_config('kinetics_nl', 'depth=152')

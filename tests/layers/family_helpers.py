@@ -1,0 +1,83 @@
+"""Helpers shared by the tests of the non-local family's blocks (GC, APNB, CC): random data, parameters, errors."""
+
+from __future__ import annotations
+
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REL_TOL = 1e-4  # the issue's bound against the float64 references
+
+
+def seed_of(*parts) -> int:
+  """A reproducible seed that differs between parametrised cases."""
+  return zlib.crc32(repr(parts).encode())
+
+
+def random_input(shape, seed):
+  return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def randomize(variables, seed, scalar_scale=0.5):
+  """Every variable replaced by a random value of its shape, so no term is trivially 0 or 1.
+
+  Kernels get std 1/sqrt(fan_in) (unit-scale embeddings: a softmax neither flat nor one-hot); scales are away
+  from 0 with both signs; scalars (CC's γ) are ±``scalar_scale``; running variances are in [0.5, 2].
+  """
+  rng = np.random.default_rng(seed)
+
+  def leaf(path, value):
+    names = [p.key for p in path]
+    shape = value.shape
+    if names[0] == 'batch_stats':
+      sample = rng.normal(0.0, 0.3, shape) if names[-1] == 'mean' else rng.uniform(0.5, 2.0, shape)
+    elif names[-1] == 'scale':
+      sample = rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+    elif names[-1] == 'kernel':
+      sample = rng.normal(0.0, shape[0] ** -0.5, shape)
+    elif not shape:
+      sample = scalar_scale * rng.choice([-1.0, 1.0])
+    else:
+      sample = rng.normal(0.0, 0.3, shape)
+    return jnp.asarray(sample, dtype=value.dtype)
+
+  return jax.tree_util.tree_map_with_path(leaf, variables)
+
+
+def as64(tree):
+  """A parameter tree as float64 NumPy arrays."""
+  return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def branch_error(z, x, z_ref):
+  """max|Δ(z - x)| / max|z_ref - x|: the error of what the block adds, relative to what it adds."""
+  got = np.asarray(z, np.float64) - np.asarray(x, np.float64)
+  want = np.asarray(z_ref, np.float64) - np.asarray(x, np.float64)
+  scale = np.abs(want).max()
+  assert scale > 1e-3 * np.abs(np.asarray(x)).max(), 'the test data leave the block almost nothing to add'
+  return np.abs(got - want).max() / scale
+
+
+def relative_error(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return np.abs(a - b).max() / np.abs(b).max()
+
+
+def softmax64(logits, axis=-1):
+  """A float64 softmax."""
+  e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+  return e / e.sum(axis=axis, keepdims=True)
+
+
+def batch_norm64(v, params, stats, eps):
+  """Inference-mode BatchNorm in float64 (running statistics)."""
+  return (v - stats['mean']) / np.sqrt(stats['var'] + eps) * params['scale'] + params['bias']
+
+
+def leaves_finite_and_nonzero(grads):
+  """{path: (all finite, any non-zero)} of a gradient tree."""
+  flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+  return {'/'.join(p.key for p in path): (bool(np.isfinite(np.asarray(g)).all()), bool(np.any(np.asarray(g) != 0)))
+          for path, g in flat}
