@@ -2,7 +2,8 @@
 geometry of its attention.
 
 Modules: ``nonlocal_block`` (``NonLocalBlock`` and its parameters), ``pairwise`` (``PAIRWISE``: the table of
-pairwise functions), ``attention`` (the exact implementations of eq. (1): naive, chunked, reassociated, fused),
+pairwise functions), ``attention`` (the exact implementations of eq. (1): naive, chunked, reassociated, fused,
+cudnn), ``attention_auto`` (the device's measured table that 'auto' reads, which paths a backend accepts),
 ``geometry`` (``PositionSets``: which positions attend to each other).
 """
 
