@@ -141,7 +141,8 @@ def check_implementation(implementation: str, pairwise: str) -> None:
                      f"pairwise={pairwise!r}.")
 
 
-def _computes(implementation: str, pairwise: str) -> bool:
+def computes(implementation: str, pairwise: str) -> bool:
+  """Whether ``implementation`` (not 'auto') computes ``pairwise`` exactly (``check_implementation`` passes)."""
   try:
     check_implementation(implementation, pairwise)
     return True
@@ -175,7 +176,7 @@ def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_
   table = attention_auto.current_table() if table is None else table
   ranked = attention_auto.ranking(table, pairwise, dtype, n_groups, n_query, n_key, inter_dim) or ()
   fits = 4 * n_groups * n_query * n_key <= max_affinity_bytes
-  usable = [i for i in ranked if i in IMPLEMENTATIONS[1:] and _computes(i, pairwise)
+  usable = [i for i in ranked if i in IMPLEMENTATIONS[1:] and computes(i, pairwise)
             and (fits or i not in attention_auto.MATERIALISING)
             and not (i == 'cudnn' and attention_auto.cudnn_refusal(dtype, head_dim))]
   choice = usable[0] if usable else _by_size(pairwise, n_groups, n_query, n_key, inter_dim, max_affinity_bytes)
