@@ -1,25 +1,28 @@
 """One command that measures a device: ``python -m bench.device [--tiny]`` (``bench/device.sh`` on a GPU machine).
 
 Writes ``bench/results/<device slug>/device.{json,md}`` (slug of the device kind: 'NVIDIA H200' -> nvidia-h200)
-and the table that ``implementation='auto'`` reads on that device, ``nonlocal_jax/layers/attention_tables/<slug>.json``
-(with ``--tiny``: ``<out_dir>/<slug>/attention_auto.json``, never the package's). In this order:
+and the table that ``implementation='auto'`` reads on that device kind,
+``nonlocal_jax/layers/attention_tables/<slug>.json`` (with ``--tiny``: ``<out_dir>/<slug>/attention_auto.json``,
+never the package's). It measures:
 
-1. the matrix-multiply rate: an n×n product in bfloat16 and in float32 (n = 8192);
-2. training clips/s of R50 C2D + 5 NL, R50 C2D and R50 I3D + 5 NL at 8×224² (the official 8x8 stem), batch 8, in
-   bfloat16 and float32, on fake data (``Trainer.train_step`` on one batch already on the device, state threaded
-   and donated as in training), with the compile time, and the fraction of the bfloat16 matmul rate that the step
-   reaches (a train step is ~3× the forward multiply-adds of ``nonlocal_jax.models.summary``);
-3. the non-local block at the paper's shapes (res3 4×28×28×512, res4 4×14×14×1024, 8×28×28 and 16×28×28 at
-   C=512; batch 8) for the embedded Gaussian and the dot product: every exact implementation, cuDNN's where the
-   backend takes it, float32 and bfloat16, forward and forward+backward time (median of --repeats after
-   compilation) and the compiled forward+backward's temporary memory (``memory_analysis``; on GPUs also the
-   device's peak so far, ``memory_stats``, which JAX cannot reset between programs);
-4. the input pipeline (``bench/input_pipeline.py --quick``) if TensorFlow, TFDS and PyAV import, else one line.
+- the matrix-multiply rate: an n×n product in bfloat16 and in float32 (n = 8192);
+- training clips/s of R50 C2D + 5 NL, R50 C2D and R50 I3D + 5 NL at 8×224² (the official 8x8 stem), batch 8, in
+  bfloat16 and float32, on fake data (``Trainer.train_step`` on one batch already on the device, state threaded
+  and donated as in training), with the compile time and the fraction of the bfloat16 matmul rate that the step
+  reaches (a train step is ~3× the forward multiply-adds of ``nonlocal_jax.models.summary``); C2D + 5 NL in bf16
+  also with the blocks' cuDNN attention;
+- the non-local block at the paper's shapes (res3 4×28×28×512, res4 4×14×14×1024, 8×28×28 and 16×28×28 at
+  C=512; batch 8) for the embedded Gaussian and the dot product: every exact implementation, cuDNN's where the
+  backend takes it, float32 and bfloat16, forward and forward+backward time (median of --repeats after
+  compilation) and the compiled forward+backward's temporary memory (``memory_analysis``; on GPUs also the
+  device's peak so far, ``memory_stats``, which JAX cannot reset between programs);
+- the input pipeline (``bench/input_pipeline.py --quick``) if TensorFlow, TFDS and PyAV import, else one line.
 
-A piece that fails is recorded with its error and the run goes on; results are rewritten after every piece, and
-pieces that would start after ``--budget_s`` are recorded as skipped, so one try on a lent device always leaves
-figures. ``--tiny`` shrinks everything (tiny network, block shapes, matmul, steps) to run on a CPU in seconds:
-tests/bench/test_device.py runs it with TensorFlow made unimportable.
+The order is ``FULL['plan']``: what matters most first. A piece that fails is recorded with its error and the run
+goes on; results (and the table) are rewritten after every piece, and pieces that would start after
+``--budget_s`` are recorded as skipped, so one try on a lent device always leaves figures. ``--tiny`` shrinks
+everything (tiny network, block shape, matmul, steps) to run on a CPU: tests/bench/test_device.py runs it with
+TensorFlow made unimportable.
 """
 
 from __future__ import annotations
@@ -54,13 +57,23 @@ DTYPES = ('bfloat16', 'float32')
 NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
             ('c2d', 'R50 C2D', 'frames=8x8,blocks=none', ('blocks=none', 'c2d')),
             ('i3d_nl', 'R50 I3D + 5 NL', 'arch=i3d,frames=8x8', (None, 'i3d_3x1x1')))
-# The headline case first (the issue's goal: bf16 C2D + 5 NL at >= 30 % of the bf16 matmul rate).
+# What runs, most wanted first, so that a spent budget leaves the least wanted out: the issue's goal (bf16 C2D +
+# 5 NL at >= 30 % of the bf16 matmul rate), the bf16 blocks (the 'auto' table and cuDNN), the same network with
+# the cuDNN attention, the other bf16 networks, then float32. ('train', network, dtype, block implementation) is
+# one train step; ('block', dtype, pairwise) the block at every shape.
+_BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
+               ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
+               ('train', 'c2d', 'bfloat16', 'auto'), ('train', 'i3d_nl', 'bfloat16', 'auto'),
+               ('block', 'float32', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
+               ('train', 'c2d_nl', 'float32', 'auto'), ('train', 'c2d', 'float32', 'auto'),
+               ('train', 'i3d_nl', 'float32', 'auto')]
 FULL = dict(matmul=8192, block_shapes={k: block_bench.SHAPES[k] for k in ('res3', 'res4', 'clip8', 'clip16')},
-            block_batch=8, train_steps=20, train=[(n[0], d) for d in DTYPES for n in NETWORKS],
-            block_cases=[(d, p) for d in DTYPES for p in ('embedded_gaussian', 'dot_product')])
+            block_batch=8, train_steps=20, plan=_BF16_FIRST)
 # Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
 TINY = dict(matmul=256, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
-            train=[('c2d_nl', 'bfloat16')], block_cases=[('bfloat16', 'embedded_gaussian'), ('float32', 'dot_product')])
+            plan=[('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
+                  ('block', 'float32', 'dot_product')])
+_LABELS = {key: label for key, label, *_ in NETWORKS}
 MIB = 2.0**20
 
 
@@ -81,8 +94,9 @@ def matmul_piece(size, repeats):
           **{f'{d}_macs_per_s': r for d, r in rates.items()}}
 
 
-def network_config(key, dtype, tiny):
-  """The fake-data config of one network: configs/benchmark.py's (8×224², batch 8), or configs/test.py's tiny one."""
+def network_config(key, dtype, tiny, implementation='auto'):
+  """The fake-data config of one network: configs/benchmark.py's (8×224², batch 8), or configs/test.py's tiny one;
+  its non-local blocks computed by ``implementation``."""
   _, _, arg, (test_arg, temporal) = next(n for n in NETWORKS if n[0] == key)
   if tiny:
     config = config_files.load_module(os.path.join(ROOT, 'configs', 'test.py')).get_config(test_arg)
@@ -90,12 +104,13 @@ def network_config(key, dtype, tiny):
   else:
     config = config_files.load_module(os.path.join(ROOT, 'configs', 'benchmark.py')).get_config(arg)
   config.model.dtype = dtype
+  config.model.nonlocal_block.implementation = implementation
   return config
 
 
-def train_piece(key, dtype, steps, tiny):
+def train_piece(key, dtype, implementation, steps, tiny):
   """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices."""
-  config = network_config(key, dtype, tiny)
+  config = network_config(key, dtype, tiny, implementation)
   mesh = parallel.make_mesh()
   trainer = Trainer(config, mesh)
   d = config.data
@@ -113,7 +128,8 @@ def train_piece(key, dtype, steps, tiny):
   jax.block_until_ready((state, metrics))
   step_s = (time.perf_counter() - start) / steps
   macs = analyse(trainer.model, (1, d.num_frames, d.crop_size, d.crop_size, 3)).macs
-  return dict(network=key, dtype=dtype, input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²',
+  return dict(network=key, dtype=dtype, attention=implementation,
+              input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²',
               batch=d.global_batch_size, compile_s=compile_s, step_ms=1e3 * step_s,
               clips_per_s=d.global_batch_size / step_s, gmacs_per_clip=macs / 1e9,
               train_tflops=2 * 3 * macs * d.global_batch_size / step_s / 1e12,
@@ -121,19 +137,17 @@ def train_piece(key, dtype, steps, tiny):
               loss_finite=bool(np.isfinite(float(metrics['loss']))))
 
 
-def block_cases(shapes, cases):
-  """(shape name, T×H×W×C, dtype, pairwise, implementations to time, refused {impl: why}) of the block benchmark:
-  every shape for every (dtype, pairwise function) of ``cases``."""
+def block_cases(shapes, dtype, pairwise):
+  """(shape name, T×H×W×C, implementations to time, refused {impl: why}) of the block benchmark at every shape."""
   for name, (t, h, w, c) in shapes.items():
-    for dtype, pairwise in cases:
-      impls = [i for i in attention.IMPLEMENTATIONS[1:] if attention.computes(i, pairwise)]
-      refused = {}
-      if 'cudnn' in impls:
-        why = attention_auto.cudnn_refusal(jnp.dtype(dtype), c // 2)
-        if why:
-          impls.remove('cudnn')
-          refused['cudnn'] = why
-      yield name, (t, h, w, c), dtype, pairwise, impls, refused
+    impls = [i for i in attention.IMPLEMENTATIONS[1:] if attention.computes(i, pairwise)]
+    refused = {}
+    if 'cudnn' in impls:
+      why = attention_auto.cudnn_refusal(jnp.dtype(dtype), c // 2)
+      if why:
+        impls.remove('cudnn')
+        refused['cudnn'] = why
+    yield name, (t, h, w, c), impls, refused
 
 
 def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
@@ -202,13 +216,15 @@ def to_markdown(p):
   table = []
   for r in p.get('train', []):
     if r['status'] != 'ok':
-      table.append([r['network'], r['dtype'], r['status'], r.get('error') or r.get('reason'), '', '', '', '', ''])
+      table.append([_LABELS[r['network']], r['dtype'], r['attention'], r['status'], r.get('error') or r.get('reason'),
+                    '', '', '', '', ''])
       continue
     fraction = f"{100 * r['train_tflops'] * 1e12 / 2 / rate:.0f} %" if rate else '-'
-    table.append([r['network'], r['dtype'], r['input'], f"{r['clips_per_s']:.1f}", f"{r['step_ms']:.1f}",
-                  f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction, _f(r['temp_mib'], 0)])
-  lines.append(common.markdown_table(['network', 'dtype', 'input', 'clips/s', 'ms/step', 'compile s', 'TFLOP/s',
-                                      'of bf16 matmul', 'temp MiB'], table))
+    table.append([_LABELS[r['network']], r['dtype'], r['attention'], r['input'], f"{r['clips_per_s']:.1f}",
+                  f"{r['step_ms']:.1f}", f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction,
+                  _f(r['temp_mib'], 0)])
+  lines.append(common.markdown_table(['network', 'dtype', 'attention', 'input', 'clips/s', 'ms/step', 'compile s',
+                                      'TFLOP/s', 'of bf16 matmul', 'temp MiB'], table))
   lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
             f"{p['repeats']}; temp: the compiled forward+backward's temporary memory; device peak: the device's "
             'high-water mark after the path first ran (GPU only; it cannot be reset between programs):', '']
@@ -258,9 +274,17 @@ class _Run:
     finally:
       self.save()
 
-  def save(self):
+  def save(self, table=None):
+    """Rewrites device.json and device.md, and the 'auto' table into ``table`` when given."""
     self.payload['seconds'] = time.perf_counter() - self.start
     common.write_results('device', self.payload, to_markdown(self.payload), self.dir, echo=False)
+    if table and self.payload['auto_entries']:
+      os.makedirs(os.path.dirname(table), exist_ok=True)
+      machine = self.payload['machine']
+      with open(table, 'w') as f:
+        json.dump({'device_kind': machine['device'], 'backend': machine['backend'], 'jax': machine['jax'],
+                   'date': machine['date'], 'source': 'python -m bench.device',
+                   'entries': self.payload['auto_entries']}, f, indent=1)
 
 
 def main(argv=None):
@@ -285,26 +309,23 @@ def main(argv=None):
 
   matmul = run.piece('matmul', matmul_piece, sizes['matmul'], 3)
   run.payload['matmul'] = dict(matmul, status='ok') if matmul else run.payload['pieces']['matmul']
-  for key, dtype in sizes['train']:
-    row = run.piece(f'train {key} {dtype}', train_piece, key, dtype, sizes['train_steps'], args.tiny)
-    run.payload['train'].append(row and dict(row, status='ok') or dict(
-        run.payload['pieces'][f'train {key} {dtype}'], network=key, dtype=dtype))
-    run.save()
-  for name, shape, dtype, pairwise, impls, refused in block_cases(sizes['block_shapes'], sizes['block_cases']):
-    result = run.piece(f'block {name} {dtype} {pairwise}', block_piece, name, shape, dtype, pairwise, impls,
-                       refused, sizes['block_batch'], args.repeats)
-    if result:
-      run.payload['block'] += result[0]
-      if result[1]:
-        run.payload['auto_entries'].append(result[1])
+  for kind, *what in sizes['plan']:
+    if kind == 'train':
+      key, dtype, implementation = what
+      name = f'train {key} {dtype} {implementation}'
+      row = run.piece(name, train_piece, key, dtype, implementation, sizes['train_steps'], args.tiny)
+      run.payload['train'].append(dict(row, status='ok') if row else dict(
+          run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation))
       run.save()
-  if run.payload['auto_entries']:
-    os.makedirs(os.path.dirname(table), exist_ok=True)
-    machine = run.payload['machine']
-    with open(table, 'w') as f:
-      json.dump({'device_kind': machine['device'], 'backend': machine['backend'], 'jax': machine['jax'],
-                 'date': machine['date'], 'source': 'python -m bench.device', 'entries': run.payload['auto_entries']},
-                f, indent=1)
+      continue
+    dtype, pairwise = what
+    for shape_name, shape, impls, refused in block_cases(sizes['block_shapes'], dtype, pairwise):
+      result = run.piece(f'block {shape_name} {dtype} {pairwise}', block_piece, shape_name, shape, dtype, pairwise,
+                         impls, refused, sizes['block_batch'], args.repeats)
+      if result:
+        run.payload['block'] += result[0]
+        run.payload['auto_entries'] += [result[1]] if result[1] else []
+        run.save(table)
   run.payload['pipeline'] = pipeline_piece(run.dir, run.left(), args.tiny)
   run.save()
   print(to_markdown(run.payload), flush=True)

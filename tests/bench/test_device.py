@@ -52,7 +52,8 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
   assert payload['tiny'] and payload['slug'] == 'cpu'
   assert {k: v['status'] for k, v in payload['pieces'].items() if v['status'] != 'ok'} == {}
   assert payload['matmul']['bfloat16_tflops'] > 0 and payload['matmul']['float32_tflops'] > 0
-  assert [(r['network'], r['dtype']) for r in payload['train']] == [('c2d_nl', 'bfloat16')]
+  assert [(r['network'], r['dtype'], r['attention']) for r in payload['train']] == [
+      ('c2d_nl', 'bfloat16', 'auto')]
   for r in payload['train']:
     assert r['loss_finite'] and r['compile_s'] > 0
     assert r['clips_per_s'] == pytest.approx(r['batch'] * 1e3 / r['step_ms'])
@@ -67,7 +68,7 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
     assert all(r['fwd_ms'] > 0 and r['fwd_bwd_ms'] > 0 and r['temp_mib'] >= 0 for r in rows.values()
                if r['status'] == 'ok')
   markdown = (tiny_run['out'] / 'device.md').read_text()
-  assert 'Matrix multiply (256²)' in markdown and '| c2d_nl | bfloat16 |' in markdown
+  assert 'Matrix multiply (256²)' in markdown and '| R50 C2D + 5 NL | bfloat16 | auto |' in markdown
   assert 'input pipeline: skipped' in markdown and 'cudnn | refused' in markdown
 
 
@@ -100,3 +101,6 @@ def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
     d, m = config.data, config.model
     assert (d.name, d.global_batch_size, d.num_frames, d.crop_size) == ('fake', 8, 8, 224)
     assert (m.depth, m.temporal, m.nonlocal_locations, m.stem, m.dtype) == (50, temporal, blocks, '8x8', dtype)
+  assert device.network_config(key, 'bfloat16', False, 'cudnn').model.nonlocal_block.implementation == 'cudnn'
+  planned = {(w[0], w[1]) for kind, *w in device.FULL['plan'] if kind == 'train'}
+  assert {(key, d) for d in device.DTYPES} <= planned  # Every network in both dtypes.
