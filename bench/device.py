@@ -28,8 +28,10 @@ TensorFlow made unimportable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -81,6 +83,22 @@ def _error(e: BaseException) -> str:
   return f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'[:400]
 
 
+@contextlib.contextmanager
+def _attention_fallbacks():
+  """Collects the lines the attention logs when a path falls back (cuDNN refused), so that a row never shows a
+  fallback's time under the path that was asked for."""
+  lines = []
+  attention._logged.clear()  # pylint: disable=protected-access  # Each line is logged once per process.
+  handler = logging.Handler(logging.WARNING)
+  handler.emit = lambda record: lines.append(record.getMessage())
+  logger = logging.getLogger(attention.__name__)
+  logger.addHandler(handler)
+  try:
+    yield lines
+  finally:
+    logger.removeHandler(handler)
+
+
 def _device_peak_mib():
   """The device's peak memory so far (GPU/TPU), or None where the backend keeps no statistics (CPU)."""
   stats = jax.devices()[0].memory_stats()
@@ -118,7 +136,8 @@ def train_piece(key, dtype, implementation, steps, tiny):
                         sharding=parallel.batch_sharded(mesh))(0, 0)
   state = trainer.init_state()
   start = time.perf_counter()
-  compiled = trainer.train_step.lower(state, batch).compile()
+  with _attention_fallbacks() as fallbacks:
+    compiled = trainer.train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
   state, metrics = compiled(state, batch)  # Warm-up; the state is donated, so it is threaded through.
   jax.block_until_ready(metrics)
@@ -134,7 +153,7 @@ def train_piece(key, dtype, implementation, steps, tiny):
               clips_per_s=d.global_batch_size / step_s, gmacs_per_clip=macs / 1e9,
               train_tflops=2 * 3 * macs * d.global_batch_size / step_s / 1e12,
               temp_mib=compiled.memory_analysis().temp_size_in_bytes / MIB, device_peak_mib=_device_peak_mib(),
-              loss_finite=bool(np.isfinite(float(metrics['loss']))))
+              loss_finite=bool(np.isfinite(float(metrics['loss']))), fallbacks=fallbacks)
 
 
 def block_cases(shapes, dtype, pairwise):
@@ -158,9 +177,13 @@ def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
   rows, programs, memory = [], {}, {}
   for impl in impls:
     try:
-      # bench/nonlocal_block.py's programs (a float32 benchmark there; here x's dtype is the block's).
-      run_fwd, run_fwd_bwd, temp, _ = block_bench._block_programs(pairwise, impl, x, 256)  # pylint: disable=W0212
-      run_fwd(), run_fwd_bwd()  # Compiled and run once here, so that a refusal stays this path's alone.
+      with _attention_fallbacks() as fallbacks:
+        # bench/nonlocal_block.py's programs (a float32 benchmark there; here x's dtype is the block's).
+        run_fwd, run_fwd_bwd, temp, _ = block_bench._block_programs(pairwise, impl, x, 256)  # pylint: disable=W0212
+        run_fwd(), run_fwd_bwd()  # Compiled and run once here, so that a refusal stays this path's alone.
+      if fallbacks:
+        rows.append(dict(base, implementation=impl, status='fell back', error=fallbacks[0][:400]))
+        continue
       programs[f'{impl}/fwd'], programs[f'{impl}/fwd_bwd'] = run_fwd, run_fwd_bwd
       memory[impl] = (temp / MIB, _device_peak_mib())
     except Exception as e:  # pylint: disable=broad-except
@@ -225,6 +248,9 @@ def to_markdown(p):
                   _f(r['temp_mib'], 0)])
   lines.append(common.markdown_table(['network', 'dtype', 'attention', 'input', 'clips/s', 'ms/step', 'compile s',
                                       'TFLOP/s', 'of bf16 matmul', 'temp MiB'], table))
+  for r in p.get('train', []):
+    for line in r.get('fallbacks', ()):
+      lines.append(f"- {_LABELS[r['network']]}, {r['dtype']}, {r['attention']}: {line}")
   lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
             f"{p['repeats']}; temp: the compiled forward+backward's temporary memory; device peak: the device's "
             'high-water mark after the path first ran (GPU only; it cannot be reset between programs):', '']
