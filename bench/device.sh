@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for a GPU (or TPU) machine: python -m bench.device, about 7 minutes on one H200.
+# One command for a GPU (or TPU) machine: python -m bench.device, sized for under 8 minutes on one H200.
 #
 #   bash bench/device.sh            # from anywhere; extra arguments go to bench.device (--tiny, --budget_s=...)
 #

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from bench import device
 from nonlocal_jax.layers import attention
+from nonlocal_jax.training import checks
 from tests.training import helpers
 
 BLOCKED = ('tensorflow', 'tensorflow_datasets', 'clu', 'av', 'grain')
@@ -101,6 +102,8 @@ def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
     d, m = config.data, config.model
     assert (d.name, d.global_batch_size, d.num_frames, d.crop_size) == ('fake', 8, 8, 224)
     assert (m.depth, m.temporal, m.nonlocal_locations, m.stem, m.dtype) == (50, temporal, blocks, '8x8', dtype)
-  assert device.network_config(key, 'bfloat16', False, 'cudnn').model.nonlocal_block.implementation == 'cudnn'
+  cudnn = device.network_config(key, 'bfloat16', False, 'cudnn')
+  assert cudnn.model.nonlocal_block.implementation == 'cudnn'
+  checks.check_config(cudnn)  # Ranges (the dtype, the implementation) and the model's input size: it can start.
   planned = {(w[0], w[1]) for kind, *w in device.FULL['plan'] if kind == 'train'}
   assert {(key, d) for d in device.DTYPES} <= planned  # Every network in both dtypes.
