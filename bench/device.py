@@ -234,23 +234,29 @@ def to_markdown(p):
   elif m:
     lines.append(f"Matrix multiply: {m.get('status')} ({m.get('error') or m.get('reason')}).")
   rate = m.get('bfloat16_macs_per_s')
+  label = lambda key: f'{key} (tiny: configs/test.py)' if p['tiny'] else _LABELS[key]
   lines += ['', 'Train step on fake data (`Trainer.train_step`, one batch on the device, state donated); TFLOP/s '
             'counts 3× the forward multiply-adds of `nonlocal_jax.models.summary`:', '']
   table = []
   for r in p.get('train', []):
     if r['status'] != 'ok':
-      table.append([_LABELS[r['network']], r['dtype'], r['attention'], r['status'], r.get('error') or r.get('reason'),
+      table.append([label(r['network']), r['dtype'], r['attention'], r['status'], r.get('error') or r.get('reason'),
                     '', '', '', '', ''])
       continue
     fraction = f"{100 * r['train_tflops'] * 1e12 / 2 / rate:.0f} %" if rate else '-'
-    table.append([_LABELS[r['network']], r['dtype'], r['attention'], r['input'], f"{r['clips_per_s']:.1f}",
+    table.append([label(r['network']), r['dtype'], r['attention'], r['input'], f"{r['clips_per_s']:.1f}",
                   f"{r['step_ms']:.1f}", f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction,
                   _f(r['temp_mib'], 0)])
   lines.append(common.markdown_table(['network', 'dtype', 'attention', 'input', 'clips/s', 'ms/step', 'compile s',
                                       'TFLOP/s', 'of bf16 matmul', 'temp MiB'], table))
+  headline = next((r for r in p.get('train', []) if r['status'] == 'ok' and (r['network'], r['dtype'], r['attention'])
+                   == ('c2d_nl', 'bfloat16', 'auto')), None)
+  if headline and rate and not p['tiny']:
+    lines += ['', f"The issue's goal: R50 C2D + 5 NL in bf16 at >= 30 % of the bf16 matmul rate; reached "
+              f"{100 * headline['train_tflops'] * 1e12 / 2 / rate:.0f} % ({headline['clips_per_s']:.0f} clips/s)."]
   for r in p.get('train', []):
     for line in r.get('fallbacks', ()):
-      lines.append(f"- {_LABELS[r['network']]}, {r['dtype']}, {r['attention']}: {line}")
+      lines.append(f"- {label(r['network'])}, {r['dtype']}, {r['attention']}: {line}")
   lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
             f"{p['repeats']}; temp: the compiled forward+backward's temporary memory; device peak: the device's "
             'high-water mark after the path first ran (GPU only; it cannot be reset between programs):', '']

@@ -69,7 +69,7 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
     assert all(r['fwd_ms'] > 0 and r['fwd_bwd_ms'] > 0 and r['temp_mib'] >= 0 for r in rows.values()
                if r['status'] == 'ok')
   markdown = (tiny_run['out'] / 'device.md').read_text()
-  assert 'Matrix multiply (256²)' in markdown and '| R50 C2D + 5 NL | bfloat16 | auto |' in markdown
+  assert 'Matrix multiply (256²)' in markdown and '| c2d_nl (tiny: configs/test.py) | bfloat16 | auto |' in markdown
   assert 'input pipeline: skipped' in markdown and 'cudnn | refused' in markdown
 
 
