@@ -100,3 +100,32 @@ def test_cudnn_refused_while_tracing_computes_chunked(caplog):
   assert [r.getMessage().startswith('cuDNN refused') for r in caplog.records] == [True]
   with pytest.raises(ValueError, match="implementation='cudnn' supports the softmax pairwise functions"):
     attention.resolve_implementation('cudnn', 'dot_product', 1, 10, 10, 4, 2**20)
+
+
+def _largest(fn, *args):
+  """The element count of the largest value in the jaxpr of ``fn`` (sub-jaxprs included)."""
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      for var in eqn.outvars:
+        yield int(np.prod(getattr(var.aval, 'shape', ())))
+      for value in eqn.params.values():
+        sub = getattr(value, 'jaxpr', value)
+        if hasattr(sub, 'eqns'):
+          yield from walk(sub)
+  return max(walk(jax.make_jaxpr(fn)(*args).jaxpr))
+
+
+def test_the_block_reads_the_device_table(monkeypatch):
+  # 128 queries, 32 keys, C' = 2 (2 frames × 8×8, subsampled 2×2): the size rule reassociates the dot product,
+  # never forming the (128, 32) affinity; a device table that measured 'naive' faster there makes the block form it.
+  x = jax.random.normal(jax.random.key(0), (1, 2, 8, 8, 4), jnp.float32)
+  block = NonLocalBlock(pairwise='dot_product', subsample=(1, 2, 2), implementation='auto', sow_attention=False)
+  variables = block.init(jax.random.key(1), x, False)
+  # A new function for each trace: jax caches the trace of one function object, and with it the choice made.
+  apply = lambda: lambda v, x: block.apply(v, x, False)
+  assert attention.resolve_implementation('auto', 'dot_product', 1, 128, 32, 2, 2**40, table={}) == 'reassociated'
+  affinity = 128 * 32
+  assert _largest(apply(), variables, x) < affinity
+  table = {'entries': [_entry('dot_product', ['naive', 'reassociated'], groups=1, n_query=128, n_key=32, inter=2)]}
+  monkeypatch.setattr(attention_auto, 'current_table', lambda: table)
+  assert _largest(apply(), variables, x) >= affinity
