@@ -66,11 +66,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
   return '\n'.join(lines)
 
 
-def write_results(stem: str, payload: Dict[str, object], markdown: str, out_dir: str) -> None:
-  """Writes ``{stem}.json`` and ``{stem}.md`` under ``out_dir`` and prints the markdown."""
+def write_results(stem: str, payload: Dict[str, object], markdown: str, out_dir: str, echo: bool = True) -> None:
+  """Writes ``{stem}.json`` and ``{stem}.md`` under ``out_dir`` and (if ``echo``) prints the markdown."""
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, f'{stem}.json'), 'w') as f:
     json.dump(payload, f, indent=1)
   with open(os.path.join(out_dir, f'{stem}.md'), 'w') as f:
     f.write(markdown + '\n')
-  print(markdown)
+  if echo:
+    print(markdown)

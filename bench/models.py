@@ -59,10 +59,10 @@ def timed(fn, *args, repeats: int) -> tuple:
   return min(times), statistics.median(times)
 
 
-def matmul_rate(n: int, repeats: int) -> float:
-  """Multiply-adds per second of an n×n by n×n float32 matrix product on the default device."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def matmul_rate(n: int, repeats: int, dtype=jnp.float32) -> float:
+  """Multiply-adds per second of an n×n by n×n matrix product in ``dtype`` on the default device."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   product = jax.jit(jnp.matmul)
   return n**3 / timed(product, a, b, repeats=repeats)[0]
 

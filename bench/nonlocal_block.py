@@ -58,7 +58,9 @@ def _computes(impl, pairwise):
 
 # Per pairwise function (the table in nonlocal_jax.layers.pairwise): every exact path that computes it, and the
 # frugal one (the reassociated product where f is linear, else the query-chunked path).
-IMPLEMENTATIONS = {p: tuple(i for i in attention.IMPLEMENTATIONS[1:] if _computes(i, p)) for p in PAIRWISE}
+# cuDNN's attention takes bf16/fp16 only and this benchmark is float32: bench/device.py measures it.
+IMPLEMENTATIONS = {p: tuple(i for i in attention.IMPLEMENTATIONS[1:] if i != 'cudnn' and _computes(i, p))
+                   for p in PAIRWISE}
 FRUGAL = {p: 'reassociated' if f.linear else 'chunked' for p, f in PAIRWISE.items()}
 MIB = 2.0**20
 

@@ -14,7 +14,12 @@ The implementations compute the same function and differ only in what they keep 
   recomputes each block's affinity in the backward pass (as FlashAttention does): no (Nq, Nk) array is ever
   alive, forward or backward; the memory beyond the inputs and outputs is O(block·Nk).
 - ``reassociated`` (dot product only): θ (φᵀ g) / N, cost O(N·C'²) and memory O(C'²) instead of O(N²).
-- ``fused``: ``jax.nn.dot_product_attention`` (softmax functions only), which uses fused kernels on GPU.
+- ``fused``: ``jax.nn.dot_product_attention`` (softmax functions only), XLA's attention.
+- ``cudnn``: the same call with ``implementation='cudnn'``: cuDNN's fused (flash) attention on CUDA GPUs, in
+  bfloat16/float16 with a head size up to 256; where the backend refuses it, the block falls back (one log line).
+
+``resolve_implementation`` turns 'auto' into one of them: from the device's measured table where the package has
+one (``attention_auto``), else by size.
 
 The softmax always runs in float32, whatever the compute dtype.
 """
@@ -22,13 +27,17 @@ The softmax always runs in float32, whatever the compute dtype.
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
 
+from nonlocal_jax.layers import attention_auto
 from nonlocal_jax.layers import pairwise as pairwise_lib
 
-IMPLEMENTATIONS = ('auto', 'naive', 'chunked', 'reassociated', 'fused')
+IMPLEMENTATIONS = ('auto', 'naive', 'chunked', 'reassociated', 'fused', 'cudnn')
+_logger = logging.getLogger(__name__)
+_logged = set()
 
 
 def _naive(pairwise, q, k, v, logit_scale, concat_kernel):
@@ -42,15 +51,22 @@ def _reassociated(q, k, v):
   return jnp.einsum('gqc,gcd->gqd', q, kv.astype(q.dtype))
 
 
-def _fused(q, k, v, logit_scale):
+def _fused(q, k, v, logit_scale, backend=None):
   # jax.nn.dot_product_attention wants one head size for q, k and v; zero padding is exact for both the
   # logits (q·k) and the output (the padded value channels are sliced off).
   dq, dv = q.shape[-1], v.shape[-1]
   width = max(dq, dv)
   pad = lambda t, d: t if d == width else jnp.pad(t, ((0, 0), (0, 0), (0, width - d)))
   out = jax.nn.dot_product_attention(pad(q, dq)[:, :, None], pad(k, dq)[:, :, None], pad(v, dv)[:, :, None],
-                                     scale=logit_scale)
+                                     scale=logit_scale, implementation=backend)
   return out[:, :, 0, :dv]
+
+
+def _log_once(message: str) -> None:
+  # A block is traced again for every program (train step, eval step, ...): one line per distinct fallback.
+  if message not in _logged:
+    _logged.add(message)
+    _logger.warning('%s', message)
 
 
 def _for_each_query_block(n_query: int, block: int, body, carry):
@@ -119,23 +135,58 @@ def check_implementation(implementation: str, pairwise: str) -> None:
     linear = tuple(name for name, f in pairwise_lib.PAIRWISE.items() if f.linear)
     raise ValueError(f"implementation='reassociated' only applies to the pairwise functions {linear} (the others "
                      f"are not linear in φ); got pairwise={pairwise!r}.")
-  if implementation == 'fused' and not function.softmax:
+  if implementation in ('fused', 'cudnn') and not function.softmax:
     softmax = tuple(name for name, f in pairwise_lib.PAIRWISE.items() if f.softmax)
-    raise ValueError(f"implementation='fused' supports the softmax pairwise functions {softmax}; got "
+    raise ValueError(f"implementation={implementation!r} supports the softmax pairwise functions {softmax}; got "
                      f"pairwise={pairwise!r}.")
 
 
-def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_query: int, n_key: int,
-                           inter_dim: int, max_affinity_bytes: int) -> str:
-  """Returns the concrete implementation that ``implementation`` stands for at this size.
+def computes(implementation: str, pairwise: str) -> bool:
+  """Whether ``implementation`` (not 'auto') computes ``pairwise`` exactly (``check_implementation`` passes)."""
+  try:
+    check_implementation(implementation, pairwise)
+    return True
+  except ValueError:
+    return False
 
-  'auto' reassociates the dot product when it is cheaper in multiply-adds (N > 2·C'-ish), and computes the
-  other functions query-block by query-block when the full float32 affinity would exceed
-  ``max_affinity_bytes``. Explicit choices are validated against the pairwise function.
+
+def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_query: int, n_key: int,
+                           inter_dim: int, max_affinity_bytes: int, *, dtype=None, query_dim=None,
+                           table=None) -> str:
+  """Returns the concrete implementation that ``implementation`` stands for at this size, dtype and device.
+
+  'auto' takes the fastest path of the device's measured table (``attention_auto``; ``table``: that table, None
+  for the committed one of the default device, {} for none) that computes ``pairwise``, that the backend accepts,
+  and that holds the whole affinity only if it fits ``max_affinity_bytes``. Without a table (the CPU) it
+  reassociates the dot product when that is cheaper in multiply-adds (N > 2·C'-ish), and computes the other
+  functions query-block by query-block when the full float32 affinity would exceed ``max_affinity_bytes``.
+  Explicit choices are validated against the pairwise function; 'cudnn' where the backend refuses it (not a CUDA
+  GPU, float32, a head wider than 256) becomes what 'auto' picks without it, with one log line saying why.
+  ``dtype`` is the compute dtype (None: float32), ``query_dim`` the size of q and k (None: ``inter_dim``).
   """
   check_implementation(implementation, pairwise)
-  if implementation != 'auto':
+  head_dim = max(query_dim or inter_dim, inter_dim)
+  refusal = None
+  if implementation == 'cudnn':
+    refusal = attention_auto.cudnn_refusal(dtype, head_dim)
+    if refusal is None:
+      return implementation
+  elif implementation != 'auto':
     return implementation
+  table = attention_auto.current_table() if table is None else table
+  ranked = attention_auto.ranking(table, pairwise, dtype, n_groups, n_query, n_key, inter_dim) or ()
+  fits = 4 * n_groups * n_query * n_key <= max_affinity_bytes
+  usable = [i for i in ranked if i in IMPLEMENTATIONS[1:] and computes(i, pairwise)
+            and (fits or i not in attention_auto.MATERIALISING)
+            and not (i == 'cudnn' and attention_auto.cudnn_refusal(dtype, head_dim))]
+  choice = usable[0] if usable else _by_size(pairwise, n_groups, n_query, n_key, inter_dim, max_affinity_bytes)
+  if refusal:
+    _log_once(f"implementation='cudnn' cannot run here: {refusal}; the non-local block uses {choice!r} instead.")
+  return choice
+
+
+def _by_size(pairwise, n_groups, n_query, n_key, inter_dim, max_affinity_bytes) -> str:
+  """'auto' without a measured table: the cheaper product for the dot product, chunks above the budget."""
   if pairwise_lib.get(pairwise).linear:
     # naive: Nq·Nk·(Dq + Dv) multiply-adds; reassociated: (Nq + Nk)·Dq·Dv.
     naive_cost = n_query * n_key * 2 * inter_dim
@@ -152,7 +203,8 @@ def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive',
   Args:
     pairwise: a key of ``nonlocal_jax.layers.pairwise.PAIRWISE``.
     q, k, v: (G, Nq, Dq), (G, Nk, Dq), (G, Nk, Dv).
-    implementation: a concrete implementation (not 'auto'; see ``resolve_implementation``).
+    implementation: a concrete implementation (not 'auto'; see ``resolve_implementation``); 'cudnn' that
+      the backend refuses while tracing is computed by 'chunked' (one log line).
     logit_scale: multiplies q·k before the softmax (softmax functions only).
     concat_kernel: (2·Dq, 1) weights w_f of the concatenation function.
     chunk_size: queries per block for the chunked implementation.
@@ -162,7 +214,7 @@ def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive',
   function = pairwise_lib.get(pairwise)
   if function.concat_projection and concat_kernel is None:
     raise ValueError(f"pairwise={pairwise!r} needs concat_kernel of shape (2*C', 1).")
-  if implementation in ('reassociated', 'fused'):
+  if implementation in ('reassociated', 'fused', 'cudnn'):
     check_implementation(implementation, pairwise)
   if implementation == 'naive':
     return _naive(pairwise, q, k, v, logit_scale, concat_kernel)
@@ -174,5 +226,14 @@ def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive',
     return _reassociated(q, k, v)
   if implementation == 'fused':
     return _fused(q, k, v, logit_scale).astype(v.dtype)
+  if implementation == 'cudnn':
+    try:
+      return _fused(q, k, v, logit_scale, 'cudnn').astype(v.dtype)
+    except (RuntimeError, ValueError, NotImplementedError) as e:  # Refused while tracing: compute it exactly.
+      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      _log_once(f'cuDNN refused the non-local attention of q {q.shape} {q.dtype} ({reason}); computing it with '
+                "'chunked' instead.")
+      return nonlocal_attention(pairwise, q, k, v, implementation='chunked', logit_scale=logit_scale,
+                                concat_kernel=concat_kernel, chunk_size=chunk_size)
   raise ValueError(f"implementation must be one of {IMPLEMENTATIONS[1:]} here, got {implementation!r} "
                    "(resolve 'auto' with resolve_implementation first).")

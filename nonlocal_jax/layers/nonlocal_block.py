@@ -133,9 +133,10 @@ class NonLocalBlock(nn.Module):
     bn_momentum: BatchNorm running-average momentum (running = m·running + (1-m)·batch).
     bn_epsilon: BatchNorm epsilon.
     bn_axis_name: mapped axis over which BatchNorm statistics are averaged (synchronised BN), or None.
-    implementation: 'auto' | 'naive' | 'chunked' | 'reassociated' | 'fused'; see ``layers.attention``.
+    implementation: 'auto' | 'naive' | 'chunked' | 'reassociated' | 'fused' | 'cudnn'; see ``layers.attention``
+      ('auto': the device's measured table, else by size; 'cudnn' falls back where the backend refuses it).
     chunk_size: queries per block for the chunked implementation.
-    max_affinity_bytes: 'auto' switches to the chunked path when the float32 affinity would exceed this.
+    max_affinity_bytes: 'auto' takes no path that holds the whole float32 affinity when it would exceed this.
     sow_attention: sow the (B·groups, N_query, N_key) attention weights into 'intermediates' when that
       collection is mutable; False keeps other layers' intermediates from paying for the N×N array.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32 and the softmax runs in float32.
@@ -278,7 +279,8 @@ class NonLocalBlock(nn.Module):
       self.sow('intermediates', 'attention', weights)
 
     impl = attention.resolve_implementation(self.implementation, self.pairwise, qg.shape[0], qg.shape[1],
-                                            kg.shape[1], inter, self.max_affinity_bytes)
+                                            kg.shape[1], inter, self.max_affinity_bytes, dtype=qg.dtype,
+                                            query_dim=qg.shape[-1])
     y = attention.nonlocal_attention(self.pairwise, qg, kg, vg, implementation=impl, logit_scale=logit_scale,
                                      concat_kernel=w_f, chunk_size=self.chunk_size)
     y = sets.unfold(y, q_shape)

@@ -13,6 +13,7 @@ averaged over devices after each step so that the state stays replicated.
     loop.py        train_and_evaluate, evaluate_checkpoint, NonFiniteLossError
     checkpoint.py  orbax checkpoints that verify what they restore (falling back past damage), init_checkpoint
     checkpoint_digest.py  the digest written with each checkpoint and checked on restore
+    metric_writer.py  the loop's scalars: clu's writer, or TensorBoard's own where TensorFlow is absent
     optim.py       schedule, optimiser, parameter groups
     parallel.py    the mesh, batch sharding, map_over_devices
 """

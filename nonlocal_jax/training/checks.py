@@ -10,10 +10,9 @@ from nonlocal_jax import config_ranges
 from nonlocal_jax import console
 from nonlocal_jax import paths
 from nonlocal_jax import zoo
-from nonlocal_jax.data import builders
 from nonlocal_jax.data import fake
-from nonlocal_jax.data import prepare
-from nonlocal_jax.data import transforms
+# Imported at their first use (they import TensorFlow): a fake-data run, which needs none of them, never loads it.
+from nonlocal_jax.data.entry import builders, prepare, transforms
 from nonlocal_jax.models import build_model
 from nonlocal_jax.training import checkpoint as ckpt_lib
 from nonlocal_jax.training.errors import ConfigError
@@ -132,14 +131,15 @@ def check_config(config) -> None:
   if d.eval_global_batch_size % devices:
     raise ConfigError(f'config.data.eval_global_batch_size={d.eval_global_batch_size} must be a multiple of the '
                       f'{devices} devices: change it to a multiple of {devices}.')
-  try:
-    transforms.check_settings(d, 'video' if config.model.name == 'resnet_video' else 'image')
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  s = d.get('synthetic')
-  if builders.resolve_name(d.name).startswith('synthetic_long_range') and s and s.digit_size > s.size:
-    raise ConfigError(f'config.data.synthetic.digit_size={s.digit_size} must be at most synthetic.size={s.size}: '
-                      'fix it in the config.')
+  if not fake.is_fake(d):  # Fake batches are generated at crop_size: no frames are resized or digits drawn.
+    try:
+      transforms.check_settings(d, 'video' if config.model.name == 'resnet_video' else 'image')
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    s = d.get('synthetic')
+    if builders.resolve_name(d.name).startswith('synthetic_long_range') and s and s.digit_size > s.size:
+      raise ConfigError(f'config.data.synthetic.digit_size={s.digit_size} must be at most synthetic.size={s.size}: '
+                        'fix it in the config.')
   try:
     model = build_model(config.model)
     model.check_input(dummy_input(config).shape)

@@ -15,13 +15,15 @@ import time
 
 import jax
 import numpy as np
-from clu import metric_writers
 
 from nonlocal_jax import console
 from nonlocal_jax import evaluation
 from nonlocal_jax import paths
-from nonlocal_jax.data import builders, eval_pipeline, fake, train_pipeline
+from nonlocal_jax.data import fake
+# The pipeline modules import TensorFlow when first used: a fake-data run (a GPU host without it) never does.
+from nonlocal_jax.data.entry import builders, eval_pipeline, train_pipeline
 from nonlocal_jax.training import checkpoint as ckpt_lib
+from nonlocal_jax.training import metric_writer
 from nonlocal_jax.training import parallel
 from nonlocal_jax.training import steps
 from nonlocal_jax.training.checks import startup
@@ -224,7 +226,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   trainer = Trainer(config, mesh)
   state = trainer.init_state()
   manager = ckpt_lib.create_manager(workdir, keep=t.keep_checkpoints, asynchronous=t.async_checkpoints)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = metric_writer.create(workdir, just_logging=jax.process_index() > 0)
   _report_start(config, workdir, state)
   if manager.latest_step() is not None:
     state, meta = ckpt_lib.restore(manager, state)

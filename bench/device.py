@@ -1,0 +1,373 @@
+"""One command that measures a device: ``python -m bench.device [--tiny]`` (``bench/device.sh`` on a GPU machine).
+
+Writes ``bench/results/<device slug>/device.{json,md}`` (slug of the device kind: 'NVIDIA H200' -> nvidia-h200)
+and the table that ``implementation='auto'`` reads on that device kind,
+``nonlocal_jax/layers/attention_tables/<slug>.json`` (with ``--tiny``: ``<out_dir>/<slug>/attention_auto.json``,
+never the package's). It measures:
+
+- the matrix-multiply rate: an n×n product in bfloat16 and in float32 (n = 8192);
+- training clips/s of R50 C2D + 5 NL, R50 C2D and R50 I3D + 5 NL at 8×224² (the official 8x8 stem), batch 8, in
+  bfloat16 and float32, on fake data (``Trainer.train_step`` on one batch already on the device, state threaded
+  and donated as in training), with the compile time and the fraction of the bfloat16 matmul rate that the step
+  reaches (a train step is ~3× the forward multiply-adds of ``nonlocal_jax.models.summary``); C2D + 5 NL in bf16
+  also with the blocks' cuDNN attention;
+- the non-local block at the paper's shapes (res3 4×28×28×512, res4 4×14×14×1024, 8×28×28 and 16×28×28 at
+  C=512; batch 8) for the embedded Gaussian and the dot product: every exact implementation, cuDNN's where the
+  backend takes it, float32 and bfloat16, forward and forward+backward time (median of --repeats after
+  compilation) and the compiled forward+backward's temporary memory (``memory_analysis``; on GPUs also the
+  device's peak so far, ``memory_stats``, which JAX cannot reset between programs);
+- the input pipeline (``bench/input_pipeline.py --quick``) if TensorFlow, TFDS and PyAV import, else one line.
+
+The order is ``FULL['plan']``: what matters most first. A piece that fails is recorded with its error and the run
+goes on; results (and the table) are rewritten after every piece, and pieces that would start after
+``--budget_s`` are recorded as skipped, so one try on a lent device always leaves figures. ``--tiny`` shrinks
+everything (tiny network, block shape, matmul, steps) to run on a CPU: tests/bench/test_device.py runs it with
+TensorFlow made unimportable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench import common
+from bench import models as models_bench
+from bench import nonlocal_block as block_bench
+from nonlocal_jax import config_files
+from nonlocal_jax.data import fake
+from nonlocal_jax.layers import attention, attention_auto
+from nonlocal_jax.models.summary import analyse
+from nonlocal_jax.training import parallel
+from nonlocal_jax.training.trainer import Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DTYPES = ('bfloat16', 'float32')
+# (key, label, configs/benchmark.py argument, configs/test.py argument and temporal pattern for --tiny).
+NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
+            ('c2d', 'R50 C2D', 'frames=8x8,blocks=none', ('blocks=none', 'c2d')),
+            ('i3d_nl', 'R50 I3D + 5 NL', 'arch=i3d,frames=8x8', (None, 'i3d_3x1x1')))
+# What runs, most wanted first, so that a spent budget leaves the least wanted out: the issue's goal (bf16 C2D +
+# 5 NL at >= 30 % of the bf16 matmul rate), the bf16 blocks (the 'auto' table and cuDNN), the same network with
+# the cuDNN attention, the other bf16 networks, then float32. ('train', network, dtype, block implementation) is
+# one train step; ('block', dtype, pairwise) the block at every shape.
+_BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
+               ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
+               ('train', 'c2d', 'bfloat16', 'auto'), ('train', 'i3d_nl', 'bfloat16', 'auto'),
+               ('block', 'float32', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
+               ('train', 'c2d_nl', 'float32', 'auto'), ('train', 'c2d', 'float32', 'auto'),
+               ('train', 'i3d_nl', 'float32', 'auto')]
+FULL = dict(matmul=8192, block_shapes={k: block_bench.SHAPES[k] for k in ('res3', 'res4', 'clip8', 'clip16')},
+            block_batch=8, train_steps=20, plan=_BF16_FIRST)
+# Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
+TINY = dict(matmul=256, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
+            plan=[('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
+                  ('block', 'float32', 'dot_product')])
+_LABELS = {key: label for key, label, *_ in NETWORKS}
+MIB = 2.0**20
+
+
+def _error(e: BaseException) -> str:
+  return f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'[:400]
+
+
+@contextlib.contextmanager
+def _attention_fallbacks():
+  """Collects the lines the attention logs when a path falls back (cuDNN refused), so that a row never shows a
+  fallback's time under the path that was asked for."""
+  lines = []
+  attention._logged.clear()  # pylint: disable=protected-access  # Each line is logged once per process.
+  handler = logging.Handler(logging.WARNING)
+  handler.emit = lambda record: lines.append(record.getMessage())
+  logger = logging.getLogger(attention.__name__)
+  logger.addHandler(handler)
+  try:
+    yield lines
+  finally:
+    logger.removeHandler(handler)
+
+
+def _device_peak_mib():
+  """The device's peak memory so far (GPU/TPU), or None where the backend keeps no statistics (CPU)."""
+  stats = jax.devices()[0].memory_stats()
+  return stats['peak_bytes_in_use'] / MIB if stats and 'peak_bytes_in_use' in stats else None
+
+
+def matmul_piece(size, repeats):
+  """Multiply-add rates of an n×n matmul in bfloat16 and float32."""
+  rates = {d: models_bench.matmul_rate(size, repeats, jnp.dtype(d)) for d in DTYPES}
+  return {'n': size, **{f'{d}_tflops': 2 * r / 1e12 for d, r in rates.items()},
+          **{f'{d}_macs_per_s': r for d, r in rates.items()}}
+
+
+def network_config(key, dtype, tiny, implementation='auto'):
+  """The fake-data config of one network: configs/benchmark.py's (8×224², batch 8), or configs/test.py's tiny one;
+  its non-local blocks computed by ``implementation``."""
+  _, _, arg, (test_arg, temporal) = next(n for n in NETWORKS if n[0] == key)
+  if tiny:
+    config = config_files.load_module(os.path.join(ROOT, 'configs', 'test.py')).get_config(test_arg)
+    config.data.name, config.model.temporal = fake.NAME, temporal
+  else:
+    config = config_files.load_module(os.path.join(ROOT, 'configs', 'benchmark.py')).get_config(arg)
+  config.model.dtype = dtype
+  config.model.nonlocal_block.implementation = implementation
+  return config
+
+
+def train_piece(key, dtype, implementation, steps, tiny):
+  """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices."""
+  config = network_config(key, dtype, tiny, implementation)
+  mesh = parallel.make_mesh()
+  trainer = Trainer(config, mesh)
+  d = config.data
+  batch = fake.batch_fn(d, kind='video', num_classes=config.model.num_classes,
+                        sharding=parallel.batch_sharded(mesh))(0, 0)
+  state = trainer.init_state()
+  start = time.perf_counter()
+  with _attention_fallbacks() as fallbacks:
+    compiled = trainer.train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  state, metrics = compiled(state, batch)  # Warm-up; the state is donated, so it is threaded through.
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready((state, metrics))
+  step_s = (time.perf_counter() - start) / steps
+  macs = analyse(trainer.model, (1, d.num_frames, d.crop_size, d.crop_size, 3)).macs
+  return dict(network=key, dtype=dtype, attention=implementation,
+              input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²',
+              batch=d.global_batch_size, compile_s=compile_s, step_ms=1e3 * step_s,
+              clips_per_s=d.global_batch_size / step_s, gmacs_per_clip=macs / 1e9,
+              train_tflops=2 * 3 * macs * d.global_batch_size / step_s / 1e12,
+              temp_mib=compiled.memory_analysis().temp_size_in_bytes / MIB, device_peak_mib=_device_peak_mib(),
+              loss_finite=bool(np.isfinite(float(metrics['loss']))), fallbacks=fallbacks)
+
+
+def block_cases(shapes, dtype, pairwise):
+  """(shape name, T×H×W×C, implementations to time, refused {impl: why}) of the block benchmark at every shape."""
+  for name, (t, h, w, c) in shapes.items():
+    impls = [i for i in attention.IMPLEMENTATIONS[1:] if attention.computes(i, pairwise)]
+    refused = {}
+    if 'cudnn' in impls:
+      why = attention_auto.cudnn_refusal(jnp.dtype(dtype), c // 2)
+      if why:
+        impls.remove('cudnn')
+        refused['cudnn'] = why
+    yield name, (t, h, w, c), impls, refused
+
+
+def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
+  """Rows (one per implementation) of one block case, and its table entry (or None if nothing ran)."""
+  t, h, w, c = shape
+  x = jax.random.normal(jax.random.key(1), (batch, t, h, w, c), jnp.float32).astype(dtype)
+  base = dict(shape=name, thwc=f'{t}x{h}x{w}x{c}', batch=batch, dtype=dtype, pairwise=pairwise)
+  rows, programs, memory = [], {}, {}
+  for impl in impls:
+    try:
+      with _attention_fallbacks() as fallbacks:
+        # bench/nonlocal_block.py's programs (a float32 benchmark there; here x's dtype is the block's).
+        run_fwd, run_fwd_bwd, temp, _ = block_bench._block_programs(pairwise, impl, x, 256)  # pylint: disable=W0212
+        run_fwd(), run_fwd_bwd()  # Compiled and run once here, so that a refusal stays this path's alone.
+      if fallbacks:
+        rows.append(dict(base, implementation=impl, status='fell back', error=fallbacks[0][:400]))
+        continue
+      programs[f'{impl}/fwd'], programs[f'{impl}/fwd_bwd'] = run_fwd, run_fwd_bwd
+      memory[impl] = (temp / MIB, _device_peak_mib())
+    except Exception as e:  # pylint: disable=broad-except
+      rows.append(dict(base, implementation=impl, status='failed', error=_error(e)))
+  times = common.time_interleaved(programs, repeats) if programs else {}
+  for impl in impls:
+    if impl in memory:
+      rows.append(dict(base, implementation=impl, status='ok', fwd_ms=1e3 * times[f'{impl}/fwd'],
+                       fwd_bwd_ms=1e3 * times[f'{impl}/fwd_bwd'], temp_mib=memory[impl][0],
+                       device_peak_mib=memory[impl][1]))
+  rows += [dict(base, implementation=i, status='refused', error=why) for i, why in refused.items()]
+  measured = {r['implementation']: r['fwd_bwd_ms'] for r in rows if r['status'] == 'ok'}
+  entry = attention_auto.make_entry(pairwise, jnp.dtype(dtype), batch, t * h * w, t * (h // 2) * (w // 2), c // 2,
+                                    measured) if measured else None
+  return rows, entry
+
+
+def pipeline_piece(out_dir, seconds_left, tiny):
+  """bench/input_pipeline.py --quick in a subprocess, or why it is skipped."""
+  if tiny:
+    return {'status': 'skipped', 'reason': 'not with --tiny (it takes minutes; python bench/input_pipeline.py)'}
+  try:
+    for name in ('av', 'tensorflow', 'tensorflow_datasets'):
+      importlib.import_module(name)
+  except ImportError as e:  # The GPU machines: JAX alone.
+    return {'status': 'skipped', 'reason': f'its dependencies do not import here ({_error(e)})'}
+  if seconds_left < 60:
+    return {'status': 'skipped', 'reason': 'too little of --budget_s left (it takes about 2 minutes)'}
+  run = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'input_pipeline.py'), '--quick',
+                        f'--out_dir={out_dir}'], capture_output=True, text=True, timeout=seconds_left, cwd=ROOT)
+  if run.returncode:
+    return {'status': 'failed', 'error': run.stderr.strip().splitlines()[-1][:400] if run.stderr.strip() else ''}
+  return {'status': 'ok', 'results': os.path.join(out_dir, 'input_pipeline.md')}
+
+
+def _f(value, digits=1):
+  return '-' if value is None else f'{value:.{digits}f}'
+
+
+def to_markdown(p):
+  """The payload as markdown: machine, matmul rates, train steps, block table, the auto table, the pipeline."""
+  lines = [f"Measured by `python -m bench.device{' --tiny' if p['tiny'] else ''}` in {p['seconds']:.0f} s on "
+           f"{common.machine_line(p['machine'])}.", '']
+  m = p.get('matmul', {})
+  if m.get('status') == 'ok':
+    lines.append(f"Matrix multiply ({m['n']}²): bfloat16 {m['bfloat16_tflops']:.1f} TFLOP/s, float32 "
+                 f"{m['float32_tflops']:.1f} TFLOP/s.")
+  elif m:
+    lines.append(f"Matrix multiply: {m.get('status')} ({m.get('error') or m.get('reason')}).")
+  rate = m.get('bfloat16_macs_per_s')
+  label = lambda key: f'{key} (tiny: configs/test.py)' if p['tiny'] else _LABELS[key]
+  lines += ['', 'Train step on fake data (`Trainer.train_step`, one batch on the device, state donated); TFLOP/s '
+            'counts 3× the forward multiply-adds of `nonlocal_jax.models.summary`:', '']
+  table = []
+  for r in p.get('train', []):
+    if r['status'] != 'ok':
+      table.append([label(r['network']), r['dtype'], r['attention'], r['status'], r.get('error') or r.get('reason'),
+                    '', '', '', '', ''])
+      continue
+    fraction = f"{100 * r['train_tflops'] * 1e12 / 2 / rate:.0f} %" if rate else '-'
+    table.append([label(r['network']), r['dtype'], r['attention'], r['input'], f"{r['clips_per_s']:.1f}",
+                  f"{r['step_ms']:.1f}", f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction,
+                  _f(r['temp_mib'], 0)])
+  lines.append(common.markdown_table(['network', 'dtype', 'attention', 'input', 'clips/s', 'ms/step', 'compile s',
+                                      'TFLOP/s', 'of bf16 matmul', 'temp MiB'], table))
+  headline = next((r for r in p.get('train', []) if r['status'] == 'ok' and (r['network'], r['dtype'], r['attention'])
+                   == ('c2d_nl', 'bfloat16', 'auto')), None)
+  if headline and rate and not p['tiny']:
+    lines += ['', f"The issue's goal: R50 C2D + 5 NL in bf16 at >= 30 % of the bf16 matmul rate; reached "
+              f"{100 * headline['train_tflops'] * 1e12 / 2 / rate:.0f} % ({headline['clips_per_s']:.0f} clips/s)."]
+  for r in p.get('train', []):
+    for line in r.get('fallbacks', ()):
+      lines.append(f"- {label(r['network'])}, {r['dtype']}, {r['attention']}: {line}")
+  lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
+            f"{p['repeats']}; temp: the compiled forward+backward's temporary memory; device peak: the device's "
+            'high-water mark after the path first ran (GPU only; it cannot be reset between programs):', '']
+  table = [[r['thwc'], r['batch'], r['dtype'], r['pairwise'], r['implementation'],
+            _f(r.get('fwd_ms'), 2) if r['status'] == 'ok' else r['status'], _f(r.get('fwd_bwd_ms'), 2),
+            _f(r.get('temp_mib')), _f(r.get('device_peak_mib'), 0), r.get('error', '')] for r in p.get('block', [])]
+  lines.append(common.markdown_table(['T×H×W×C', 'batch', 'dtype', 'pairwise', 'implementation', 'fwd ms',
+                                      'fwd+bwd ms', 'temp MiB', 'device peak MiB', 'note'], table))
+  lines += ['', f"Table for implementation='auto' ({len(p.get('auto_entries', []))} cases, fastest first): "
+            f"`{p.get('table_path')}`.", '']
+  for piece, result in p.get('pieces', {}).items():
+    if result.get('status') != 'ok':
+      lines.append(f"- {piece}: {result['status']} ({result.get('error') or result.get('reason')})")
+  pipeline = p.get('pipeline', {})
+  if pipeline:
+    lines.append(f"- input pipeline: {pipeline['status']} "
+                 f"({pipeline.get('reason') or pipeline.get('error') or pipeline.get('results')})")
+  return '\n'.join(lines)
+
+
+class _Run:
+  """The payload, rewritten (json and md) after every piece, and the time budget that pieces start within."""
+
+  def __init__(self, args, slug):
+    self.args, self.start = args, time.perf_counter()
+    self.dir = os.path.join(args.out_dir, slug)
+    self.payload = dict(machine=common.machine_description(), slug=slug, tiny=args.tiny, repeats=args.repeats,
+                        budget_s=args.budget_s, seconds=0.0, pieces={}, train=[], block=[], auto_entries=[])
+
+  def left(self) -> float:
+    return self.args.budget_s - (time.perf_counter() - self.start)
+
+  def piece(self, name, fn, *a):
+    """Runs ``fn(*a)`` unless the budget is spent; records its status; returns its result or None."""
+    if self.left() <= 0:
+      self.payload['pieces'][name] = {'status': 'skipped', 'reason': f'--budget_s={self.args.budget_s} spent'}
+      return None
+    print(f'[{time.perf_counter() - self.start:6.1f} s] {name}', flush=True)
+    try:
+      result = fn(*a)
+      self.payload['pieces'][name] = {'status': 'ok'}
+      return result
+    except Exception as e:  # pylint: disable=broad-except  # One try on a lent device: record it and go on.
+      traceback.print_exc()
+      self.payload['pieces'][name] = {'status': 'failed', 'error': _error(e)}
+      return None
+    finally:
+      self.save()
+
+  def save(self, table=None):
+    """Rewrites device.json and device.md, and the 'auto' table into ``table`` when given."""
+    self.payload['seconds'] = time.perf_counter() - self.start
+    common.write_results('device', self.payload, to_markdown(self.payload), self.dir, echo=False)
+    if table and self.payload['auto_entries']:
+      os.makedirs(os.path.dirname(table), exist_ok=True)
+      machine = self.payload['machine']
+      with open(table, 'w') as f:
+        json.dump({'device_kind': machine['device'], 'backend': machine['backend'], 'jax': machine['jax'],
+                   'date': machine['date'], 'source': 'python -m bench.device',
+                   'entries': self.payload['auto_entries']}, f, indent=1)
+
+
+def main(argv=None):
+  """Parses the flags, runs every piece within the budget, writes the results and the 'auto' table."""
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--tiny', action='store_true', help='tiny shapes and steps: the whole run in seconds on a CPU')
+  parser.add_argument('--out_dir', default=os.path.join(ROOT, 'bench', 'results'),
+                      help='results go to <out_dir>/<device slug>/')
+  parser.add_argument('--table', default=None, help="where to write the 'auto' table (default: the package's "
+                      'attention_tables/<slug>.json; with --tiny <out_dir>/<slug>/attention_auto.json)')
+  parser.add_argument('--repeats', type=int, default=None, help='timed runs of each block program (5; --tiny 1)')
+  parser.add_argument('--budget_s', type=float, default=420.0, help='no piece starts after this many seconds')
+  parser.add_argument('--also_to', default='', help='also copy the files written into this folder (e.g. $OUT)')
+  args = parser.parse_args(argv)
+  sizes = TINY if args.tiny else FULL
+  args.repeats = args.repeats or (1 if args.tiny else 5)
+  slug = attention_auto.current_slug()
+  run = _Run(args, slug)
+  table = args.table or (os.path.join(run.dir, 'attention_auto.json') if args.tiny else attention_auto.table_path(slug))
+  run.payload['table_path'] = os.path.relpath(table, ROOT) if table.startswith(ROOT) else table
+  print(f'bench.device on {common.machine_line(run.payload["machine"])}; results in {run.dir}', flush=True)
+
+  matmul = run.piece('matmul', matmul_piece, sizes['matmul'], 3)
+  run.payload['matmul'] = dict(matmul, status='ok') if matmul else run.payload['pieces']['matmul']
+  for kind, *what in sizes['plan']:
+    if kind == 'train':
+      key, dtype, implementation = what
+      name = f'train {key} {dtype} {implementation}'
+      row = run.piece(name, train_piece, key, dtype, implementation, sizes['train_steps'], args.tiny)
+      run.payload['train'].append(dict(row, status='ok') if row else dict(
+          run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation))
+      run.save()
+      continue
+    dtype, pairwise = what
+    for shape_name, shape, impls, refused in block_cases(sizes['block_shapes'], dtype, pairwise):
+      result = run.piece(f'block {shape_name} {dtype} {pairwise}', block_piece, shape_name, shape, dtype, pairwise,
+                         impls, refused, sizes['block_batch'], args.repeats)
+      if result:
+        run.payload['block'] += result[0]
+        run.payload['auto_entries'] += [result[1]] if result[1] else []
+        run.save(table)
+  run.payload['pipeline'] = pipeline_piece(run.dir, run.left(), args.tiny)
+  run.save()
+  print(to_markdown(run.payload), flush=True)
+  if args.also_to:
+    os.makedirs(args.also_to, exist_ok=True)
+    for path in [os.path.join(run.dir, n) for n in sorted(os.listdir(run.dir))] + [table]:
+      if os.path.isfile(path):
+        shutil.copy(path, os.path.join(args.also_to, os.path.basename(path)))
+  return run.payload
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,110 @@
+"""What ``implementation='auto'`` knows about the device: the measured table of the fastest exact path, and which
+paths the backend accepts.
+
+Tables are written by the device benchmark (``python -m bench.device`` on the device) and committed in this
+package: ``nonlocal_jax/layers/attention_tables/<device slug>.json`` (the slug of ``device_kind``, e.g.
+'NVIDIA H200' -> ``nvidia-h200.json``), found beside this file, so an installed package carries them. Each entry
+is one measured case (pairwise function, compute dtype, groups × queries × keys, C') with the implementations
+ranked by their forward+backward time. A device with no table keeps the size rule of ``attention``.
+
+cuDNN's fused attention (``jax.nn.dot_product_attention(implementation='cudnn')``) runs only on CUDA GPUs, in
+bfloat16 or float16, with one head size (the padded max of C'q and C'v) of at most 256 and a multiple of 8:
+``cudnn_refusal`` says why a case is refused, before anything is traced.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+TABLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'attention_tables')
+# The paths that hold the whole (groups, Nq, Nk) affinity (the fused path is XLA's unless cuDNN is asked for):
+# 'auto' takes them only when that fits the block's max_affinity_bytes, whatever the table ranks first.
+MATERIALISING = ('naive', 'fused')
+CUDNN_MAX_HEAD_DIM = 256
+
+
+def device_slug(device_kind: str) -> str:
+  """'NVIDIA H200' -> 'nvidia-h200': the file name of a device's table and its benchmark results folder."""
+  return re.sub(r'[^a-z0-9]+', '-', device_kind.lower()).strip('-') or 'unknown'
+
+
+def current_slug() -> str:
+  """The slug of the default device (the one jit compiles for)."""
+  return device_slug(jax.devices()[0].device_kind)
+
+
+def table_path(slug: str) -> str:
+  """Where the package keeps the table of the device ``slug``."""
+  return os.path.join(TABLE_DIR, f'{slug}.json')
+
+
+def load_table(path: str) -> Optional[dict]:
+  """The table in ``path`` ({'device_kind', 'entries': [...]}), or None if there is none."""
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+@functools.lru_cache(maxsize=None)
+def _table_of(slug: str) -> Optional[dict]:
+  return load_table(table_path(slug))
+
+
+def current_table() -> Optional[dict]:
+  """The committed table of the default device, or None (then 'auto' uses the size rule)."""
+  return _table_of(current_slug())
+
+
+def dtype_name(dtype) -> str:
+  """'float32', 'bfloat16', ...: how tables name a compute dtype (None is float32)."""
+  return jnp.dtype(dtype if dtype is not None else jnp.float32).name
+
+
+def cudnn_refusal(dtype, head_dim: int, backend: Optional[str] = None) -> Optional[str]:
+  """Why cuDNN's fused attention cannot run this case here (a clause for a log line), or None if it can."""
+  backend = backend or jax.default_backend()
+  if backend != 'gpu':
+    return f'it runs on CUDA GPUs only and this backend is {backend}'
+  if dtype_name(dtype) not in ('bfloat16', 'float16'):
+    return f'it takes bfloat16 or float16 and the block computes in {dtype_name(dtype)} (set model.dtype=bfloat16)'
+  if head_dim > CUDNN_MAX_HEAD_DIM or head_dim % 8:
+    return (f'its head size must be a multiple of 8 up to {CUDNN_MAX_HEAD_DIM} and here it is {head_dim} '
+            "(res4's C'=512 and the Gaussian's C are too wide)")
+  return None
+
+
+def ranking(table: Optional[dict], pairwise: str, dtype, n_groups: int, n_query: int, n_key: int,
+            inter_dim: int) -> Optional[Sequence[str]]:
+  """The implementations of the measured case nearest to this one (same pairwise function and dtype; nearest in
+  log affinity size and log C'), fastest first; None when the table has no such case."""
+  if not table:
+    return None
+  cases = [e for e in table.get('entries', ()) if e['pairwise'] == pairwise and e['dtype'] == dtype_name(dtype)]
+  if not cases:
+    return None
+
+  def distance(e):
+    size = e['groups'] * e['n_query'] * e['n_key']
+    return abs(math.log(size / (n_groups * n_query * n_key))) + abs(math.log(e['inter'] / inter_dim))
+  return min(cases, key=distance)['ranking']
+
+
+def make_entry(pairwise: str, dtype, n_groups: int, n_query: int, n_key: int, inter_dim: int,
+               times_ms: dict) -> dict:
+  """A table entry from the measured forward+backward times ({implementation: ms}) of one case."""
+  return dict(pairwise=pairwise, dtype=dtype_name(dtype), groups=n_groups, n_query=n_query, n_key=n_key,
+              inter=inter_dim, ranking=sorted(times_ms, key=times_ms.get),
+              fwd_bwd_ms={k: round(v, 4) for k, v in times_ms.items()})
+
+
+__all__ = ['CUDNN_MAX_HEAD_DIM', 'MATERIALISING', 'TABLE_DIR', 'cudnn_refusal', 'current_slug', 'current_table',
+           'device_slug', 'dtype_name', 'load_table', 'make_entry', 'ranking', 'table_path']

@@ -1,0 +1,109 @@
+"""``python -m bench.device --tiny`` and a fake-data training run, on a Python where TensorFlow, TFDS, clu, PyAV
+and grain cannot be imported (as on the GPU machines): both succeed, and what the benchmark writes is checked
+against its own rows (the 'auto' table is the ranking of the measured times and 'auto' follows it)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from bench import device
+from nonlocal_jax.layers import attention
+from nonlocal_jax.training import checks
+from tests.training import helpers
+
+BLOCKED = ('tensorflow', 'tensorflow_datasets', 'clu', 'av', 'grain')
+SHIM = f'import sys\nfor name in {BLOCKED!r}:\n  sys.modules[name] = None  # import name -> ImportError\n'
+SCRIPT = """
+import json, runpy, sys
+sys.argv = ['bench.device', '--tiny', '--out_dir={out}']
+runpy.run_module('bench.device', run_name='__main__', alter_sys=True)
+from bench import device
+from nonlocal_jax import training
+# The benchmark's tiny network: its train step is compiled once (the persistent cache has it).
+config = device.network_config('c2d_nl', 'bfloat16', tiny=True)
+config.train.log_every_steps, config.train.checkpoint_every_steps = 3, 3
+training.train_and_evaluate(config, {work!r})
+blocked = {blocked!r}
+print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in blocked and sys.modules[m] is not None)))
+"""
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  """The subprocess's output folder, workdir and last stdout line (the blocked modules it loaded)."""
+  base = tmp_path_factory.mktemp('device')
+  (base / 'shim').mkdir()
+  (base / 'shim' / 'sitecustomize.py').write_text(SHIM)
+  env = dict(helpers.env_for(1), PYTHONPATH=f"{base / 'shim'}{os.pathsep}{helpers.ROOT}",
+             JAX_COMPILATION_CACHE_DIR=str(base / 'cache'), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  script = SCRIPT.format(out=base / 'out', work=str(base / 'work'), blocked=BLOCKED)
+  run = subprocess.run([sys.executable, '-c', script], env=env, cwd=helpers.ROOT, capture_output=True, text=True,
+                       timeout=600)
+  assert run.returncode == 0, run.stderr[-4000:]
+  return {'out': base / 'out' / 'cpu', 'work': base / 'work', 'loaded': json.loads(run.stdout.splitlines()[-1])}
+
+
+def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run):
+  assert tiny_run['loaded'] == []
+  payload = json.loads((tiny_run['out'] / 'device.json').read_text())
+  assert payload['tiny'] and payload['slug'] == 'cpu'
+  assert {k: v['status'] for k, v in payload['pieces'].items() if v['status'] != 'ok'} == {}
+  assert payload['matmul']['bfloat16_tflops'] > 0 and payload['matmul']['float32_tflops'] > 0
+  assert [(r['network'], r['dtype'], r['attention']) for r in payload['train']] == [
+      ('c2d_nl', 'bfloat16', 'auto')]
+  for r in payload['train']:
+    assert r['loss_finite'] and r['compile_s'] > 0
+    assert r['clips_per_s'] == pytest.approx(r['batch'] * 1e3 / r['step_ms'])
+  by_case = {}
+  for r in payload['block']:
+    by_case.setdefault((r['dtype'], r['pairwise']), {})[r['implementation']] = r
+  assert set(by_case) == {('bfloat16', 'embedded_gaussian'), ('float32', 'dot_product')}
+  for (dtype, pairwise), rows in by_case.items():
+    exact = {'naive', 'chunked'} | ({'fused'} if pairwise == 'embedded_gaussian' else {'reassociated'})
+    assert {i for i, r in rows.items() if r['status'] == 'ok'} == exact
+    assert {i for i, r in rows.items() if r['status'] != 'ok'} == ({'cudnn'} if pairwise != 'dot_product' else set())
+    assert all(r['fwd_ms'] > 0 and r['fwd_bwd_ms'] > 0 and r['temp_mib'] >= 0 for r in rows.values()
+               if r['status'] == 'ok')
+  markdown = (tiny_run['out'] / 'device.md').read_text()
+  assert 'Matrix multiply (256²)' in markdown and '| c2d_nl (tiny: configs/test.py) | bfloat16 | auto |' in markdown
+  assert 'input pipeline: skipped' in markdown and 'cudnn | refused' in markdown
+
+
+def test_the_tiny_auto_table_ranks_the_measured_times_and_auto_follows_it(tiny_run):
+  payload = json.loads((tiny_run['out'] / 'device.json').read_text())
+  table = json.loads((tiny_run['out'] / 'attention_auto.json').read_text())
+  assert table['device_kind'] == 'cpu' and len(table['entries']) == 2
+  for entry in table['entries']:
+    rows = [r for r in payload['block'] if (r['dtype'], r['pairwise'], r['status']) == (
+        entry['dtype'], entry['pairwise'], 'ok')]
+    assert entry['ranking'] == [r['implementation'] for r in sorted(rows, key=lambda r: r['fwd_bwd_ms'])]
+    chosen = attention.resolve_implementation('auto', entry['pairwise'], entry['groups'], entry['n_query'],
+                                              entry['n_key'], entry['inter'], 2**40, dtype=entry['dtype'],
+                                              table=table)
+    assert chosen == entry['ranking'][0]
+
+
+def test_the_fake_run_without_tensorflow_writes_tensorboard_scalars(tiny_run):
+  events = event_accumulator.EventAccumulator(str(tiny_run['work']))
+  events.Reload()
+  assert [e.step for e in events.Scalars('train/loss')] == [3, 6]
+  assert sorted(s for s in os.listdir(tiny_run['work'] / 'checkpoints') if s.isdigit()) == ['3', '6']
+
+
+@pytest.mark.parametrize('key, temporal, blocks', [('c2d_nl', 'c2d', '5'), ('c2d', 'c2d', 'none'),
+                                                   ('i3d_nl', 'i3d_3x1x1', '5')])
+def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
+  for dtype in device.DTYPES:
+    config = device.network_config(key, dtype, tiny=False)
+    d, m = config.data, config.model
+    assert (d.name, d.global_batch_size, d.num_frames, d.crop_size) == ('fake', 8, 8, 224)
+    assert (m.depth, m.temporal, m.nonlocal_locations, m.stem, m.dtype) == (50, temporal, blocks, '8x8', dtype)
+  cudnn = device.network_config(key, 'bfloat16', False, 'cudnn')
+  assert cudnn.model.nonlocal_block.implementation == 'cudnn'
+  checks.check_config(cudnn)  # Ranges (the dtype, the implementation) and the model's input size: it can start.
+  planned = {(w[0], w[1]) for kind, *w in device.FULL['plan'] if kind == 'train'}
+  assert {(key, d) for d in device.DTYPES} <= planned  # Every network in both dtypes.

@@ -1,0 +1,131 @@
+"""The device-aware choice of ``implementation='auto'`` (``nonlocal_jax.layers.attention_auto``) and the cuDNN
+path's fallback: a measured table is followed (within the memory budget and what the backend accepts), the
+nearest measured case is the one read, no table means today's size rule, and cuDNN asked for where the backend
+refuses it (here: the CPU) computes the exact result with one log line instead of an error."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nonlocal_jax.layers import NonLocalBlock, attention, attention_auto
+
+
+def _entry(pairwise, ranking, dtype='float32', groups=8, n_query=3136, n_key=784, inter=256):
+  times = {impl: float(rank + 1) for rank, impl in enumerate(ranking)}
+  return attention_auto.make_entry(pairwise, jnp.dtype(dtype), groups, n_query, n_key, inter, times)
+
+
+def test_device_slug_names_the_table_and_results_folder():
+  assert attention_auto.device_slug('NVIDIA H200') == 'nvidia-h200'
+  assert attention_auto.device_slug('TPU v5 lite') == 'tpu-v5-lite'
+  assert attention_auto.device_slug('cpu') == 'cpu'
+
+
+def test_no_table_for_the_cpu_so_auto_keeps_the_size_rule():
+  # A table measured on a CPU (bench.device --tiny) must never land in the package: the CPU rule is the rule.
+  assert attention_auto.current_slug() == 'cpu' and attention_auto.current_table() is None
+  assert not os.path.exists(attention_auto.table_path('cpu'))
+
+
+def test_auto_follows_the_measured_ranking_within_budget_and_backend():
+  table = {'entries': [_entry('embedded_gaussian', ['cudnn', 'naive', 'fused', 'chunked'], 'bfloat16'),
+                       _entry('embedded_gaussian', ['fused', 'chunked', 'naive']),
+                       _entry('dot_product', ['naive', 'reassociated', 'chunked'])]}
+  groups, n_q, n_k = 8, 3136, 784
+  budget = 4 * groups * n_q * n_k
+  resolve = lambda pairwise, budget, dtype=None: attention.resolve_implementation(
+      'auto', pairwise, groups, n_q, n_k, 256, budget, dtype=dtype, table=table)
+  assert resolve('embedded_gaussian', budget) == 'fused'  # The fastest measured, where it fits.
+  assert resolve('embedded_gaussian', budget - 1) == 'chunked'  # fused holds the affinity: over budget.
+  # bf16 ranks cuDNN first, which the CPU refuses; naive is next and fits.
+  assert resolve('embedded_gaussian', budget, jnp.bfloat16) == 'naive'
+  assert resolve('dot_product', budget) == 'naive'
+  assert resolve('dot_product', budget - 1) == 'reassociated'
+  # No measured case for this pairwise function or dtype: the size rule, as without a table.
+  for pairwise, dtype in (('gaussian', None), ('dot_product', jnp.bfloat16)):
+    assert resolve(pairwise, 10 * budget, dtype) == attention.resolve_implementation(
+        'auto', pairwise, groups, n_q, n_k, 256, 10 * budget, table={})
+
+
+def test_auto_reads_the_nearest_measured_case():
+  small = _entry('embedded_gaussian', ['naive', 'chunked'], groups=8, n_query=784, n_key=196, inter=512)
+  large = _entry('embedded_gaussian', ['chunked', 'naive'], groups=8, n_query=12544, n_key=3136, inter=256)
+  table = {'entries': [small, large]}
+  resolve = lambda n_q, n_k, inter: attention.resolve_implementation('auto', 'embedded_gaussian', 8, n_q, n_k, inter,
+                                                                     2**40, table=table)
+  assert resolve(784, 196, 512) == 'naive'
+  assert resolve(6272, 1568, 256) == 'chunked'  # 8×28×28: nearer the 16-frame case than res4.
+  assert resolve(1568, 392, 512) == 'naive'
+
+
+@pytest.mark.parametrize('dtype,head_dim,backend,refused', [
+    ('bfloat16', 256, 'gpu', None), ('float16', 64, 'gpu', None), ('float32', 256, 'gpu', 'float32'),
+    ('bfloat16', 512, 'gpu', '512'), ('bfloat16', 100, 'gpu', '100'), ('bfloat16', 256, 'cpu', 'cpu')])
+def test_cudnn_refusal_rules(dtype, head_dim, backend, refused):
+  reason = attention_auto.cudnn_refusal(jnp.dtype(dtype), head_dim, backend)
+  assert (reason is None) == (refused is None)
+  assert refused is None or refused in reason
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_cudnn_on_this_backend_falls_back_to_the_exact_result_with_one_log_line(dtype, caplog):
+  x = jax.random.normal(jax.random.key(0), (2, 2, 6, 6, 16), jnp.float32)
+  make = lambda impl: NonLocalBlock(pairwise='embedded_gaussian', subsample=(1, 2, 2), implementation=impl,
+                                    bn_scale_init=0.5, dtype=dtype)
+  variables = make('naive').init(jax.random.key(1), x, False)
+  expected = make('naive').apply(variables, x, False)
+  attention._logged.clear()  # pylint: disable=protected-access
+  with caplog.at_level(logging.WARNING, logger=attention.__name__):
+    got = make('cudnn').apply(variables, x, False)
+    jax.jit(lambda v, x: make('cudnn').apply(v, x, False))(variables, x)  # Traced again: no second line.
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(expected, np.float32))
+  lines = [r.getMessage() for r in caplog.records]
+  assert len(lines) == 1 and "implementation='cudnn' cannot run here" in lines[0] and "'naive' instead" in lines[0]
+
+
+def test_cudnn_refused_while_tracing_computes_chunked(caplog):
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 7, 4), (2, 5, 4), (2, 5, 6)))
+  attention._logged.clear()  # pylint: disable=protected-access
+  with caplog.at_level(logging.WARNING, logger=attention.__name__):
+    got = attention.nonlocal_attention('embedded_gaussian', q, k, v, implementation='cudnn', logit_scale=0.5)
+  expected = attention.nonlocal_attention('embedded_gaussian', q, k, v, implementation='naive', logit_scale=0.5)
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+  assert [r.getMessage().startswith('cuDNN refused') for r in caplog.records] == [True]
+  with pytest.raises(ValueError, match="implementation='cudnn' supports the softmax pairwise functions"):
+    attention.resolve_implementation('cudnn', 'dot_product', 1, 10, 10, 4, 2**20)
+
+
+def _largest(fn, *args):
+  """The element count of the largest value in the jaxpr of ``fn`` (sub-jaxprs included)."""
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      for var in eqn.outvars:
+        yield int(np.prod(getattr(var.aval, 'shape', ())))
+      for value in eqn.params.values():
+        sub = getattr(value, 'jaxpr', value)
+        if hasattr(sub, 'eqns'):
+          yield from walk(sub)
+  return max(walk(jax.make_jaxpr(fn)(*args).jaxpr))
+
+
+def test_the_block_reads_the_device_table(monkeypatch):
+  # 128 queries, 32 keys, C' = 2 (2 frames × 8×8, subsampled 2×2): the size rule reassociates the dot product,
+  # never forming the (128, 32) affinity; a device table that measured 'naive' faster there makes the block form it.
+  x = jax.random.normal(jax.random.key(0), (1, 2, 8, 8, 4), jnp.float32)
+  block = NonLocalBlock(pairwise='dot_product', subsample=(1, 2, 2), implementation='auto', sow_attention=False)
+  variables = block.init(jax.random.key(1), x, False)
+  # A new function for each trace: jax caches the trace of one function object, and with it the choice made.
+  apply = lambda: lambda v, x: block.apply(v, x, False)
+  assert attention.resolve_implementation('auto', 'dot_product', 1, 128, 32, 2, 2**40, table={}) == 'reassociated'
+  affinity = 128 * 32
+  assert _largest(apply(), variables, x) < affinity
+  table = {'entries': [_entry('dot_product', ['naive', 'reassociated'], groups=1, n_query=128, n_key=32, inter=2)]}
+  monkeypatch.setattr(attention_auto, 'current_table', lambda: table)
+  assert _largest(apply(), variables, x) >= affinity
