@@ -61,19 +61,18 @@ class EvalDataset:
     is_video = self._reader.features.kind == 'video'
     key, id_key = ('clips', 'video_id') if is_video else ('image', 'image_id')
     rows, count = [], 0
+    template = _template(self._reader, key, id_key, is_video, self._mode)
     for local, clip, views, label in workers.ordered_map(self._views_of, jobs, self._workers, self._ahead):
-      for crop, (pixels, side) in enumerate(views):
+      for crop, pixels in enumerate(views):
         # Interleaved ids (local index × processes + process) are unique across processes without knowing offsets.
-        row = {key: pixels, 'view_side': side, id_key: local * self._layout.count + self._layout.index,
-               'label': label, 'mask': True}
+        row = {key: pixels, id_key: local * self._layout.count + self._layout.index, 'label': label, 'mask': True}
         if is_video:
           row['view_index'] = clip * self._crops + crop
         rows.append(row)
       while len(rows) >= self.batch_size:
         count += 1
-        yield _stack(rows[:self.batch_size], self.batch_size)
+        yield _stack(rows[:self.batch_size], self.batch_size, template)
         rows = rows[self.batch_size:]
-    template = _template(self._reader, key, id_key, is_video, self._mode)
     # The last batch is padded; processes with a smaller share add fully masked batches, so all run the same steps.
     while count < self.num_batches:
       count += 1
@@ -81,17 +80,22 @@ class EvalDataset:
       rows = []
 
 
-_INTEGER_KEYS = ('video_id', 'image_id', 'view_index', 'view_side')
+_INTEGER_KEYS = ('video_id', 'image_id', 'view_index')
 
 
-def _stack(rows: list[dict], size: int, template: Optional[dict] = None) -> dict[str, np.ndarray]:
-  template = template or rows[0]
-  out = {}
+def _stack(rows: list[dict], size: int, template: dict) -> dict[str, np.ndarray]:
+  # Views are windows of at most the view's size, placed in the corner of a zeroed array (transforms.place).
+  key = 'clips' if 'clips' in template else 'image'
+  out = {key: np.zeros((size,) + template[key].shape, np.uint8),
+         'view_side': np.full(size, template['view_side'], np.int32)}
+  for i, row in enumerate(rows):
+    out['view_side'][i] = transforms.place(row[key], out[key][i])
   for k, example in template.items():
+    if k in (key, 'view_side'):
+      continue
     example = np.asarray(example)
     integer = k in _INTEGER_KEYS or (k == 'label' and example.dtype.kind in 'iu')
-    dtype = np.int32 if integer else example.dtype
-    array = np.zeros((size,) + example.shape, dtype)
+    array = np.zeros((size,) + example.shape, np.int32 if integer else example.dtype)
     for i, row in enumerate(rows):
       array[i] = row[k]
     out[k] = array

@@ -63,9 +63,9 @@ class ExampleReader:
     row[np.asarray(values, np.int64)] = 1.0
     return row
 
-  def train_view(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int, Union[int, np.ndarray]]:
-    """The paper's training view: uint8 (T, crop, crop, 3) (or (crop, crop, 3) for an image), its valid side
-    (``transforms.FrameDecoder``), whether the device flips it, and the label.
+  def train_view(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, bool, Union[int, np.ndarray]]:
+    """The paper's training view (its window: uint8 (T, side, side, 3), or (side, side, 3) for an image, side at
+    most ``crop_size``; ``transforms.place`` puts it in a batch), whether the device flips it, and the label.
 
     The random choices are drawn from ``rng`` in a fixed order: the clip's window in time, the scale, the crop's
     place, the flip.
@@ -76,11 +76,11 @@ class ExampleReader:
     indices = (sampling.train_clip_indices(len(example.frames), c.num_frames, c.frame_stride, rng) if video
                else np.zeros(1, np.int64))
     window, flip = sampling.train_window(example.height, example.width, c, rng)
-    pixels, side = self._views(index, example, indices, [window], c.crop_size)[0]
-    return (pixels if video else pixels[0]), side, flip, example.label
+    pixels = self._views(index, example, indices, [window], c.crop_size)[0]
+    return (pixels if video else pixels[0]), flip, example.label
 
   def eval_views(self, index: int, clip: Optional[int], mode: str) -> tuple[list, Union[int, np.ndarray]]:
-    """The evaluation views of example ``index``, each (uint8 pixels, valid side), and its label.
+    """The evaluation views of example ``index`` (windows, as ``train_view``'s) and its label.
 
     ``mode='test'``: clip ``clip`` of the ``test_num_clips`` (time positions ``sampling.test_clip_indices``) in
     ``test_num_crops`` crops of ``test_crop_size`` along the longer side of the frame scaled to ``test_short_side``.
@@ -100,10 +100,10 @@ class ExampleReader:
     windows = sampling.test_windows(example.height, example.width, size, short, crops)
     views = self._views(index, example, indices, windows, size)
     if self.features.kind == 'image':
-      views = [(v[0], side) for v, side in views]
+      views = [v[0] for v in views]
     return views, example.label
 
-  def _views(self, index, example, indices, windows, size) -> list[tuple[np.ndarray, int]]:
+  def _views(self, index, example, indices, windows, size) -> list[np.ndarray]:
     if self._cache is not None:
       frames = self._cache.get(index)
       if frames is None:

@@ -56,18 +56,19 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
                                             for b in itertools.count(int(start_batch)))
   num_workers = c.get('num_workers', 0) or workers.default_workers()
   views = workers.ordered_map(view, positions, num_workers, ahead=max(c.prefetch_batches, 1) * batch + num_workers)
-  return _batches(views, batch, 'clips' if features.kind == 'video' else 'image')
+  shape = ((c.num_frames,) if features.kind == 'video' else ()) + (c.crop_size, c.crop_size, 3)
+  return _batches(views, batch, 'clips' if features.kind == 'video' else 'image', shape)
 
 
-def _batches(views, batch: int, key: str) -> Iterator[dict[str, np.ndarray]]:
+def _batches(views, batch: int, key: str, shape: tuple) -> Iterator[dict[str, np.ndarray]]:
   # A generator, so the worker threads start at the first next(), not when the stream is created.
   views = iter(views)
   while True:
     items = list(itertools.islice(views, batch))
-    yield {key: np.stack([item[0] for item in items]),
-           'view_side': np.asarray([item[1] for item in items], np.int32),
-           'view_flip': np.asarray([item[2] for item in items], bool),
-           'label': _labels([item[3] for item in items])}
+    pixels = np.zeros((batch,) + shape, np.uint8)
+    sides = np.asarray([transforms.place(view, out) for (view, _, _), out in zip(items, pixels)], np.int32)
+    yield {key: pixels, 'view_side': sides, 'view_flip': np.asarray([flip for _, flip, _ in items], bool),
+           'label': _labels([label for _, _, label in items])}
 
 
 def _labels(labels: list) -> np.ndarray:

@@ -43,39 +43,42 @@ def check_settings(c, kind: str) -> None:
 
 
 class FrameDecoder:
-  """Produces views from encoded frames (or decoded uint8 frames): decode a square window and fit it to the view.
+  """Produces views from encoded frames (or decoded uint8 frames): decode a square window, shrink it if it is
+  larger than the view.
 
-  Each view comes back as uint8 (T, size, size, 3) and its valid side: a window smaller than ``size`` sits in the
-  top-left corner (its last row and column repeated once, zeros beyond: the device's resize reads one pixel past
-  the window, as a resize of the window alone would clamp to it); a larger one is resized to fill the array.
-  Flips are left to the device. One instance per pipeline: its TensorFlow functions are traced once and shared by
-  all worker threads (TensorFlow releases the GIL while they run, so threads decode in parallel).
+  A view comes back as its window, uint8 (T, side, side, 3) with side ≤ size (``place`` puts it into the batch's
+  array). Flips and growing resizes are left to the device. One instance per pipeline: its TensorFlow functions
+  are traced once and shared by all worker threads (TensorFlow releases the GIL while they run, so threads decode
+  in parallel).
   """
 
   def __init__(self):
     window = [tf.TensorSpec([4], tf.int32), tf.TensorSpec([], tf.int32)]
     self._encoded = tf.function(lambda frames, w, size: _shrink(_decode_window(frames, w), size),
                                 input_signature=[tf.TensorSpec([None], tf.string), *window])
-    self._pixels = tf.function(lambda frames, w, size: _shrink(_crop(frames, w, axis=1), size),
-                               input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8), *window])
+    self._pixels = tf.function(_shrink, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
+                                                         tf.TensorSpec([], tf.int32)])
     self._window = tf.function(_decode_window, input_signature=[tf.TensorSpec([None], tf.string),
                                                                  tf.TensorSpec([4], tf.int32)])
-    self._crops = tf.function(_decode_crops, input_signature=[
-        tf.TensorSpec([None], tf.string), tf.TensorSpec([None, 4], tf.int32), tf.TensorSpec([], tf.int32)])
 
-  def encoded(self, frames, window, size: int) -> tuple[np.ndarray, int]:
-    """(uint8 (T, size, size, 3), valid side): the square ``window`` (top, left, side, side) of each encoded
-    JPEG/PNG frame in ``frames``."""
-    return _place(self._encoded(list(frames), window, size).numpy(), size)
+  def encoded(self, frames, window, size: int) -> np.ndarray:
+    """The view of the square ``window`` (top, left, side, side) of each encoded JPEG/PNG frame in ``frames``."""
+    return self._encoded(list(frames), window, size).numpy()
 
-  def pixels(self, frames: np.ndarray, window, size: int) -> tuple[np.ndarray, int]:
+  def pixels(self, frames: np.ndarray, window, size: int) -> np.ndarray:
     """As ``encoded``, from decoded uint8 frames (T, H, W, 3)."""
-    return _place(self._pixels(frames, window, size).numpy(), size)
+    top, left, side, _ = window
+    pixels = frames[:, top:top + side, left:left + side]
+    return pixels if side <= size else self._pixels(pixels, size).numpy()
 
-  def encoded_crops(self, frames, windows, size: int) -> list[tuple[np.ndarray, int]]:
-    """Several square views of the same frames (e.g. the test crops of one clip), decoding the region they span
-    once: a list of (uint8 (T, size, size, 3), valid side)."""
-    return [_place(crop, size) for crop in self._crops(list(frames), np.asarray(windows, np.int32), size)]
+  def encoded_crops(self, frames, windows, size: int) -> list[np.ndarray]:
+    """The views of several square windows of the same frames (e.g. the test crops of one clip): the region they
+    span is decoded once and the views are cut from it."""
+    windows = np.asarray(windows)
+    top, left = windows[:, 0].min(), windows[:, 1].min()
+    bottom, right = (windows[:, 0] + windows[:, 2]).max(), (windows[:, 1] + windows[:, 3]).max()
+    region = self.encoded_window(frames, (int(top), int(left), int(bottom - top), int(right - left)))
+    return [self.pixels(region, (int(t - top), int(l - left), int(h), int(w)), size) for t, l, h, w in windows]
 
   def encoded_window(self, frames, window) -> np.ndarray:
     """uint8 (T, height, width, 3): ``window`` of each encoded frame, decoded and nothing else."""
@@ -94,27 +97,16 @@ def _shrink(pixels, size):
                  lambda: pixels)
 
 
-def _place(pixels: np.ndarray, size: int) -> tuple[np.ndarray, int]:
-  """The window ``pixels`` (T, side, side, 3) in the top-left corner of a (T, size, size, 3) view."""
-  side = pixels.shape[1]
-  if side == size:
-    return pixels, size
-  view = np.zeros(pixels.shape[:1] + (size, size, 3), np.uint8)
-  view[:, :side, :side] = pixels
-  view[:, :side, side] = pixels[:, :, -1]
-  view[:, side, :side + 1] = view[:, side - 1, :side + 1]
-  return view, side
-
-
-def _decode_crops(frames, windows, size):
-  top, left = tf.reduce_min(windows[:, 0]), tf.reduce_min(windows[:, 1])
-  bottom = tf.reduce_max(windows[:, 0] + windows[:, 2])
-  right = tf.reduce_max(windows[:, 1] + windows[:, 3])
-  region = _decode_window(frames, tf.stack([top, left, bottom - top, right - left]))
-  relative = windows - tf.stack([top, left, 0, 0])
-  # The crops of one clip share their side (sampling.test_windows), so they stack.
-  return tf.map_fn(lambda w: _shrink(_crop(region, w, axis=1), size), relative,
-                   fn_output_signature=tf.TensorSpec([None, None, None, 3], tf.uint8))
+def place(view: np.ndarray, out: np.ndarray) -> int:
+  """Writes the view ``view`` (..., side, side, 3) into the top-left corner of the zeroed ``out`` (..., size, size,
+  3) and returns its side. The last row and column are repeated once: the device's resize reads one pixel past
+  the window, as a resize of the window alone would clamp to its edge."""
+  side = view.shape[-2]
+  out[..., :side, :side, :] = view
+  if side < out.shape[-2]:
+    out[..., :side, side, :] = view[..., :, -1, :]
+    out[..., side, :side + 1, :] = out[..., side - 1, :side + 1, :]
+  return side
 
 
 def _decode_window(frames, window):

@@ -68,10 +68,13 @@ def test_a_view_is_the_window_flipped_and_resized(fmt, window, size, flip):
   expected = np.stack(expected)
   decoder = transforms.FrameDecoder()
   network_input = device_input.network_input({'normalization': 'none'})
-  for got, side in (decoder.encoded(encoded, window, size), decoder.pixels(whole, window, size)):
-    assert got.dtype == np.uint8 and got.shape == (3, size, size, 3)
-    assert side == min(h, size)  # Larger windows are resized on the host, smaller ones shipped as they are.
-    batch = {'clips': got[None], 'view_side': np.array([side]), 'view_flip': np.array([flip])}
+  for got in (decoder.encoded(encoded, window, size), decoder.pixels(whole, window, size),
+              decoder.encoded_crops(encoded, [window, window], size)[1]):
+    side = min(h, size)  # Larger windows are resized on the host, smaller ones shipped as they are.
+    assert got.dtype == np.uint8 and got.shape == (3, side, side, 3)
+    placed = np.zeros((1, 3, size, size, 3), np.uint8)
+    assert transforms.place(got, placed[0]) == side
+    batch = {'clips': placed, 'view_side': np.array([side]), 'view_flip': np.array([flip])}
     view = np.asarray(network_input(batch)[0], np.float64)
     # A host resize rounds to uint8; the device's is float32.
     assert np.abs(view - expected).max() <= (0.5 + 1e-3 if h > size else 2e-3)
