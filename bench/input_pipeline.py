@@ -17,8 +17,8 @@ the shorter side). On them, side by side:
 - the current pipeline's **peak resident memory** at the Kinetics defaults (batch 64, prefetch 2, one thread per
   core), in a fresh process.
 
-Speed is reported per core as clips per CPU-second of the whole process (all its threads): on a shared machine
-that is steadier than wall time, and it is what a host's cores buy. Writes bench/results/input_pipeline.{json,md}.
+Speed per core is measured in a fresh process confined to one core with one worker thread (every thread any
+pipeline starts shares that core), and again with all cores. Writes bench/results/input_pipeline.{json,md}.
 """
 
 from __future__ import annotations
@@ -77,23 +77,23 @@ def write_kinetics_like(root: str, num_videos: int, seconds: float = 10.0, fps: 
   return videos, annotations
 
 
-def cpu_rate(make_iterator, batches: int, batch_size: int, warmup: int = 2) -> dict:
-  """Examples per CPU-second (all threads) and per wall-second of an iterator of batches, after ``warmup``."""
+def rate(make_iterator, batches: int, batch_size: int, warmup: int = 2) -> float:
+  """Examples per second (wall) of an iterator of batches, after ``warmup`` batches."""
   iterator = iter(make_iterator())
   for _ in range(warmup):
     next(iterator)
-  wall, cpu = time.perf_counter(), time.process_time()
+  wall = time.perf_counter()
   for _ in range(batches):
     next(iterator)
-  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  wall = time.perf_counter() - wall
   close = getattr(iterator, 'close', None)
   if close:
     close()
-  return {'per_core': batches * batch_size / cpu, 'per_s': batches * batch_size / wall}
+  return batches * batch_size / wall
 
 
-def decode_floor(c, clips: int) -> dict:
-  """Clips per CPU-second of decoding exactly the frames of ``clips`` training clips, whole frames, one thread."""
+def decode_floor(c, clips: int) -> float:
+  """Clips per second of decoding exactly the frames of ``clips`` training clips, whole frames, one thread."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from nonlocal_jax.data import builders, records, sampling  # pylint: disable=g-import-not-at-top
   builder = builders.prepared_builder(c, [c.train_split])
@@ -104,12 +104,55 @@ def decode_floor(c, clips: int) -> dict:
     frames = source.example(i % len(source)).features.feature['video'].bytes_list.value
     jobs.append([frames[j] for j in sampling.train_clip_indices(len(frames), c.num_frames, c.frame_stride, rng)])
   tf.io.decode_jpeg(jobs[0][0], channels=3)  # Warm-up.
-  wall, cpu = time.perf_counter(), time.process_time()
+  wall = time.perf_counter()
   for frames in jobs:
     for frame in frames:
       tf.io.decode_jpeg(frame, channels=3)
-  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-  return {'per_core': clips / cpu, 'per_s': clips / wall}
+  return clips / (time.perf_counter() - wall)
+
+
+def streams(c, batches: int, legacy: bool = True) -> dict:
+  """Training clips/s and test views/s of the current pipeline (and the previous one) on ``config.data`` ``c``."""
+  # pylint: disable=g-import-not-at-top
+  from bench import legacy_input
+  from nonlocal_jax import data
+  from nonlocal_jax.data import layout as layout_lib
+  one = layout_lib.ProcessLayout(0, 1, 1)
+  batch, views = c.global_batch_size, c.eval_global_batch_size
+  test = c.copy_and_resolve_references()
+  test.eval_split = test.train_split  # More videos than the validation split: 3 in 4 of them.
+
+  def endless(make):
+    def run():
+      while True:
+        yield from make()
+    return run
+
+  out = {'train_new': rate(lambda: data.create_train_iterator(c, seed=0, layout=one), batches, batch),
+         'test_new': rate(endless(lambda: data.create_eval_dataset(test, layout=one)), batches, views)}
+  if legacy:
+    out['train_legacy'] = rate(lambda: legacy_input.train_iterator(c, seed=0, layout=one), batches, batch)
+    out['test_legacy'] = rate(endless(lambda: legacy_input.test_views(test, layout=one)), batches, views)
+  return out
+
+
+def one_core(data_dir: str, batches: int) -> dict:
+  """The floor and both pipelines with this process confined to one core (one worker thread): per-core rates.
+
+  Runs in a fresh process (``--one_core``), confined before TensorFlow starts a thread, so that every thread any
+  pipeline starts shares the one core.
+  """
+  code = [sys.executable, os.path.abspath(__file__), f'--one_core={data_dir}', f'--batches={batches}']
+  out = subprocess.run(code, capture_output=True, text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _one_core_child(data_dir: str, batches: int) -> None:
+  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  c = paper_config(data_dir)
+  c.num_workers = 1
+  result = {'floor': decode_floor(c, batches * c.global_batch_size), **streams(c, batches)}
+  print(json.dumps(result))
 
 
 def paper_config(data_dir: str):
@@ -184,7 +227,12 @@ def main(argv=None) -> None:
   parser.add_argument('--quick', action='store_true', help='fewer videos and batches')
   parser.add_argument('--videos', type=int, default=8, help='Kinetics-like videos to make')
   parser.add_argument('--out_dir', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
+  parser.add_argument('--one_core', default=None, help=argparse.SUPPRESS)  # The confined child's data_dir.
+  parser.add_argument('--batches', type=int, default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.one_core:
+    _one_core_child(args.one_core, args.batches)
+    return
   batches = 3 if args.quick else 10
   n_videos = 4 if args.quick else args.videos
   machine = common.machine_description()
@@ -198,23 +246,11 @@ def main(argv=None) -> None:
     summary = prepare.prepare_kinetics('400', videos, annotations, data_dir, num_workers=cores)
     results['prepare_s_per_video'] = summary.seconds / n_videos
     c = paper_config(data_dir)
-    batch, views = c.global_batch_size, c.eval_global_batch_size
-
-    def endless(make):
-      def run():
-        while True:
-          yield from make()
-      return run
-
-    print('decode floor ...', flush=True)
-    results['floor'] = decode_floor(c, batches * batch)
-    print('training streams ...', flush=True)
-    results['train_new'] = cpu_rate(lambda: data.create_train_iterator(c, seed=0, layout=one), batches, batch)
-    results['train_legacy'] = cpu_rate(lambda: legacy_input.train_iterator(c, seed=0, layout=one), batches, batch)
-    print('test views ...', flush=True)
-    c.eval_split = c.train_split  # More videos than the validation split: 3 in 4 of them.
-    results['test_new'] = cpu_rate(endless(lambda: data.create_eval_dataset(c, layout=one)), batches, views)
-    results['test_legacy'] = cpu_rate(endless(lambda: legacy_input.test_views(c, layout=one)), batches, views)
+    batch = c.global_batch_size
+    print('one core: the floor and both pipelines ...', flush=True)
+    results['per_core'] = one_core(data_dir, batches)
+    print(f'all {cores} cores: both pipelines ...', flush=True)
+    results['all_cores'] = {'floor': decode_floor(c, batches * batch) * cores, **streams(c, batches)}
     print('resuming ...', flush=True)
     results['resume_new'] = resume_cost(
         lambda s: data.create_train_iterator(c, seed=0, layout=one, start_batch=s), [0, 10**6])
@@ -231,41 +267,42 @@ def write(results: dict, out_dir: str, batches: int, n_videos: int, cores: int) 
   """Prints the figures and writes them as JSON and a markdown table."""
   from bench import common  # pylint: disable=g-import-not-at-top
   r = results
-  floor = r['floor']['per_core']
+  one, every = r['per_core'], r['all_cores']
   ratios = {
-      'train_vs_legacy': r['train_new']['per_core'] / r['train_legacy']['per_core'],
-      'train_vs_floor': r['train_new']['per_core'] / floor,
-      'legacy_vs_floor': r['train_legacy']['per_core'] / floor,
-      'test_vs_legacy': r['test_new']['per_core'] / r['test_legacy']['per_core'],
+      'train_vs_legacy': one['train_new'] / one['train_legacy'],
+      'train_vs_floor': one['train_new'] / one['floor'],
+      'legacy_vs_floor': one['train_legacy'] / one['floor'],
+      'test_vs_legacy': one['test_new'] / one['test_legacy'],
   }
   r['ratios'] = ratios
-  r['cores_per_gpu'] = {f'{rate:.0f}': rate / r['train_new']['per_core'] for rate in GPU_RATES}
+  r['cores_per_gpu'] = {f'{rate:.0f}': rate / one['train_new'] for rate in GPU_RATES}
   r['settings'] = {'batches': batches, 'videos': n_videos}
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'input_pipeline.json'), 'w') as f:
     json.dump(r, f, indent=2)
-  header = ['measure', 'clips (views)/s per core', 'wall clips (views)/s', 'vs floor', 'vs previous']
+  header = ['measure', 'per core (1 core, 1 thread)', f'all {cores} cores', 'vs floor', 'vs previous']
   rows = [
-      ['decode floor (32 whole JPEG frames, 1 thread)', f'{floor:.1f}', f"{r['floor']['per_s']:.1f}", '1.00', ''],
-      ['training stream, current', f"{r['train_new']['per_core']:.1f}", f"{r['train_new']['per_s']:.1f}",
-       f"{ratios['train_vs_floor']:.2f}", f"{ratios['train_vs_legacy']:.2f}×"],
-      ['training stream, previous (tf.data)', f"{r['train_legacy']['per_core']:.1f}",
-       f"{r['train_legacy']['per_s']:.1f}", f"{ratios['legacy_vs_floor']:.2f}", '1.00×'],
-      ['test views (10×3 of 256), current', f"{r['test_new']['per_core']:.1f}", f"{r['test_new']['per_s']:.1f}",
-       '', f"{ratios['test_vs_legacy']:.2f}×"],
-      ['test views, previous (tf.data)', f"{r['test_legacy']['per_core']:.1f}", f"{r['test_legacy']['per_s']:.1f}",
-       '', '1.00×'],
+      ['decode floor: the 32 frames a clip needs, whole, JPEG only', f"{one['floor']:.1f}",
+       f"({every['floor']:.1f})", '1.00', ''],
+      ['training clips/s, current', f"{one['train_new']:.1f}", f"{every['train_new']:.1f}",
+       f"{ratios['train_vs_floor']:.2f}", f"**{ratios['train_vs_legacy']:.2f}×**"],
+      ['training clips/s, previous (tf.data)', f"{one['train_legacy']:.1f}", f"{every['train_legacy']:.1f}",
+       f"{ratios['legacy_vs_floor']:.2f}", '1.00×'],
+      ['test views/s (10×3 of 256), current', f"{one['test_new']:.1f}", f"{every['test_new']:.1f}", '',
+       f"**{ratios['test_vs_legacy']:.2f}×**"],
+      ['test views/s, previous (tf.data)', f"{one['test_legacy']:.1f}", f"{every['test_legacy']:.1f}", '', '1.00×'],
   ]
-  resume = '; '.join(f'batch {s}: {t:.2f} s, {n} examples read' for s, t, n in r['resume_new'])
+  resume = '; '.join(f'batch {s:,}: {t:.2f} s, {n} examples read' for s, t, n in r['resume_new'])
   legacy_resume = '; '.join(f'batch {s}: {t:.2f} s' for s, t in r['resume_legacy'])
   m = r['memory']
   load = r['load_average']
   markdown = '\n'.join([
       '# Input pipeline', '', f'Machine: {common.machine_line(r["machine"])}; load average '
-      f'{load["before"][0]:.1f} before, {load["after"][0]:.1f} after (other work shared the machine).', '',
+      f'{load["before"][0]:.1f} before, {load["after"][0]:.1f} after.', '',
       f'{n_videos} Kinetics-like videos (10 s, 30 fps, 426×240 H.264, stored as JPEG at 256 on the shorter side); '
-      f'32×2 training clips, scale [256, 320], 224 crops, flip, batch 4, {batches} batches after 2 of warm-up. '
-      'Per core = per CPU-second of the whole process (all threads).', '',
+      f'32×2 training clips, scale [256, 320], 224 crops, flip, batch 4; test: 10 clips × 3 crops of 256. '
+      f'{batches} batches after 2 of warm-up. Per core: a fresh process confined to one core, one worker thread '
+      f'(the floor: one thread decoding; the all-cores floor is it × {cores}).', '',
       common.markdown_table(header, rows), '',
       f'Resuming (current): {resume}. Previous pipeline: {legacy_resume} (it re-reads every example before the '
       'start).', '',
@@ -273,7 +310,7 @@ def write(results: dict, out_dir: str, batches: int, n_videos: int, cores: int) 
       f'(prefetch {m["prefetch_batches"]}, one thread per core): {m["peak_mib"]:.0f} MiB, of which '
       f'{m["before_mib"]:.0f} MiB were resident before the pipeline started (TensorFlow, JAX): the pipeline '
       f'adds **{m["peak_mib"] - m["before_mib"]:.0f} MiB**.', '',
-      'Cores to keep one GPU fed at this rate per core: ' + ', '.join(
+      'Cores to keep one GPU fed at this per-core rate: ' + ', '.join(
           f'{rate} clips/s → **{n:.0f} cores**' for rate, n in r['cores_per_gpu'].items()) + '.', ''])
   with open(os.path.join(out_dir, 'input_pipeline.md'), 'w') as f:
     f.write(markdown)

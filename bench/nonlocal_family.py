@@ -153,15 +153,22 @@ def macs_gc(block, spatial, channels):
 
 
 def macs_apnb(block, spatial, channels):
-  """APNB: query/key/value projections at every position (pooled after), N·S affinity and product, W out, and
-  the fusion 1×1 convolution of [x, out] (2C -> C). S = Σ bins² in 2D; in 3D every frame's bins (T·Σ bins²)."""
+  """APNB as built (docs/family.md §2): θ on N queries; the pyramid pooling of x (one contraction with a pooling
+  matrix per pooled axis and level); φ and g on the S anchors; the N·S affinity and its product with g; W_z back
+  to C (the default fusion='sum'; 'concat' adds its 2C -> C convolution)."""
   n = math.prod(spatial)
-  bins = _attr(block, ('bins', 'pool_sizes', 'pyramid'), (1, 3, 6, 8))
-  anchors = sum(b * b for b in bins) * (spatial[0] if len(spatial) == 3 else 1)
-  key = _attr(block, ('key_channels', 'inter_channels'), channels // 2)
-  value = _attr(block, ('value_channels',), channels // 2)
-  fusion = 2 * channels * channels if _attr(block, ('fusion',), 'concat') == 'concat' else 0
-  return n * channels * (2 * key + value) + n * anchors * (key + value) + n * value * channels + n * fusion
+  inter = block.inter_channels or channels // 2
+  anchors = block.num_anchors(spatial)
+  pooling = 0
+  for level in block.bins:
+    sizes = list(spatial)
+    for axis, matrix in enumerate(block._pool_matrices(spatial, level)):  # pylint: disable=protected-access
+      if matrix is not None:
+        pooling += math.prod(sizes) * matrix.shape[0] * channels
+        sizes[axis] = matrix.shape[0]
+  fusion = 2 * channels * channels * n if block.fusion == 'concat' else 0
+  return (n * channels * inter + pooling + 2 * anchors * channels * inter + 2 * n * anchors * inter
+          + n * inter * channels + fusion)
 
 
 def macs_cc(block, spatial, channels):
