@@ -1,10 +1,12 @@
 """The evaluation input: every view of every example of this process's share once, the last batch padded.
 
 A batch holds ``clips`` uint8 (B, T, H, W, 3) (``image`` (B, H, W, 3) for images) with ``view_side`` int32 (B,)
-(resized and normalised on the device by the eval step, ``nonlocal_jax.data.device_input``), ``label`` int32 (B,) (multi-label datasets: float32 (B, num_classes) multi-hot), ``mask`` bool (B,)
-(False on padding), and for videos ``video_id`` int32 (B,) (one id per video, shared by all its views, unique
-across processes) and ``view_index`` int32 (B,) (clip × crops + crop); for images ``image_id``. Evaluation pads its last batch (``mask`` False) instead of dropping it, and every
-process yields the same number of batches, so collective steps never hang on an uneven split.
+(resized and normalised on the device by the eval step, ``nonlocal_jax.data.device_input``), ``label`` int32 (B,)
+(multi-label datasets: float32 (B, num_classes) multi-hot), ``mask`` bool (B,) (False on padding), and for videos
+``video_id`` int32 (B,) (one id per video, shared by all its views, unique across processes) and ``view_index``
+int32 (B,) (clip × crops + crop); for images ``image_id``. Evaluation pads its last batch (``mask`` False)
+instead of dropping it, and every process yields the same number of batches, so collective steps never hang on
+an uneven split.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The frame operations: a view is the stored frame's window, resized bilinearly (on the host when it shrinks, on
-the device when it grows) and flipped on the device, and bad settings fail with the field's name. References: NumPy float64
-bilinear resizing written here, and whole-frame decoding."""
+the device when it grows) and flipped on the device, and bad settings fail with the field's name. References:
+NumPy float64 bilinear resizing written here, and whole-frame decoding."""
 
 import io
 
@@ -83,12 +83,15 @@ def test_a_view_is_the_window_flipped_and_resized(fmt, window, size, flip):
 def test_a_jpeg_window_has_the_whole_decodes_pixels_at_its_edges():
   # Chroma upsampling near a window's edge needs the pixels beyond it: the margin keeps them.
   rng = np.random.default_rng(1)
-  noise = rng.integers(0, 256, (1, 64, 96, 3), np.uint8)
-  encoded = [tf.io.encode_jpeg(noise[0], quality=90).numpy()]
+  noise = rng.integers(0, 256, (64, 96, 3), np.uint8)  # Noise: the worst case for chroma subsampling.
+  encoded = [tf.io.encode_jpeg(noise, quality=90).numpy()]
   whole = tf.io.decode_jpeg(encoded[0], channels=3).numpy()
-  window = (13, 21, 29, 33)
-  got = transforms.FrameDecoder().encoded_window(encoded, window)[0]
-  np.testing.assert_array_equal(got, whole[13:42, 21:54])
+  decoder = transforms.FrameDecoder()
+  for _ in range(20):
+    top, left = int(rng.integers(0, 40)), int(rng.integers(0, 60))
+    h, w = int(rng.integers(9, 24)), int(rng.integers(9, 36))
+    got = decoder.encoded_window(encoded, (top, left, h, w))[0]
+    np.testing.assert_array_equal(got, whole[top:top + h, left:left + w])
 
 
 @pytest.mark.parametrize('fmt', ['PNG', 'JPEG'])
