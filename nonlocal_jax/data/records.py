@@ -155,9 +155,9 @@ class _Reader:
       raise DamagedShardError(f'{self._path} is shorter than its offset index says: prepare the dataset again.')
     return data
 
-  def __del__(self):
+  def __del__(self, _close=os.close):  # os may be gone when the interpreter shuts down.
     if getattr(self, '_fd', None) is not None:
-      os.close(self._fd)
+      _close(self._fd)
 
 
 def _open(path: str):
