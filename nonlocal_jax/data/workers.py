@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import os
+import sys
 from typing import Callable, Iterable, Iterator, TypeVar
 
 In = TypeVar('In')
@@ -51,4 +52,5 @@ def ordered_map(fn: Callable[[In], Out], items: Iterable[In], workers: int, ahea
   finally:
     for future in pending:
       future.cancel()
-    pool.shutdown(wait=False, cancel_futures=True)
+    if not sys.is_finalizing():  # A stream dropped at interpreter exit: the threads end with the interpreter.
+      pool.shutdown(wait=False, cancel_futures=True)
