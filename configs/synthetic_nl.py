@@ -16,7 +16,7 @@ global pool), and non-local blocks (embedded Gaussian) after res3 and res4. Argu
 ``blocks=none|res3|res4|res3res4``.
 
 Expected (shared 2-core AMD EPYC CPU, jax 0.10.2, 10,000 steps, seeds 0, 1, 2 with --config.seed=K): test top-1
-96.5 ± 0.3 % (96.15 / 96.65 / 96.70), ``blocks=none`` 50.1 ± 0.7 % (chance). Alone on the 2 cores a run takes
+95.1 ± 2.4 % (96.40 / 96.60 / 92.35), ``blocks=none`` 49.9 ± 0.8 % (chance). Alone on the 2 cores a run takes
 4-5 minutes (3m48s and 4m48s in two runs, 55 console lines); shared with other jobs, 7-13 minutes. Runs on other CPUs
 differ (an earlier host of this project: 91.0 % on seed 0, 96.9 % on seed 1). The ablation sweeps built on it
 (configs/ablation_*.py:synthetic) are in the README's Results.
