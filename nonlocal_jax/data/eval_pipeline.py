@@ -41,10 +41,9 @@ class EvalDataset:
     self._first = first
     self._layout = layout
     self._mode = mode
-    self._clips = clips
-    self._crops = crops
     self._workers = num_workers
-    self._ahead = max(prefetch_batches, 1) * math.ceil(batch_size / crops) + num_workers
+    # Jobs are whole examples: bound the decoded examples held ahead to what the prefetched batches need.
+    self._ahead = max(prefetch_batches, 1) * math.ceil(batch_size / (clips * crops)) + num_workers
     self.num_batches = num_batches
     self.views_per_example = clips * crops
     self.num_examples = num_examples
@@ -53,23 +52,22 @@ class EvalDataset:
   def __len__(self) -> int:
     return self.num_batches
 
-  def _views_of(self, job):
-    local, clip = job
-    views, label = self._reader.eval_views(self._first + local, clip, self._mode)
-    return local, clip, views, label
+  def _views_of(self, local):
+    views, label = self._reader.eval_views(self._first + local, self._mode)
+    return local, views, label
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    jobs = [(local, clip) for local in range(self.num_examples) for clip in range(self._clips)]
+    jobs = range(self.num_examples)
     is_video = self._reader.features.kind == 'video'
     key, id_key = ('clips', 'video_id') if is_video else ('image', 'image_id')
     rows, count = [], 0
     template = _template(self._reader, key, id_key, is_video, self._mode)
-    for local, clip, views, label in workers.ordered_map(self._views_of, jobs, self._workers, self._ahead):
-      for crop, pixels in enumerate(views):
+    for local, views, label in workers.ordered_map(self._views_of, jobs, self._workers, self._ahead):
+      for view, pixels in enumerate(views):
         # Interleaved ids (local index × processes + process) are unique across processes without knowing offsets.
         row = {key: pixels, id_key: local * self._layout.count + self._layout.index, 'label': label, 'mask': True}
         if is_video:
-          row['view_index'] = clip * self._crops + crop
+          row['view_index'] = view  # clip × crops + crop
         rows.append(row)
       while len(rows) >= self.batch_size:
         count += 1

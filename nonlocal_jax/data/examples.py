@@ -79,28 +79,42 @@ class ExampleReader:
     pixels = self._views(index, example, indices, [window], c.crop_size)[0]
     return (pixels if video else pixels[0]), flip, example.label
 
-  def eval_views(self, index: int, clip: Optional[int], mode: str) -> tuple[list, Union[int, np.ndarray]]:
-    """The evaluation views of example ``index`` (windows, as ``train_view``'s) and its label.
+  def eval_views(self, index: int, mode: str) -> tuple[list, Union[int, np.ndarray]]:
+    """The evaluation views of example ``index`` in ``view_index`` order (windows, as ``train_view``'s), and its
+    label.
 
-    ``mode='test'``: clip ``clip`` of the ``test_num_clips`` (time positions ``sampling.test_clip_indices``) in
-    ``test_num_crops`` crops of ``test_crop_size`` along the longer side of the frame scaled to ``test_short_side``.
-    ``mode='val'``: the centre clip in one centre ``crop_size`` crop. Images: one centre ``crop_size`` crop.
+    ``mode='test'``: the ``test_num_clips`` clips (time positions ``sampling.test_clip_indices``), each in
+    ``test_num_crops`` crops of ``test_crop_size`` along the longer side of the frame scaled to ``test_short_side``;
+    a frame that several clips share is decoded once. ``mode='val'``: the centre clip in one centre ``crop_size``
+    crop. Images: one centre ``crop_size`` crop.
     """
     c = self.config
     example = self.read(index)
     n = len(example.frames)
-    if self.features.kind == 'image':
-      indices, crops, size = np.zeros(1, np.int64), 1, c.crop_size
-    elif mode == 'val':
-      indices, crops, size = sampling.center_clip_indices(n, c.num_frames, c.frame_stride), 1, c.crop_size
-    else:
-      indices = sampling.test_clip_indices(n, c.num_frames, c.frame_stride, c.test_num_clips)[clip]
-      crops, size = c.test_num_crops, c.test_crop_size
     short = c.test_short_side
-    windows = sampling.test_windows(example.height, example.width, size, short, crops)
-    views = self._views(index, example, indices, windows, size)
-    if self.features.kind == 'image':
-      views = [v[0] for v in views]
+    if self.features.kind == 'image' or mode == 'val':
+      indices = (np.zeros(1, np.int64) if self.features.kind == 'image'
+                 else sampling.center_clip_indices(n, c.num_frames, c.frame_stride))
+      windows = sampling.test_windows(example.height, example.width, c.crop_size, short, 1)
+      view = self._views(index, example, indices, windows, c.crop_size)[0]
+      return [view[0] if self.features.kind == 'image' else view], example.label
+    clips = sampling.test_clip_indices(n, c.num_frames, c.frame_stride, c.test_num_clips)
+    size = c.test_crop_size
+    windows = sampling.test_windows(example.height, example.width, size, short, c.test_num_crops)
+    if self._cache is not None:
+      return [v for indices in clips for v in self._views(index, example, indices, windows, size)], example.label
+    # The region the crops span, decoded once for every frame any clip uses; each view is cut from it.
+    unique, position = np.unique(clips, return_inverse=True)
+    top, left = windows[:, 0].min(), windows[:, 1].min()
+    bottom, right = (windows[:, 0] + windows[:, 2]).max(), (windows[:, 1] + windows[:, 3]).max()
+    region = self._decoder.encoded_window([example.frames[i] for i in unique],
+                                          (int(top), int(left), int(bottom - top), int(right - left)))
+    position = position.reshape(clips.shape)
+    views = []
+    for frames in position:
+      for t, l, h, w in windows:
+        crop = region[frames, t - top:t - top + h, l - left:l - left + w]
+        views.append(crop if h <= size else self._decoder.pixels(crop, (0, 0, int(h), int(w)), size))
     return views, example.label
 
   def _views(self, index, example, indices, windows, size) -> list[np.ndarray]:
