@@ -1,4 +1,4 @@
-"""From stored frames to a view: only the window the view needs is decoded and flipped; upscaling waits for the device.
+"""From stored frames to a view: only the window the view needs is decoded; resizing, flipping wait for the device.
 
 The paper's recipe scales each frame so that its shorter side is s (random in [256, 320] for training, 256 for
 testing) and then crops a square (docs/paper.md §5). A crop of side c from a frame scaled to shorter side s is the
@@ -134,6 +134,5 @@ def _decode_jpeg_window(frame, window):
   return wide[window[0] - top:window[0] - top + window[2], window[1] - left:window[1] - left + window[3]]
 
 
-def _crop(image, window, axis=0):
-  index = [slice(None)] * axis + [slice(window[0], window[0] + window[2]), slice(window[1], window[1] + window[3])]
-  return image[tuple(index)]
+def _crop(image, window):
+  return image[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
