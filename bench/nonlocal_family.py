@@ -4,9 +4,8 @@
     python bench/nonlocal_family.py --shapes=res4 --batches=1,8 --repeats=3
     python bench/nonlocal_family.py --kinds=nonlocal,nonlocal_frugal,cgnl --shapes=res3
 
-For each shape and batch, every block kind whose module is present (``kind_table``: the blocks of this branch and,
-through ``nonlocal_jax.layers.family`` where it exists, those of the other part of the family) is measured in one
-process, round-robin so that machine noise hits all alike:
+For each shape and batch, every block kind (``nonlocal_jax.layers.family.BLOCK_KINDS``, two of them measured in
+two settings: ``MEASURED_KINDS``) is measured in one process, round-robin so that machine noise hits all alike:
 
 - multiply-adds of one forward pass, counted analytically by one function per kind (``MACS``; the matrix
   products and contractions only: softmax, normalisation, pooling and elementwise products are not counted), and
@@ -27,11 +26,10 @@ Writes bench/results/nonlocal_family.json and .md, with the machine and its load
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import os
 import sys
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
+from nonlocal_jax.layers.family import BLOCK_KINDS  # noqa: E402
 
 # name: (spatial shape, C, the non-local block's key/value subsampling window). The paper's res4, res3 and an
 # 8-frame res3 (video, keys and values pooled 2×2 in space as in the paper), and the 2D segmentation map at which
@@ -54,14 +53,9 @@ SHAPES = {
 # (shape, batch) pairs the default run leaves out on a 2-core CPU, and why (--skip= runs them).
 DEFAULT_SKIP = 'clip8:8,seg97:8'
 # The kinds in table order. (module, class) of each; 'nonlocal_frugal' is the non-local block on its chunked path.
-KIND_MODULES = {
-    'nonlocal': ('nonlocal_jax.layers.nonlocal_block', 'NonLocalBlock'),
-    'nonlocal_frugal': ('nonlocal_jax.layers.nonlocal_block', 'NonLocalBlock'),
-    'gc': None, 'apnb': None, 'cc': None,  # part A's blocks: found through nonlocal_jax.layers.family
-    'cgnl': ('nonlocal_jax.layers.cgnl_block', 'CGNLBlock'),
-    'cgnl_gaussian': ('nonlocal_jax.layers.cgnl_block', 'CGNLBlock'),
-    'a2': ('nonlocal_jax.layers.double_attention_block', 'DoubleAttentionBlock'),
-}
+# Measured kind: its block kind in nonlocal_jax.layers.family.BLOCK_KINDS (settings differ: KIND_OPTIONS).
+MEASURED_KINDS = {'nonlocal': 'nonlocal', 'nonlocal_frugal': 'nonlocal', 'gc': 'gc', 'apnb': 'apnb', 'cc': 'cc',
+                  'cgnl': 'cgnl', 'cgnl_gaussian': 'cgnl', 'a2': 'a2'}
 # What each measured kind sets beyond its defaults ('subsample' is filled in per rank for the non-local block).
 KIND_OPTIONS = {
     'nonlocal': dict(pairwise='embedded_gaussian', implementation='naive'),
@@ -72,30 +66,9 @@ KIND_OPTIONS = {
 MIB = 2.0**20
 
 
-def kind_table() -> Tuple[Dict[str, type], Dict[str, str]]:
-  """({kind: block class} of the kinds present, {kind: why skipped} of the others).
-
-  Part A's kinds come from ``nonlocal_jax.layers.family.BLOCK_KINDS`` when that module exists; a kind whose module
-  is absent is skipped, not an error, so this runs on either branch and, after the merge, on all kinds.
-  """
-  family = {}
-  try:
-    family = dict(importlib.import_module('nonlocal_jax.layers.family').BLOCK_KINDS)
-  except ImportError:
-    pass
-  found, skipped = {}, {}
-  for kind, location in KIND_MODULES.items():
-    base = kind.split('_')[0]
-    try:
-      if location is not None:
-        found[kind] = getattr(importlib.import_module(location[0]), location[1])
-      elif base in family:
-        found[kind] = family[base]
-      else:
-        skipped[kind] = 'nonlocal_jax.layers.family (or its entry) is absent on this branch'
-    except ImportError as e:
-      skipped[kind] = f'module absent ({e})'
-  return found, skipped
+def kind_table() -> Dict[str, type]:
+  """{measured kind: its block class}."""
+  return {kind: BLOCK_KINDS[base] for kind, base in MEASURED_KINDS.items()}
 
 
 def make_block(kind: str, cls: type, shape_name: str):
@@ -247,7 +220,7 @@ def programs(block, x):
 
 def run(shape_names, batches, kinds, repeats, skip=()):
   """Measures every (shape, batch, kind) but the (shape, batch) pairs in ``skip``; returns the result rows."""
-  found, _ = kind_table()
+  found = kind_table()
   rows = []
   for shape_name in shape_names:
     spatial, channels, _ = SHAPES[shape_name]
@@ -316,8 +289,8 @@ def versus_nonlocal(rows):
   return out
 
 
-def to_markdown(rows, comparison, machine, load, skipped, left_out=(), claims=()):
-  """The full table, the comparison with the naive non-local block, and what was skipped."""
+def to_markdown(rows, comparison, machine, load, left_out=(), claims=()):
+  """The full table, the comparison with the naive non-local block, and the claims."""
   header = ['shape', 'batch', 'kind', 'GMACs', 'traced GMACs', 'XLA GFLOPs', 'fwd ms', 'fwd+bwd ms',
             'fwd temp MiB', 'fwd+bwd temp MiB', 'kept for backward MiB']
   table = [[r['size'], r['batch'], r['kind'], f"{r['gmacs']:.3f}", f"{r['traced_gmacs']:.3f}"
@@ -329,7 +302,6 @@ def to_markdown(rows, comparison, machine, load, skipped, left_out=(), claims=()
   c_table = [[c['shape'], c['batch'], c['kind'], f"{c['fewer_macs_pct']:.1f} %", f"{c['fwd_speedup']:.2f}×",
               f"{c['fwd_bwd_speedup']:.2f}×", f"{c['fwd_memory_saving']:.1f}×", f"{c['fwd_bwd_memory_saving']:.1f}×"]
              for c in comparison]
-  skipped_lines = ''.join(f'\n- {k}: {why}' for k, why in skipped.items())
   return (f'Measured on: {common.machine_line(machine)}; load average (1, 5, 15 min) {load["before"]} before, '
           f'{load["after"]} after. float32, train mode, median of the timed runs. GMACs: the analytic count of one '
           'forward pass (matrix products and contractions); "traced": the same read off the program, marked ≠ '
@@ -347,9 +319,8 @@ def to_markdown(rows, comparison, machine, load, skipped, left_out=(), claims=()
           + '\n\nPublished claims, at the 2D map 97×97×512, batch 1 (memory: forward+backward programs):\n\n'
           + common.markdown_table(['claim', 'metric', 'claimed', 'measured here', 'reached'], [
               [c['claim'], c['metric'], c['claimed'], '-' if c['measured'] is None else f"{c['measured']:.1f}",
-               'not measured (kind absent)' if c['reached'] is None else ('yes' if c['reached'] else 'no')]
+               'not measured (kind not run)' if c['reached'] is None else ('yes' if c['reached'] else 'no')]
               for c in claims])
-          + ('\n\nSkipped kinds:' + skipped_lines if skipped else '')
           + (f'\n\nShapes and batches left out of this run (time on this CPU): {", ".join(left_out)}.'
              if left_out else '') + '\n')
 
@@ -360,8 +331,8 @@ def main(argv=None):
   parser.add_argument('--shapes', default='res4,res3,clip8,seg97', help=f'comma-separated subset of {list(SHAPES)}')
   parser.add_argument('--batches', default='1,8', help='comma-separated batch sizes')
   parser.add_argument('--skip', default=DEFAULT_SKIP, help='comma-separated shape:batch pairs to leave out')
-  parser.add_argument('--kinds', default=','.join(KIND_MODULES), help=f'comma-separated subset of '
-                      f'{list(KIND_MODULES)}')
+  parser.add_argument('--kinds', default=','.join(MEASURED_KINDS), help=f'comma-separated subset of '
+                      f'{list(MEASURED_KINDS)}')
   parser.add_argument('--repeats', type=int, default=3, help='timed runs per program (median reported)')
   parser.add_argument('--out_dir', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
   parser.add_argument('--stem', default='nonlocal_family', help='results file name, without extension')
@@ -369,12 +340,10 @@ def main(argv=None):
   shapes, kinds = args.shapes.split(','), args.kinds.split(',')
   if any(s not in SHAPES for s in shapes):
     parser.error(f'--shapes must be a subset of {list(SHAPES)}, got {shapes}.')
-  if any(k not in KIND_MODULES for k in kinds):
-    parser.error(f'--kinds must be a subset of {list(KIND_MODULES)}, got {kinds}.')
+  if any(k not in MEASURED_KINDS for k in kinds):
+    parser.error(f'--kinds must be a subset of {list(MEASURED_KINDS)}, got {kinds}.')
   batches = [int(b) for b in args.batches.split(',')]
   skip = {(pair.split(':')[0], int(pair.split(':')[1])) for pair in args.skip.split(',') if pair}
-  _, skipped = kind_table()
-  skipped = {k: why for k, why in skipped.items() if k in kinds}
   machine = common.machine_description()
   load = {'before': tuple(round(v, 2) for v in os.getloadavg())}
   rows = run(shapes, batches, kinds, args.repeats, skip)
@@ -382,9 +351,9 @@ def main(argv=None):
   comparison = versus_nonlocal(rows)
   claims = check_claims(comparison)
   left_out = sorted(f'{s}:{b}' for s, b in skip if s in shapes and b in batches)
-  payload = dict(machine=machine, load_average=load, repeats=args.repeats, skipped_kinds=skipped,
-                 skipped_shapes=left_out, rows=rows, versus_nonlocal=comparison, claims=claims)
-  common.write_results(args.stem, payload, to_markdown(rows, comparison, machine, load, skipped, left_out, claims),
+  payload = dict(machine=machine, load_average=load, repeats=args.repeats, skipped_shapes=left_out,
+                 rows=rows, versus_nonlocal=comparison, claims=claims)
+  common.write_results(args.stem, payload, to_markdown(rows, comparison, machine, load, left_out, claims),
                        args.out_dir)
   return np.asarray([r['gmacs'] for r in rows])
 
