@@ -76,7 +76,7 @@ class ExampleReader:
     indices = (sampling.train_clip_indices(len(example.frames), c.num_frames, c.frame_stride, rng) if video
                else np.zeros(1, np.int64))
     window, flip = sampling.train_window(example.height, example.width, c, rng)
-    pixels = self._views(index, example, indices, [window], c.crop_size)[0]
+    pixels = self._view(index, example, indices, window, c.crop_size)
     return (pixels if video else pixels[0]), flip, example.label
 
   def eval_views(self, index: int, mode: str) -> tuple[list, Union[int, np.ndarray]]:
@@ -95,14 +95,12 @@ class ExampleReader:
     if self.features.kind == 'image' or mode == 'val':
       indices = (np.zeros(1, np.int64) if self.features.kind == 'image'
                  else sampling.center_clip_indices(n, c.num_frames, c.frame_stride))
-      windows = sampling.test_windows(example.height, example.width, c.crop_size, short, 1)
-      view = self._views(index, example, indices, windows, c.crop_size)[0]
+      window = sampling.test_windows(example.height, example.width, c.crop_size, short, 1)[0]
+      view = self._view(index, example, indices, window, c.crop_size)
       return [view[0] if self.features.kind == 'image' else view], example.label
     clips = sampling.test_clip_indices(n, c.num_frames, c.frame_stride, c.test_num_clips)
     size = c.test_crop_size
     windows = sampling.test_windows(example.height, example.width, size, short, c.test_num_crops)
-    if self._cache is not None:
-      return [v for indices in clips for v in self._views(index, example, indices, windows, size)], example.label
     # The region the crops span, decoded once for every frame any clip uses; each view is cut from it.
     unique, position = np.unique(clips, return_inverse=True)
     top, left = windows[:, 0].min(), windows[:, 1].min()
@@ -117,14 +115,11 @@ class ExampleReader:
         views.append(crop if h <= size else self._decoder.pixels(crop, (0, 0, int(h), int(w)), size))
     return views, example.label
 
-  def _views(self, index, example, indices, windows, size) -> list[np.ndarray]:
-    if self._cache is not None:
-      frames = self._cache.get(index)
-      if frames is None:
-        frames = self._cache.setdefault(index, self._decoder.decode_all(example.frames))
-      frames = frames[indices]
-      return [self._decoder.pixels(frames, tuple(int(v) for v in w), size) for w in windows]
-    encoded = [example.frames[i] for i in indices]
-    if len(windows) == 1:
-      return [self._decoder.encoded(encoded, tuple(int(v) for v in windows[0]), size)]
-    return self._decoder.encoded_crops(encoded, windows, size)  # The region the crops span is decoded once.
+  def _view(self, index, example, indices, window, size) -> np.ndarray:
+    window = tuple(int(v) for v in window)
+    if self._cache is None:
+      return self._decoder.encoded([example.frames[i] for i in indices], window, size)
+    frames = self._cache.get(index)
+    if frames is None:
+      frames = self._cache.setdefault(index, self._decoder.decode_all(example.frames))
+    return self._decoder.pixels(frames[indices], window, size)

@@ -72,15 +72,6 @@ class FrameDecoder:
     pixels = frames[:, top:top + side, left:left + side]
     return pixels if side <= size else self._pixels(tf.constant(pixels), _int32(size)).numpy()
 
-  def encoded_crops(self, frames, windows, size: int) -> list[np.ndarray]:
-    """The views of several square windows of the same frames (e.g. the test crops of one clip): the region they
-    span is decoded once and the views are cut from it."""
-    windows = np.asarray(windows)
-    top, left = windows[:, 0].min(), windows[:, 1].min()
-    bottom, right = (windows[:, 0] + windows[:, 2]).max(), (windows[:, 1] + windows[:, 3]).max()
-    region = self.encoded_window(frames, (int(top), int(left), int(bottom - top), int(right - left)))
-    return [self.pixels(region, (int(t - top), int(l - left), int(h), int(w)), size) for t, l, h, w in windows]
-
   def encoded_window(self, frames, window) -> np.ndarray:
     """uint8 (T, height, width, 3): ``window`` of each encoded frame, decoded and nothing else."""
     return self._window(tf.constant(list(frames)), _int32(window)).numpy()

@@ -68,8 +68,7 @@ def test_a_view_is_the_window_flipped_and_resized(fmt, window, size, flip):
   expected = np.stack(expected)
   decoder = transforms.FrameDecoder()
   network_input = device_input.network_input({'normalization': 'none'})
-  for got in (decoder.encoded(encoded, window, size), decoder.pixels(whole, window, size),
-              decoder.encoded_crops(encoded, [window, window], size)[1]):
+  for got in (decoder.encoded(encoded, window, size), decoder.pixels(whole, window, size)):
     side = min(h, size)  # Larger windows are resized on the host, smaller ones shipped as they are.
     assert got.dtype == np.uint8 and got.shape == (3, side, side, 3)
     placed = np.zeros((1, 3, size, size, 3), np.uint8)
