@@ -62,18 +62,20 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # What runs, most wanted first, so that a spent budget leaves the least wanted out: the issue's goal (bf16 C2D +
 # 5 NL at >= 30 % of the bf16 matmul rate), the bf16 blocks (the 'auto' table and cuDNN), the same network with
 # the cuDNN attention, the other bf16 networks, then float32. ('train', network, dtype, block implementation) is
-# one train step; ('block', dtype, pairwise) the block at every shape.
+# one train step (at the config's batch of 8, or the batch given after it: does a larger one fill the device
+# better?); ('block', dtype, pairwise) the block at every shape.
 _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
                ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', 32),
                ('train', 'c2d', 'bfloat16', 'auto'), ('train', 'i3d_nl', 'bfloat16', 'auto'),
                ('block', 'float32', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
                ('train', 'c2d_nl', 'float32', 'auto'), ('train', 'c2d', 'float32', 'auto'),
                ('train', 'i3d_nl', 'float32', 'auto')]
-FULL = dict(matmul=8192, block_shapes={k: block_bench.SHAPES[k] for k in ('res3', 'res4', 'clip8', 'clip16')},
+FULL = dict(matmul=8192, copy_mib=2048, block_shapes={k: block_bench.SHAPES[k] for k in ('res3', 'res4', 'clip8', 'clip16')},
             block_batch=8, train_steps=20, plan=_BF16_FIRST)
 # Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
-TINY = dict(matmul=256, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
-            plan=[('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
+TINY = dict(matmul=256, copy_mib=4, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
+            plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4), ('block', 'bfloat16', 'embedded_gaussian'),
                   ('block', 'float32', 'dot_product')])
 _LABELS = {key: label for key, label, *_ in NETWORKS}
 MIB = 2.0**20
@@ -105,16 +107,36 @@ def _device_peak_mib():
   return stats['peak_bytes_in_use'] / MIB if stats and 'peak_bytes_in_use' in stats else None
 
 
-def matmul_piece(size, repeats):
-  """Multiply-add rates of an n×n matmul in bfloat16 and float32."""
+def copy_rate(mib, repeats):
+  """Bytes per second (read + written) of ``x + 1`` over a ``mib`` MiB float32 array: the memory's ceiling."""
+  x = jnp.zeros((int(mib * MIB) // 4,), jnp.float32)
+  add = jax.jit(lambda a: a + 1)
+  seconds = common.time_interleaved({'copy': lambda: jax.block_until_ready(add(x))}, repeats)['copy']
+  return 2 * x.nbytes / seconds
+
+
+def matmul_piece(size, copy_mib, repeats):
+  """Multiply-add rates of an n×n matmul in bfloat16 and float32, and the device memory's copy rate."""
   rates = {d: models_bench.matmul_rate(size, repeats, jnp.dtype(d)) for d in DTYPES}
   return {'n': size, **{f'{d}_tflops': 2 * r / 1e12 for d, r in rates.items()},
-          **{f'{d}_macs_per_s': r for d, r in rates.items()}}
+          **{f'{d}_macs_per_s': r for d, r in rates.items()}, 'copy_gb_per_s': copy_rate(copy_mib, 5) / 1e9}
 
 
-def network_config(key, dtype, tiny, implementation='auto'):
+def _hlo_cost(compiled):
+  """(flops, bytes accessed) of a compiled program by XLA's cost analysis, None where the backend gives none."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  # Optional: some backends and versions raise.
+    return None, None
+  cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+  if not isinstance(cost, dict):
+    return None, None
+  return cost.get('flops'), cost.get('bytes accessed')
+
+
+def network_config(key, dtype, tiny, implementation='auto', batch=None):
   """The fake-data config of one network: configs/benchmark.py's (8×224², batch 8), or configs/test.py's tiny one;
-  its non-local blocks computed by ``implementation``."""
+  its non-local blocks computed by ``implementation``, at ``batch`` clips if given."""
   _, _, arg, (test_arg, temporal) = next(n for n in NETWORKS if n[0] == key)
   if tiny:
     config = config_files.load_module(os.path.join(ROOT, 'configs', 'test.py')).get_config(test_arg)
@@ -123,12 +145,15 @@ def network_config(key, dtype, tiny, implementation='auto'):
     config = config_files.load_module(os.path.join(ROOT, 'configs', 'benchmark.py')).get_config(arg)
   config.model.dtype = dtype
   config.model.nonlocal_block.implementation = implementation
+  if batch:
+    config.data.global_batch_size = config.train.base_batch_size = batch
   return config
 
 
-def train_piece(key, dtype, implementation, steps, tiny):
-  """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices."""
-  config = network_config(key, dtype, tiny, implementation)
+def train_piece(key, dtype, implementation, batch, steps, tiny):
+  """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices, and
+  XLA's count of the step's flops and memory traffic (what bounds it: the matrix units or the memory)."""
+  config = network_config(key, dtype, tiny, implementation, batch)
   mesh = parallel.make_mesh()
   trainer = Trainer(config, mesh)
   d = config.data
@@ -147,7 +172,11 @@ def train_piece(key, dtype, implementation, steps, tiny):
   jax.block_until_ready((state, metrics))
   step_s = (time.perf_counter() - start) / steps
   macs = analyse(trainer.model, (1, d.num_frames, d.crop_size, d.crop_size, 3)).macs
-  return dict(network=key, dtype=dtype, attention=implementation,
+  hlo_flops, hlo_bytes = _hlo_cost(compiled)
+  return dict(hlo_tflops=hlo_flops / step_s / 1e12 if hlo_flops else None,
+              hlo_gb_per_s=hlo_bytes / step_s / 1e9 if hlo_bytes else None,
+              hlo_gb_per_step=hlo_bytes / 1e9 if hlo_bytes else None,
+              network=key, dtype=dtype, attention=implementation,
               input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²',
               batch=d.global_batch_size, compile_s=compile_s, step_ms=1e3 * step_s,
               clips_per_s=d.global_batch_size / step_s, gmacs_per_clip=macs / 1e9,
@@ -230,27 +259,34 @@ def to_markdown(p):
   m = p.get('matmul', {})
   if m.get('status') == 'ok':
     lines.append(f"Matrix multiply ({m['n']}²): bfloat16 {m['bfloat16_tflops']:.1f} TFLOP/s, float32 "
-                 f"{m['float32_tflops']:.1f} TFLOP/s.")
+                 f"{m['float32_tflops']:.1f} TFLOP/s. Memory (x + 1, bytes read and written): "
+                 f"{m['copy_gb_per_s']:.0f} GB/s.")
   elif m:
     lines.append(f"Matrix multiply: {m.get('status')} ({m.get('error') or m.get('reason')}).")
   rate = m.get('bfloat16_macs_per_s')
   label = lambda key: f'{key} (tiny: configs/test.py)' if p['tiny'] else _LABELS[key]
   lines += ['', 'Train step on fake data (`Trainer.train_step`, one batch on the device, state donated); TFLOP/s '
             'counts 3× the forward multiply-adds of `nonlocal_jax.models.summary`:', '']
+  copy = m.get('copy_gb_per_s')
   table = []
   for r in p.get('train', []):
     if r['status'] != 'ok':
       table.append([label(r['network']), r['dtype'], r['attention'], r['status'], r.get('error') or r.get('reason'),
-                    '', '', '', '', ''])
+                    '', '', '', '', '', '', ''])
       continue
     fraction = f"{100 * r['train_tflops'] * 1e12 / 2 / rate:.0f} %" if rate else '-'
+    memory = (f"{_f(r.get('hlo_gb_per_step'), 2)} GB, {100 * r['hlo_gb_per_s'] / copy:.0f} %"
+              if r.get('hlo_gb_per_s') and copy else '-')
     table.append([label(r['network']), r['dtype'], r['attention'], r['input'], f"{r['clips_per_s']:.1f}",
                   f"{r['step_ms']:.1f}", f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction,
-                  _f(r['temp_mib'], 0)])
+                  _f(r.get('hlo_tflops'), 2), memory, _f(r['temp_mib'], 0)])
   lines.append(common.markdown_table(['network', 'dtype', 'attention', 'input', 'clips/s', 'ms/step', 'compile s',
-                                      'TFLOP/s', 'of bf16 matmul', 'temp MiB'], table))
+                                      'TFLOP/s', 'of bf16 matmul', 'XLA TFLOP/s', 'XLA traffic, of copy rate',
+                                      'temp MiB'], table))
+  lines += ['', "XLA TFLOP/s and traffic: the compiled step's own count (`cost_analysis`) over the measured step "
+            'time; a traffic near the copy rate means the step is bound by memory, not by the matrix units.']
   headline = next((r for r in p.get('train', []) if r['status'] == 'ok' and (r['network'], r['dtype'], r['attention'])
-                   == ('c2d_nl', 'bfloat16', 'auto')), None)
+                   == ('c2d_nl', 'bfloat16', 'auto') and r['batch'] == 8), None)
   if headline and rate and not p['tiny']:
     lines += ['', f"The issue's goal: R50 C2D + 5 NL in bf16 at >= 30 % of the bf16 matmul rate; reached "
               f"{100 * headline['train_tflops'] * 1e12 / 2 / rate:.0f} % ({headline['clips_per_s']:.0f} clips/s)."]
@@ -339,13 +375,13 @@ def main(argv=None):
   run.payload['table_path'] = os.path.relpath(table, ROOT) if table.startswith(ROOT) else table
   print(f'bench.device on {common.machine_line(run.payload["machine"])}; results in {run.dir}', flush=True)
 
-  matmul = run.piece('matmul', matmul_piece, sizes['matmul'], 3)
+  matmul = run.piece('matmul', matmul_piece, sizes['matmul'], sizes['copy_mib'], 3)
   run.payload['matmul'] = dict(matmul, status='ok') if matmul else run.payload['pieces']['matmul']
   for kind, *what in sizes['plan']:
     if kind == 'train':
-      key, dtype, implementation = what
-      name = f'train {key} {dtype} {implementation}'
-      row = run.piece(name, train_piece, key, dtype, implementation, sizes['train_steps'], args.tiny)
+      key, dtype, implementation, batch = (*what, None)[:4]
+      name = f'train {key} {dtype} {implementation}' + (f' batch {batch}' if batch else '')
+      row = run.piece(name, train_piece, key, dtype, implementation, batch, sizes['train_steps'], args.tiny)
       run.payload['train'].append(dict(row, status='ok') if row else dict(
           run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation))
       run.save()
