@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import common
+from bench import device_profile
 from bench import models as models_bench
 from bench import nonlocal_block as block_bench
 from nonlocal_jax import config_files
@@ -61,22 +62,23 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
             ('i3d_nl', 'R50 I3D + 5 NL', 'arch=i3d,frames=8x8', (None, 'i3d_3x1x1')))
 # What runs, most wanted first, so that a spent budget leaves the least wanted out: the issue's goal (bf16 C2D +
 # 5 NL at >= 30 % of the bf16 matmul rate), the bf16 blocks (the 'auto' table and cuDNN), the same network with
-# the cuDNN attention, the other bf16 networks, then float32. ('train', network, dtype, block implementation) is
-# one train step (at the config's batch of 8, or the batch given after it: does a larger one fill the device
-# better?); ('block', dtype, pairwise) the block at every shape.
+# the cuDNN attention, the other bf16 networks, then float32 (what bf16 buys in a step, then in the block).
+# ('train', network, dtype, block implementation) is one train step (at the config's batch of 8, or the batch given after it: does a larger one fill the device
+# better?); ('profile', network, dtype, block implementation) a profiler trace of that step; ('block', dtype,
+# pairwise) the block at every shape.
 _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
                ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', 32),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', 32), ('profile', 'c2d_nl', 'bfloat16', 'auto'),
                ('train', 'c2d', 'bfloat16', 'auto'), ('train', 'i3d_nl', 'bfloat16', 'auto'),
-               ('block', 'float32', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
                ('train', 'c2d_nl', 'float32', 'auto'), ('train', 'c2d', 'float32', 'auto'),
-               ('train', 'i3d_nl', 'float32', 'auto')]
-FULL = dict(matmul=8192, copy_mib=2048, block_shapes={k: block_bench.SHAPES[k] for k in ('res3', 'res4', 'clip8', 'clip16')},
+               ('train', 'i3d_nl', 'float32', 'auto'),
+               ('block', 'float32', 'embedded_gaussian'), ('block', 'float32', 'dot_product')]
+FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5, block_shapes={k: block_bench.SHAPES[k] for k in ('res3', 'res4', 'clip8', 'clip16')},
             block_batch=8, train_steps=20, plan=_BF16_FIRST)
 # Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
-TINY = dict(matmul=256, copy_mib=4, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
+TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
             plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4), ('block', 'bfloat16', 'embedded_gaussian'),
-                  ('block', 'float32', 'dot_product')])
+                  ('block', 'float32', 'dot_product'), ('profile', 'c2d_nl', 'bfloat16', 'auto')])
 _LABELS = {key: label for key, label, *_ in NETWORKS}
 MIB = 2.0**20
 
@@ -150,20 +152,27 @@ def network_config(key, dtype, tiny, implementation='auto', batch=None):
   return config
 
 
-def train_piece(key, dtype, implementation, batch, steps, tiny):
-  """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices, and
-  XLA's count of the step's flops and memory traffic (what bounds it: the matrix units or the memory)."""
+def _compiled_step(key, dtype, implementation, batch, tiny):
+  """(config, trainer, compiled step, state, fake batch on the devices, compile seconds, fallback lines)."""
   config = network_config(key, dtype, tiny, implementation, batch)
   mesh = parallel.make_mesh()
   trainer = Trainer(config, mesh)
   d = config.data
-  batch = fake.batch_fn(d, kind='video', num_classes=config.model.num_classes,
+  clips = fake.batch_fn(d, kind='video', num_classes=config.model.num_classes,
                         sharding=parallel.batch_sharded(mesh))(0, 0)
   state = trainer.init_state()
   start = time.perf_counter()
   with _attention_fallbacks() as fallbacks:
-    compiled = trainer.train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
+    compiled = trainer.train_step.lower(state, clips).compile()
+  return config, trainer, compiled, state, clips, time.perf_counter() - start, fallbacks
+
+
+def train_piece(key, dtype, implementation, batch, steps, tiny):
+  """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices, and
+  XLA's count of the step's flops and memory traffic (what bounds it: the matrix units or the memory)."""
+  config, trainer, compiled, state, batch, compile_s, fallbacks = _compiled_step(key, dtype, implementation, batch,
+                                                                                 tiny)
+  d = config.data
   state, metrics = compiled(state, batch)  # Warm-up; the state is donated, so it is threaded through.
   jax.block_until_ready(metrics)
   start = time.perf_counter()
@@ -230,6 +239,22 @@ def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
   return rows, entry
 
 
+def profile_piece(key, dtype, implementation, steps, tiny, out_dir):
+  """A profiler trace of ``steps`` train steps (after a warm-up), summarised by ``bench.device_profile``; the trace
+  is kept as ``<out_dir>/profile.xplane.pb``."""
+  _, _, compiled, state, batch, _, _ = _compiled_step(key, dtype, implementation, None, tiny)
+  state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  trace_dir = os.path.join(out_dir, 'trace')
+  shutil.rmtree(trace_dir, ignore_errors=True)
+  _, path = device_profile.trace_steps(compiled, state, batch, steps, trace_dir)
+  kept = os.path.join(out_dir, 'profile.xplane.pb')
+  shutil.move(path, kept)
+  shutil.rmtree(trace_dir, ignore_errors=True)
+  return dict(device_profile.summarize(kept, steps), network=key, dtype=dtype, attention=implementation,
+              trace=os.path.basename(kept))
+
+
 def pipeline_piece(out_dir, seconds_left, tiny):
   """bench/input_pipeline.py --quick in a subprocess, or why it is skipped."""
   if tiny:
@@ -256,6 +281,9 @@ def to_markdown(p):
   """The payload as markdown: machine, matmul rates, train steps, block table, the auto table, the pipeline."""
   lines = [f"Measured by `python -m bench.device{' --tiny' if p['tiny'] else ''}` in {p['seconds']:.0f} s on "
            f"{common.machine_line(p['machine'])}.", '']
+  for r in p.get('earlier_runs', ()):
+    lines.append(f"Resumed (`--resume`): the pieces finished by a run of {r['seconds']:.0f} s on {r['date']} "
+                 f"(jax {r['jax']}) are kept, the matrix-multiply and copy rates among them.")
   m = p.get('matmul', {})
   if m.get('status') == 'ok':
     lines.append(f"Matrix multiply ({m['n']}²): bfloat16 {m['bfloat16_tflops']:.1f} TFLOP/s, float32 "
@@ -293,6 +321,11 @@ def to_markdown(p):
   for r in p.get('train', []):
     for line in r.get('fallbacks', ()):
       lines.append(f"- {label(r['network'])}, {r['dtype']}, {r['attention']}: {line}")
+  if p.get('profile'):
+    r = p['profile']
+    lines += ['', f"Where the time goes: {label(r.get('network', 'c2d_nl'))}, {r.get('dtype')}, batch of the "
+              f"first row (`python -m bench.device_profile {r.get('trace', '')} --steps={r.get('steps')}`):", '']
+    lines += device_profile.to_markdown(r)
   lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
             f"{p['repeats']}; temp: the compiled forward+backward's temporary memory; device peak: the device's "
             'high-water mark after the path first ran (GPU only; it cannot be reset between programs):', '']
@@ -313,6 +346,13 @@ def to_markdown(p):
   return '\n'.join(lines)
 
 
+def _piece_name(kind, key_or_dtype, *rest):
+  """A train or profile piece's name: 'train c2d_nl bfloat16 auto' (+ ' batch 32')."""
+  implementation_batch = (*rest, None)[:3]
+  dtype, implementation, batch = implementation_batch
+  return f'{kind} {key_or_dtype} {dtype} {implementation}' + (f' batch {batch}' if batch else '')
+
+
 class _Run:
   """The payload, rewritten (json and md) after every piece, and the time budget that pieces start within."""
 
@@ -321,6 +361,35 @@ class _Run:
     self.dir = os.path.join(args.out_dir, slug)
     self.payload = dict(machine=common.machine_description(), slug=slug, tiny=args.tiny, repeats=args.repeats,
                         budget_s=args.budget_s, seconds=0.0, pieces={}, train=[], block=[], auto_entries=[])
+
+  def resume(self, plan) -> dict:
+    """Loads the earlier run's payload (same device kind) into this one; returns {finished piece: its train row or
+    None}. Train rows of runs before rows were named are matched to the plan's train items in order."""
+    path = os.path.join(self.dir, 'device.json')
+    if not os.path.exists(path):
+      print(f'--resume: no earlier run in {self.dir}; running every piece', flush=True)
+      return {}
+    with open(path) as f:
+      previous = json.load(f)
+    if previous['machine']['device'] != self.payload['machine']['device'] or previous['tiny'] != self.args.tiny:
+      raise SystemExit(f"--resume: {path} was measured on {previous['machine']['device']} (tiny={previous['tiny']}); "
+                       'remove it or run without --resume.')
+    finished = {name for name, r in previous['pieces'].items() if r['status'] == 'ok'}
+    names = [_piece_name(kind, *what) for kind, *what in plan if kind == 'train']
+    done = {name: None for name in finished}
+    for name, row in zip(names, previous['train']):
+      done.update({row.get('piece', name): row} if row.get('piece', name) in finished else {})
+    keep = lambda r: f"block {r['shape']} {r['dtype']} {r['pairwise']}" in finished
+    p = self.payload
+    p['pieces'] = {n: r for n, r in previous['pieces'].items() if n in finished}
+    p['block'] = [r for r in previous['block'] if keep(r)]
+    p['auto_entries'] = previous['auto_entries']
+    p['matmul'] = previous.get('matmul', {})
+    p['profile'] = previous.get('profile', {}) if previous.get('profile', {}).get('status') == 'ok' else {}
+    p['earlier_runs'] = previous.get('earlier_runs', []) + [dict(
+        date=previous['machine']['date'], jax=previous['machine']['jax'], seconds=previous['seconds'])]
+    print(f'--resume: keeping {len(finished)} finished pieces of {path}', flush=True)
+    return done
 
   def left(self) -> float:
     return self.args.budget_s - (time.perf_counter() - self.start)
@@ -365,6 +434,9 @@ def main(argv=None):
                       'attention_tables/<slug>.json; with --tiny <out_dir>/<slug>/attention_auto.json)')
   parser.add_argument('--repeats', type=int, default=None, help='timed runs of each block program (5; --tiny 1)')
   parser.add_argument('--budget_s', type=float, default=420.0, help='no piece starts after this many seconds')
+  parser.add_argument('--resume', action='store_true', help='keep the pieces that an earlier run (its device.json '
+                      'in the results folder, same device kind) finished, and run the rest: a second lease goes on '
+                      'where the first stopped')
   parser.add_argument('--also_to', default='', help='also copy the files written into this folder (e.g. $OUT)')
   args = parser.parse_args(argv)
   sizes = TINY if args.tiny else FULL
@@ -375,21 +447,37 @@ def main(argv=None):
   run.payload['table_path'] = os.path.relpath(table, ROOT) if table.startswith(ROOT) else table
   print(f'bench.device on {common.machine_line(run.payload["machine"])}; results in {run.dir}', flush=True)
 
-  matmul = run.piece('matmul', matmul_piece, sizes['matmul'], sizes['copy_mib'], 3)
-  run.payload['matmul'] = dict(matmul, status='ok') if matmul else run.payload['pieces']['matmul']
+  done = run.resume(sizes['plan']) if args.resume else {}
+  if 'matmul' in done:
+    print('matmul: kept from the previous run', flush=True)
+  else:
+    matmul = run.piece('matmul', matmul_piece, sizes['matmul'], sizes['copy_mib'], 3)
+    run.payload['matmul'] = dict(matmul, status='ok') if matmul else run.payload['pieces']['matmul']
+  train_rows = {}
   for kind, *what in sizes['plan']:
-    if kind == 'train':
+    if kind in ('train', 'profile'):
+      name = _piece_name(kind, *what)
+      if name in done:
+        train_rows[name] = done[name]
+        continue
       key, dtype, implementation, batch = (*what, None)[:4]
-      name = f'train {key} {dtype} {implementation}' + (f' batch {batch}' if batch else '')
+      if kind == 'profile':
+        row = run.piece(name, profile_piece, key, dtype, implementation, sizes['profile_steps'], args.tiny, run.dir)
+        run.payload['profile'] = row or dict(run.payload['pieces'][name])
+        continue
       row = run.piece(name, train_piece, key, dtype, implementation, batch, sizes['train_steps'], args.tiny)
-      run.payload['train'].append(dict(row, status='ok') if row else dict(
-          run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation))
+      train_rows[name] = dict(row, status='ok', piece=name) if row else dict(
+          run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation, piece=name)
+      run.payload['train'] = list(train_rows.values())
       run.save()
       continue
     dtype, pairwise = what
     for shape_name, shape, impls, refused in block_cases(sizes['block_shapes'], dtype, pairwise):
-      result = run.piece(f'block {shape_name} {dtype} {pairwise}', block_piece, shape_name, shape, dtype, pairwise,
-                         impls, refused, sizes['block_batch'], args.repeats)
+      name = f'block {shape_name} {dtype} {pairwise}'
+      if name in done:
+        continue
+      result = run.piece(name, block_piece, shape_name, shape, dtype, pairwise, impls, refused, sizes['block_batch'],
+                         args.repeats)
       if result:
         run.payload['block'] += result[0]
         run.payload['auto_entries'] += [result[1]] if result[1] else []
