@@ -63,9 +63,9 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # What runs, most wanted first, so that a spent budget leaves the least wanted out: the issue's goal (bf16 C2D +
 # 5 NL at >= 30 % of the bf16 matmul rate), the bf16 blocks (the 'auto' table and cuDNN), the same network with
 # the cuDNN attention, the other bf16 networks, then float32 (what bf16 buys in a step, then in the block).
-# ('train', network, dtype, block implementation) is one train step (at the config's batch of 8, or the batch given after it: does a larger one fill the device
-# better?); ('profile', network, dtype, block implementation) a profiler trace of that step; ('block', dtype,
-# pairwise) the block at every shape.
+# ('train', network, dtype, block implementation) is one train step (at the config's batch of 8, or the batch
+# given after it: does a larger one fill the device better?); ('profile', network, dtype, block implementation)
+# a profiler trace of that step; ('block', dtype, pairwise) the block at every shape.
 _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
                ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', 32), ('profile', 'c2d_nl', 'bfloat16', 'auto'),
@@ -357,7 +357,7 @@ class _Run:
   """The payload, rewritten (json and md) after every piece, and the time budget that pieces start within."""
 
   def __init__(self, args, slug):
-    self.args, self.start = args, time.perf_counter()
+    self.args, self.start, self.table = args, time.perf_counter(), None
     self.dir = os.path.join(args.out_dir, slug)
     self.payload = dict(machine=common.machine_description(), slug=slug, tiny=args.tiny, repeats=args.repeats,
                         budget_s=args.budget_s, seconds=0.0, pieces={}, train=[], block=[], auto_entries=[])
@@ -412,7 +412,8 @@ class _Run:
       self.save()
 
   def save(self, table=None):
-    """Rewrites device.json and device.md, and the 'auto' table into ``table`` when given."""
+    """Rewrites device.json and device.md, and the 'auto' table into ``table`` when given; copies what is written
+    to --also_to each time, so that a run stopped from outside still leaves its finished pieces there."""
     self.payload['seconds'] = time.perf_counter() - self.start
     common.write_results('device', self.payload, to_markdown(self.payload), self.dir, echo=False)
     if table and self.payload['auto_entries']:
@@ -422,6 +423,11 @@ class _Run:
         json.dump({'device_kind': machine['device'], 'backend': machine['backend'], 'jax': machine['jax'],
                    'date': machine['date'], 'source': 'python -m bench.device',
                    'entries': self.payload['auto_entries']}, f, indent=1)
+    if self.args.also_to:
+      os.makedirs(self.args.also_to, exist_ok=True)
+      for path in [os.path.join(self.dir, n) for n in sorted(os.listdir(self.dir))] + [self.table]:
+        if os.path.isfile(path):
+          shutil.copy(path, os.path.join(self.args.also_to, os.path.basename(path)))
 
 
 def main(argv=None):
@@ -444,6 +450,7 @@ def main(argv=None):
   slug = attention_auto.current_slug()
   run = _Run(args, slug)
   table = args.table or (os.path.join(run.dir, 'attention_auto.json') if args.tiny else attention_auto.table_path(slug))
+  run.table = table
   run.payload['table_path'] = os.path.relpath(table, ROOT) if table.startswith(ROOT) else table
   print(f'bench.device on {common.machine_line(run.payload["machine"])}; results in {run.dir}', flush=True)
 
@@ -485,11 +492,6 @@ def main(argv=None):
   run.payload['pipeline'] = pipeline_piece(run.dir, run.left(), args.tiny)
   run.save()
   print(to_markdown(run.payload), flush=True)
-  if args.also_to:
-    os.makedirs(args.also_to, exist_ok=True)
-    for path in [os.path.join(run.dir, n) for n in sorted(os.listdir(run.dir))] + [table]:
-      if os.path.isfile(path):
-        shutil.copy(path, os.path.join(args.also_to, os.path.basename(path)))
   return run.payload
 
 
