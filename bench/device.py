@@ -300,19 +300,21 @@ def to_markdown(p):
   for r in p.get('train', []):
     if r['status'] != 'ok':
       table.append([label(r['network']), r['dtype'], r['attention'], r['status'], r.get('error') or r.get('reason'),
-                    '', '', '', '', '', '', ''])
+                    '', '', '', '', '', ''])
       continue
     fraction = f"{100 * r['train_tflops'] * 1e12 / 2 / rate:.0f} %" if rate else '-'
     memory = (f"{_f(r.get('hlo_gb_per_step'), 2)} GB, {100 * r['hlo_gb_per_s'] / copy:.0f} %"
               if r.get('hlo_gb_per_s') and copy else '-')
     table.append([label(r['network']), r['dtype'], r['attention'], r['input'], f"{r['clips_per_s']:.1f}",
                   f"{r['step_ms']:.1f}", f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction,
-                  _f(r.get('hlo_tflops'), 2), memory, _f(r['temp_mib'], 0)])
+                  memory, _f(r['temp_mib'], 0)])
   lines.append(common.markdown_table(['network', 'dtype', 'attention', 'input', 'clips/s', 'ms/step', 'compile s',
-                                      'TFLOP/s', 'of bf16 matmul', 'XLA TFLOP/s', 'XLA traffic, of copy rate',
-                                      'temp MiB'], table))
-  lines += ['', "XLA TFLOP/s and traffic: the compiled step's own count (`cost_analysis`) over the measured step "
-            'time; a traffic near the copy rate means the step is bound by memory, not by the matrix units.']
+                                      'TFLOP/s', 'of bf16 matmul', 'XLA traffic/step, of copy rate', 'temp MiB'],
+                                     table))
+  lines += ['', "XLA traffic: the bytes the compiled step's own fusions read and write (`cost_analysis`; cuDNN's "
+            "convolutions and attention are custom calls it does not count, so this is a floor) at the measured step "
+            'time, against the copy rate above; the JSON also keeps its flop count (`hlo_tflops`), which leaves '
+            'the same custom calls out.']
   headline = next((r for r in p.get('train', []) if r['status'] == 'ok' and (r['network'], r['dtype'], r['attention'])
                    == ('c2d_nl', 'bfloat16', 'auto') and r['batch'] == 8), None)
   if headline and rate and not p['tiny']:

@@ -26,28 +26,33 @@ from typing import Dict, Iterable, List, Tuple
 
 import jax
 
-# First match wins: convolutions and matrix products are the matrix units' work; the rest is memory traffic.
-KINDS = (('convolution', re.compile(r'conv(?!ert)|cudnn', re.I)),
-         ('matrix product', re.compile(r'gemm|dot|matmul|cublas|wgmma', re.I)),
+# First match wins, on a kernel's name and its XLA operation together: cuDNN's layout transposes around a
+# convolution, convolutions, the fused attention and matrix products are the matrix units' work or its overhead;
+# the rest is memory traffic (max-pooling's backward pass is a scatter, BatchNorm's statistics reductions).
+KINDS = (('layout transpose', re.compile(r'nchwToNhwc|nhwcToNchw|transpose', re.I)),
+         ('convolution', re.compile(r'conv(?!ert)|cudnn-conv|xmma_(fprop|dgrad|wgrad)', re.I)),
+         ('fused attention', re.compile(r'sdpa|flash|fmha', re.I)),
+         ('matrix product', re.compile(r'gemm|dot|matmul|cublas|nvjet|wgmma', re.I)),
+         ('scatter (pooling backward)', re.compile(r'scatter', re.I)),
          ('reduction', re.compile(r'reduce|softmax', re.I)),
-         ('layout copy', re.compile(r'transpose|copy|memcpy|memset', re.I)),
+         ('copy', re.compile(r'copy|memcpy|memset', re.I)),
          ('other fusion', re.compile(r'fusion|loop|elementwise', re.I)))
 
 
 def kind_of(name: str) -> str:
-  """The kind of one operation or kernel, from its name."""
+  """The kind of one kernel or operation, from its name (and its XLA operation's, joined by a space)."""
   return next((kind for kind, pattern in KINDS if pattern.search(name)), 'other')
 
 
-def _events(data) -> Tuple[List[Tuple[float, float, str]], str]:
-  """(start_ns, duration_ns, name) of every device kernel (GPU/TPU planes), else of every XLA op on the host."""
+def _events(data) -> Tuple[List[Tuple[float, float, str, str]], str]:
+  """(start_ns, duration_ns, name, XLA op) of every device kernel (GPU/TPU planes), else of every XLA op on the
+  host. A GPU kernel is named by itself: its XLA op is often a whole command buffer (a CUDA graph)."""
   device = [p for p in data.planes if p.name.startswith('/device:') and not p.name.endswith('CUSTOM')]
   events = []
   for plane in device:
     for line in plane.lines:
       for e in line.events:
-        stats = dict(e.stats)
-        events.append((e.start_ns, e.duration_ns, str(stats.get('hlo_op') or e.name)))
+        events.append((e.start_ns, e.duration_ns, e.name, str(dict(e.stats).get('hlo_op', ''))))
   if events:
     return events, 'device'
   for plane in data.planes:
@@ -55,7 +60,7 @@ def _events(data) -> Tuple[List[Tuple[float, float, str]], str]:
       for e in line.events:
         op = dict(e.stats).get('hlo_op')
         if op:
-          events.append((e.start_ns, e.duration_ns, str(op)))
+          events.append((e.start_ns, e.duration_ns, str(op), str(op)))
   return events, 'host'
 
 
@@ -73,19 +78,21 @@ def summarize(path: str, steps: int, top: int = 15) -> Dict:
   events, where = _events(jax.profiler.ProfileData.from_file(path))
   if not events:
     return {'status': 'empty', 'reason': 'the trace holds no device kernels and no XLA operations'}
-  span_ns = max(s + d for s, d, _ in events) - min(s for s, _, _ in events)
-  busy_ns = _union_ns((s, s + d) for s, d, _ in events)
-  by_op, by_kind = collections.Counter(), collections.Counter()
-  for _, duration, name in events:
+  span_ns = max(s + d for s, d, _, _ in events) - min(s for s, _, _, _ in events)
+  busy_ns = _union_ns((s, s + d) for s, d, _, _ in events)
+  by_op, by_kind, calls, kinds = collections.Counter(), collections.Counter(), collections.Counter(), {}
+  for _, duration, name, op in events:
+    kinds.setdefault(name, kind_of(f'{name} {op}'))
     by_op[name] += duration
-    by_kind[kind_of(name)] += duration
+    calls[name] += 1
+    by_kind[kinds[name]] += duration
   total = sum(by_kind.values())
   return {'status': 'ok', 'where': where, 'steps': steps, 'kernels_per_step': len(events) / steps,
           'span_ms_per_step': span_ns / steps / 1e6, 'busy_ms_per_step': busy_ns / steps / 1e6,
           'busy_fraction': busy_ns / span_ns if span_ns else None,
           'by_kind': {k: {'ms_per_step': v / steps / 1e6, 'share': v / total} for k, v in by_kind.most_common()},
-          'top_ops': [{'op': k, 'kind': kind_of(k), 'ms_per_step': v / steps / 1e6, 'share': v / total}
-                      for k, v in by_op.most_common(top)]}
+          'top_ops': [{'op': k, 'kind': kinds[k], 'calls_per_step': calls[k] / steps, 'ms_per_step': v / steps / 1e6,
+                       'share': v / total} for k, v in by_op.most_common(top)]}
 
 
 def trace_steps(step, state, batch, steps: int, trace_dir: str) -> Tuple[object, str]:
@@ -109,9 +116,9 @@ def to_markdown(summary: Dict) -> List[str]:
            f"{summary['span_ms_per_step']:.2f} ms ({100 * summary['busy_fraction']:.0f} %).", '',
            '| kind | ms/step | share of kernel time |', '|---|---|---|']
   lines += [f"| {k} | {v['ms_per_step']:.2f} | {100 * v['share']:.0f} % |" for k, v in summary['by_kind'].items()]
-  lines += ['', '| operation | kind | ms/step | share |', '|---|---|---|---|']
-  lines += [f"| `{o['op'][:60]}` | {o['kind']} | {o['ms_per_step']:.3f} | {100 * o['share']:.1f} % |"
-            for o in summary['top_ops']]
+  lines += ['', '| kernel or operation | kind | calls/step | ms/step | share |', '|---|---|---|---|---|']
+  lines += [f"| `{o['op'][:70]}` | {o['kind']} | {o.get('calls_per_step', 0):.0f} | {o['ms_per_step']:.3f} | "
+            f"{100 * o['share']:.1f} % |" for o in summary['top_ops']]
   return lines
 
 
