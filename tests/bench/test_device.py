@@ -68,6 +68,10 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
     assert {i for i, r in rows.items() if r['status'] != 'ok'} == ({'cudnn'} if pairwise != 'dot_product' else set())
     assert all(r['fwd_ms'] > 0 and r['fwd_bwd_ms'] > 0 and r['temp_mib'] >= 0 for r in rows.values()
                if r['status'] == 'ok')
+  profile = payload['profile']
+  assert profile['status'] == 'ok' and (tiny_run['out'] / profile['trace']).is_file()
+  assert sum(v['share'] for v in profile['by_kind'].values()) == pytest.approx(1.0)
+  assert 0 < profile['busy_ms_per_step'] <= profile['span_ms_per_step']
   markdown = (tiny_run['out'] / 'device.md').read_text()
   assert 'Matrix multiply (256²)' in markdown and '| c2d_nl (tiny: configs/test.py) | bfloat16 | auto |' in markdown
   assert 'input pipeline: skipped' in markdown and 'cudnn | refused' in markdown
