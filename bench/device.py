@@ -64,11 +64,17 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # 5 NL at >= 30 % of the bf16 matmul rate), the bf16 blocks (the 'auto' table and cuDNN), the same network with
 # the cuDNN attention, the other bf16 networks, then float32 (what bf16 buys in a step, then in the block).
 # ('train', network, dtype, block implementation) is one train step (at the config's batch of 8, or the batch
-# given after it: does a larger one fill the device better?); ('profile', network, dtype, block implementation)
-# a profiler trace of that step; ('block', dtype, pairwise) the block at every shape.
+# given after it: does a larger one fill the device better?) and with the model's convolutions ('native' N-D ones
+# on accelerators by default, or 'folded': 2D convolutions over the frames; the H200 profile showed cuDNN
+# converting every native 3D convolution between NCDHW and NDHWC); ('profile', network, dtype, block
+# implementation[, batch, convolutions]) a profiler trace of that step; ('block', dtype, pairwise) the block at
+# every shape.
 _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
                ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', 32), ('profile', 'c2d_nl', 'bfloat16', 'auto'),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'folded'),
+               ('profile', 'c2d_nl', 'bfloat16', 'auto', None, 'folded'),
+               ('train', 'i3d_nl', 'bfloat16', 'auto', None, 'folded'),
                ('train', 'c2d', 'bfloat16', 'auto'), ('train', 'i3d_nl', 'bfloat16', 'auto'),
                ('train', 'c2d_nl', 'float32', 'auto'), ('train', 'c2d', 'float32', 'auto'),
                ('train', 'i3d_nl', 'float32', 'auto'),
@@ -136,7 +142,7 @@ def _hlo_cost(compiled):
   return cost.get('flops'), cost.get('bytes accessed')
 
 
-def network_config(key, dtype, tiny, implementation='auto', batch=None):
+def network_config(key, dtype, tiny, implementation='auto', batch=None, conv=None):
   """The fake-data config of one network: configs/benchmark.py's (8×224², batch 8), or configs/test.py's tiny one;
   its non-local blocks computed by ``implementation``, at ``batch`` clips if given."""
   _, _, arg, (test_arg, temporal) = next(n for n in NETWORKS if n[0] == key)
@@ -149,12 +155,14 @@ def network_config(key, dtype, tiny, implementation='auto', batch=None):
   config.model.nonlocal_block.implementation = implementation
   if batch:
     config.data.global_batch_size = config.train.base_batch_size = batch
+  if conv:
+    config.model.conv_implementation = conv
   return config
 
 
-def _compiled_step(key, dtype, implementation, batch, tiny):
+def _compiled_step(key, dtype, implementation, batch, conv, tiny):
   """(config, trainer, compiled step, state, fake batch on the devices, compile seconds, fallback lines)."""
-  config = network_config(key, dtype, tiny, implementation, batch)
+  config = network_config(key, dtype, tiny, implementation, batch, conv)
   mesh = parallel.make_mesh()
   trainer = Trainer(config, mesh)
   d = config.data
@@ -167,11 +175,11 @@ def _compiled_step(key, dtype, implementation, batch, tiny):
   return config, trainer, compiled, state, clips, time.perf_counter() - start, fallbacks
 
 
-def train_piece(key, dtype, implementation, batch, steps, tiny):
+def train_piece(key, dtype, implementation, batch, conv, steps, tiny):
   """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices, and
   XLA's count of the step's flops and memory traffic (what bounds it: the matrix units or the memory)."""
   config, trainer, compiled, state, batch, compile_s, fallbacks = _compiled_step(key, dtype, implementation, batch,
-                                                                                 tiny)
+                                                                                 conv, tiny)
   d = config.data
   state, metrics = compiled(state, batch)  # Warm-up; the state is donated, so it is threaded through.
   jax.block_until_ready(metrics)
@@ -185,7 +193,7 @@ def train_piece(key, dtype, implementation, batch, steps, tiny):
   return dict(hlo_tflops=hlo_flops / step_s / 1e12 if hlo_flops else None,
               hlo_gb_per_s=hlo_bytes / step_s / 1e9 if hlo_bytes else None,
               hlo_gb_per_step=hlo_bytes / 1e9 if hlo_bytes else None,
-              network=key, dtype=dtype, attention=implementation,
+              network=key, dtype=dtype, attention=implementation, convs=config.model.conv_implementation,
               input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²',
               batch=d.global_batch_size, compile_s=compile_s, step_ms=1e3 * step_s,
               clips_per_s=d.global_batch_size / step_s, gmacs_per_clip=macs / 1e9,
@@ -239,16 +247,16 @@ def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
   return rows, entry
 
 
-def profile_piece(key, dtype, implementation, steps, tiny, out_dir):
+def profile_piece(key, dtype, implementation, conv, steps, tiny, out_dir):
   """A profiler trace of ``steps`` train steps (after a warm-up), summarised by ``bench.device_profile``; the trace
   is kept as ``<out_dir>/profile.xplane.pb``."""
-  _, _, compiled, state, batch, _, _ = _compiled_step(key, dtype, implementation, None, tiny)
+  _, _, compiled, state, batch, _, _ = _compiled_step(key, dtype, implementation, None, conv, tiny)
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   trace_dir = os.path.join(out_dir, 'trace')
   shutil.rmtree(trace_dir, ignore_errors=True)
   _, path = device_profile.trace_steps(compiled, state, batch, steps, trace_dir)
-  kept = os.path.join(out_dir, 'profile.xplane.pb')
+  kept = os.path.join(out_dir, f"profile{'_' + conv if conv else ''}.xplane.pb")
   shutil.move(path, kept)
   shutil.rmtree(trace_dir, ignore_errors=True)
   return dict(device_profile.summarize(kept, steps), network=key, dtype=dtype, attention=implementation,
@@ -299,16 +307,18 @@ def to_markdown(p):
   table = []
   for r in p.get('train', []):
     if r['status'] != 'ok':
-      table.append([label(r['network']), r['dtype'], r['attention'], r['status'], r.get('error') or r.get('reason'),
-                    '', '', '', '', '', ''])
+      table.append([label(r['network']), r['dtype'], r['attention'], r.get('convs', 'auto'), r['status'],
+                    r.get('error') or r.get('reason'), '', '', '', '', '', ''])
       continue
     fraction = f"{100 * r['train_tflops'] * 1e12 / 2 / rate:.0f} %" if rate else '-'
     memory = (f"{_f(r.get('hlo_gb_per_step'), 2)} GB, {100 * r['hlo_gb_per_s'] / copy:.0f} %"
               if r.get('hlo_gb_per_s') and copy else '-')
-    table.append([label(r['network']), r['dtype'], r['attention'], r['input'], f"{r['clips_per_s']:.1f}",
+    table.append([label(r['network']), r['dtype'], r['attention'], r.get('convs', 'auto'), r['input'],
+                  f"{r['clips_per_s']:.1f}",
                   f"{r['step_ms']:.1f}", f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction,
                   memory, _f(r['temp_mib'], 0)])
-  lines.append(common.markdown_table(['network', 'dtype', 'attention', 'input', 'clips/s', 'ms/step', 'compile s',
+  lines.append(common.markdown_table(['network', 'dtype', 'attention', 'convolutions', 'input', 'clips/s', 'ms/step',
+                                      'compile s',
                                       'TFLOP/s', 'of bf16 matmul', 'XLA traffic/step, of copy rate', 'temp MiB'],
                                      table))
   lines += ['', "XLA traffic: the bytes the compiled step's own fusions read and write (`cost_analysis`; cuDNN's "
@@ -323,10 +333,11 @@ def to_markdown(p):
   for r in p.get('train', []):
     for line in r.get('fallbacks', ()):
       lines.append(f"- {label(r['network'])}, {r['dtype']}, {r['attention']}: {line}")
-  if p.get('profile'):
-    r = p['profile']
-    lines += ['', f"Where the time goes: {label(r.get('network', 'c2d_nl'))}, {r.get('dtype')}, batch of the "
-              f"first row (`python -m bench.device_profile {r.get('trace', '')} --steps={r.get('steps')}`):", '']
+  for key in sorted(k for k in p if k.startswith('profile') and p[k]):
+    r = p[key]
+    conv = f", {key[len('profile_'):]} convolutions" if key != 'profile' else ''
+    lines += ['', f"Where the time goes: {label(r.get('network', 'c2d_nl'))}, {r.get('dtype')}{conv}, 8 clips "
+              f"(`python -m bench.device_profile {r.get('trace', '')} --steps={r.get('steps')}`):", '']
     lines += device_profile.to_markdown(r)
   lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
             f"{p['repeats']}; temp: the compiled forward+backward's temporary memory; device peak: the device's "
@@ -350,9 +361,9 @@ def to_markdown(p):
 
 def _piece_name(kind, key_or_dtype, *rest):
   """A train or profile piece's name: 'train c2d_nl bfloat16 auto' (+ ' batch 32')."""
-  implementation_batch = (*rest, None)[:3]
-  dtype, implementation, batch = implementation_batch
-  return f'{kind} {key_or_dtype} {dtype} {implementation}' + (f' batch {batch}' if batch else '')
+  dtype, implementation, batch, conv = (*rest, None, None)[:4]
+  return (f'{kind} {key_or_dtype} {dtype} {implementation}' + (f' batch {batch}' if batch else '') +
+          (f' conv {conv}' if conv else ''))
 
 
 class _Run:
@@ -379,7 +390,7 @@ class _Run:
     finished = {name for name, r in previous['pieces'].items() if r['status'] == 'ok'}
     names = [_piece_name(kind, *what) for kind, *what in plan if kind == 'train']
     done = {name: None for name in finished}
-    for name, row in zip(names, previous['train']):
+    for name, row in zip(names, previous['train']):  # Rows name their piece; the zip serves older files.
       done.update({row.get('piece', name): row} if row.get('piece', name) in finished else {})
     keep = lambda r: f"block {r['shape']} {r['dtype']} {r['pairwise']}" in finished
     p = self.payload
@@ -387,7 +398,7 @@ class _Run:
     p['block'] = [r for r in previous['block'] if keep(r)]
     p['auto_entries'] = previous['auto_entries']
     p['matmul'] = previous.get('matmul', {})
-    p['profile'] = previous.get('profile', {}) if previous.get('profile', {}).get('status') == 'ok' else {}
+    p.update({k: v for k, v in previous.items() if k.startswith('profile') and v.get('status') == 'ok'})
     p['earlier_runs'] = previous.get('earlier_runs', []) + [dict(
         date=previous['machine']['date'], jax=previous['machine']['jax'], seconds=previous['seconds'])]
     print(f'--resume: keeping {len(finished)} finished pieces of {path}', flush=True)
@@ -469,14 +480,16 @@ def main(argv=None):
       if name in done:
         train_rows[name] = done[name]
         continue
-      key, dtype, implementation, batch = (*what, None)[:4]
+      key, dtype, implementation, batch, conv = (*what, None, None)[:5]
       if kind == 'profile':
-        row = run.piece(name, profile_piece, key, dtype, implementation, sizes['profile_steps'], args.tiny, run.dir)
-        run.payload['profile'] = row or dict(run.payload['pieces'][name])
+        row = run.piece(name, profile_piece, key, dtype, implementation, conv, sizes['profile_steps'], args.tiny,
+                        run.dir)
+        run.payload['profile' + (f'_{conv}' if conv else '')] = row or dict(run.payload['pieces'][name])
         continue
-      row = run.piece(name, train_piece, key, dtype, implementation, batch, sizes['train_steps'], args.tiny)
+      row = run.piece(name, train_piece, key, dtype, implementation, batch, conv, sizes['train_steps'], args.tiny)
       train_rows[name] = dict(row, status='ok', piece=name) if row else dict(
-          run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation, piece=name)
+          run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation, convs=conv or 'auto',
+          piece=name)
       run.payload['train'] = list(train_rows.values())
       run.save()
       continue
