@@ -27,8 +27,7 @@ The optional argument names a variant, as comma-separated key=value pairs:
     pairwise   gaussian | embedded_gaussian | dot_product | concatenation
     positions  spacetime | space | time (time-only blocks do not subsample: they attend over 4 frames)
     block      nonlocal | gc | apnb | cc | cgnl | a2: the block placed where `blocks` says (README "Non-local
-               family"), with
-               its own defaults; pairwise and positions are options of the non-local block only
+               family"), with its own defaults; pairwise and positions are options of the non-local block only
     frames     32x2 | 8x8: the official models' stem and the clip sampling (32 frames every 2nd, or 8 every 8th)
 """
 
