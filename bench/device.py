@@ -84,7 +84,7 @@ FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5, block_shapes={k: block_
 # Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
 TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
             plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4), ('block', 'bfloat16', 'embedded_gaussian'),
-                  ('block', 'float32', 'dot_product'), ('profile', 'c2d_nl', 'bfloat16', 'auto')])
+                  ('block', 'float32', 'dot_product'), ('profile', 'c2d_nl', 'bfloat16', 'auto', 4)])
 _LABELS = {key: label for key, label, *_ in NETWORKS}
 MIB = 2.0**20
 
@@ -247,10 +247,10 @@ def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
   return rows, entry
 
 
-def profile_piece(key, dtype, implementation, conv, steps, tiny, out_dir):
+def profile_piece(key, dtype, implementation, batch, conv, steps, tiny, out_dir):
   """A profiler trace of ``steps`` train steps (after a warm-up), summarised by ``bench.device_profile``; the trace
   is kept as ``<out_dir>/profile.xplane.pb``."""
-  _, _, compiled, state, batch, _, _ = _compiled_step(key, dtype, implementation, None, conv, tiny)
+  config, _, compiled, state, batch, _, _ = _compiled_step(key, dtype, implementation, batch, conv, tiny)
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   trace_dir = os.path.join(out_dir, 'trace')
@@ -260,6 +260,7 @@ def profile_piece(key, dtype, implementation, conv, steps, tiny, out_dir):
   shutil.move(path, kept)
   shutil.rmtree(trace_dir, ignore_errors=True)
   return dict(device_profile.summarize(kept, steps), network=key, dtype=dtype, attention=implementation,
+              batch=config.data.global_batch_size,
               trace=os.path.basename(kept))
 
 
@@ -336,7 +337,7 @@ def to_markdown(p):
   for key in sorted(k for k in p if k.startswith('profile') and p[k]):
     r = p[key]
     conv = f", {key[len('profile_'):]} convolutions" if key != 'profile' else ''
-    lines += ['', f"Where the time goes: {label(r.get('network', 'c2d_nl'))}, {r.get('dtype')}{conv}, 8 clips "
+    lines += ['', f"Where the time goes: {label(r.get('network', 'c2d_nl'))}, {r.get('dtype')}{conv}, {r.get('batch', 8)} clips "
               f"(`python -m bench.device_profile {r.get('trace', '')} --steps={r.get('steps')}`):", '']
     lines += device_profile.to_markdown(r)
   lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
@@ -482,8 +483,8 @@ def main(argv=None):
         continue
       key, dtype, implementation, batch, conv = (*what, None, None)[:5]
       if kind == 'profile':
-        row = run.piece(name, profile_piece, key, dtype, implementation, conv, sizes['profile_steps'], args.tiny,
-                        run.dir)
+        row = run.piece(name, profile_piece, key, dtype, implementation, batch, conv, sizes['profile_steps'],
+                        args.tiny, run.dir)
         run.payload['profile' + (f'_{conv}' if conv else '')] = row or dict(run.payload['pieces'][name])
         continue
       row = run.piece(name, train_piece, key, dtype, implementation, batch, conv, sizes['train_steps'], args.tiny)
