@@ -45,6 +45,7 @@ import numpy as np
 
 from bench import common
 from bench import device_profile
+from bench import device_report
 from bench import models as models_bench
 from bench import nonlocal_block as block_bench
 from nonlocal_jax import config_files
@@ -282,84 +283,6 @@ def pipeline_piece(out_dir, seconds_left, tiny):
   return {'status': 'ok', 'results': os.path.join(out_dir, 'input_pipeline.md')}
 
 
-def _f(value, digits=1):
-  return '-' if value is None else f'{value:.{digits}f}'
-
-
-def to_markdown(p):
-  """The payload as markdown: machine, matmul rates, train steps, block table, the auto table, the pipeline."""
-  lines = [f"Measured by `python -m bench.device{' --tiny' if p['tiny'] else ''}` in {p['seconds']:.0f} s on "
-           f"{common.machine_line(p['machine'])}.", '']
-  for r in p.get('earlier_runs', ()):
-    lines.append(f"Resumed (`--resume`): the pieces finished by a run of {r['seconds']:.0f} s on {r['date']} "
-                 f"(jax {r['jax']}) are kept, the matrix-multiply and copy rates among them.")
-  m = p.get('matmul', {})
-  if m.get('status') == 'ok':
-    lines.append(f"Matrix multiply ({m['n']}²): bfloat16 {m['bfloat16_tflops']:.1f} TFLOP/s, float32 "
-                 f"{m['float32_tflops']:.1f} TFLOP/s. Memory (x + 1, bytes read and written): "
-                 f"{m['copy_gb_per_s']:.0f} GB/s.")
-  elif m:
-    lines.append(f"Matrix multiply: {m.get('status')} ({m.get('error') or m.get('reason')}).")
-  rate = m.get('bfloat16_macs_per_s')
-  label = lambda key: f'{key} (tiny: configs/test.py)' if p['tiny'] else _LABELS[key]
-  lines += ['', 'Train step on fake data (`Trainer.train_step`, one batch on the device, state donated); TFLOP/s '
-            'counts 3× the forward multiply-adds of `nonlocal_jax.models.summary`:', '']
-  copy = m.get('copy_gb_per_s')
-  table = []
-  for r in p.get('train', []):
-    if r['status'] != 'ok':
-      table.append([label(r['network']), r['dtype'], r['attention'], r.get('convs', 'auto'), r['status'],
-                    r.get('error') or r.get('reason'), '', '', '', '', '', ''])
-      continue
-    fraction = f"{100 * r['train_tflops'] * 1e12 / 2 / rate:.0f} %" if rate else '-'
-    memory = (f"{_f(r.get('hlo_gb_per_step'), 2)} GB, {100 * r['hlo_gb_per_s'] / copy:.0f} %"
-              if r.get('hlo_gb_per_s') and copy else '-')
-    table.append([label(r['network']), r['dtype'], r['attention'], r.get('convs', 'auto'), r['input'],
-                  f"{r['clips_per_s']:.1f}",
-                  f"{r['step_ms']:.1f}", f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction,
-                  memory, _f(r['temp_mib'], 0)])
-  lines.append(common.markdown_table(['network', 'dtype', 'attention', 'convolutions', 'input', 'clips/s', 'ms/step',
-                                      'compile s',
-                                      'TFLOP/s', 'of bf16 matmul', 'XLA traffic/step, of copy rate', 'temp MiB'],
-                                     table))
-  lines += ['', "XLA traffic: the bytes the compiled step's own fusions read and write (`cost_analysis`; cuDNN's "
-            "convolutions and attention are custom calls it does not count, so this is a floor) at the measured step "
-            'time, against the copy rate above; the JSON also keeps its flop count (`hlo_tflops`), which leaves '
-            'the same custom calls out.']
-  headline = next((r for r in p.get('train', []) if r['status'] == 'ok' and (r['network'], r['dtype'], r['attention'])
-                   == ('c2d_nl', 'bfloat16', 'auto') and r['batch'] == 8), None)
-  if headline and rate and not p['tiny']:
-    lines += ['', f"The issue's goal: R50 C2D + 5 NL in bf16 at >= 30 % of the bf16 matmul rate; reached "
-              f"{100 * headline['train_tflops'] * 1e12 / 2 / rate:.0f} % ({headline['clips_per_s']:.0f} clips/s)."]
-  for r in p.get('train', []):
-    for line in r.get('fallbacks', ()):
-      lines.append(f"- {label(r['network'])}, {r['dtype']}, {r['attention']}: {line}")
-  for key in sorted(k for k in p if k.startswith('profile') and p[k]):
-    r = p[key]
-    conv = f", {key[len('profile_'):]} convolutions" if key != 'profile' else ''
-    lines += ['', f"Where the time goes: {label(r.get('network', 'c2d_nl'))}, {r.get('dtype')}{conv}, {r.get('batch', 8)} clips "
-              f"(`python -m bench.device_profile {r.get('trace', '')} --steps={r.get('steps')}`):", '']
-    lines += device_profile.to_markdown(r)
-  lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
-            f"{p['repeats']}; temp: the compiled forward+backward's temporary memory; device peak: the device's "
-            'high-water mark after the path first ran (GPU only; it cannot be reset between programs):', '']
-  table = [[r['thwc'], r['batch'], r['dtype'], r['pairwise'], r['implementation'],
-            _f(r.get('fwd_ms'), 2) if r['status'] == 'ok' else r['status'], _f(r.get('fwd_bwd_ms'), 2),
-            _f(r.get('temp_mib')), _f(r.get('device_peak_mib'), 0), r.get('error', '')] for r in p.get('block', [])]
-  lines.append(common.markdown_table(['T×H×W×C', 'batch', 'dtype', 'pairwise', 'implementation', 'fwd ms',
-                                      'fwd+bwd ms', 'temp MiB', 'device peak MiB', 'note'], table))
-  lines += ['', f"Table for implementation='auto' ({len(p.get('auto_entries', []))} cases, fastest first): "
-            f"`{p.get('table_path')}`.", '']
-  for piece, result in p.get('pieces', {}).items():
-    if result.get('status') != 'ok':
-      lines.append(f"- {piece}: {result['status']} ({result.get('error') or result.get('reason')})")
-  pipeline = p.get('pipeline', {})
-  if pipeline:
-    lines.append(f"- input pipeline: {pipeline['status']} "
-                 f"({pipeline.get('reason') or pipeline.get('error') or pipeline.get('results')})")
-  return '\n'.join(lines)
-
-
 def _piece_name(kind, key_or_dtype, *rest):
   """A train or profile piece's name: 'train c2d_nl bfloat16 auto' (+ ' batch 32')."""
   dtype, implementation, batch, conv = (*rest, None, None)[:4]
@@ -429,7 +352,8 @@ class _Run:
     """Rewrites device.json and device.md, and the 'auto' table into ``table`` when given; copies what is written
     to --also_to each time, so that a run stopped from outside still leaves its finished pieces there."""
     self.payload['seconds'] = time.perf_counter() - self.start
-    common.write_results('device', self.payload, to_markdown(self.payload), self.dir, echo=False)
+    common.write_results('device', self.payload, device_report.to_markdown(self.payload, _LABELS), self.dir,
+                         echo=False)
     if table and self.payload['auto_entries']:
       os.makedirs(os.path.dirname(table), exist_ok=True)
       machine = self.payload['machine']
@@ -507,7 +431,7 @@ def main(argv=None):
         run.save(table)
   run.payload['pipeline'] = pipeline_piece(run.dir, run.left(), args.tiny)
   run.save()
-  print(to_markdown(run.payload), flush=True)
+  print(device_report.to_markdown(run.payload, _LABELS), flush=True)
   return run.payload
 
 
