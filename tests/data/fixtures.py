@@ -74,9 +74,12 @@ def make_kinetics_folder(root: str) -> tuple[str, str]:
   return videos, annotations
 
 
-# A tiny Charades copy: 5 classes; (id, split, frames, source fps, actions field); frames 48×64.
+# A tiny Charades copy: 10 classes (the class count of the multi-label training tests, whose compiled steps a run on
+# it reuses); (id, split, frames, source fps, actions field); frames 48×64.
 CHARADES_CLASSES = ['c000 Holding some clothes', 'c001 Putting clothes somewhere', 'c002 Taking some clothes',
-                    'c003 Throwing clothes somewhere', 'c004 Tidying some clothes']
+                    'c003 Throwing clothes somewhere', 'c004 Tidying some clothes', 'c005 Washing some clothes',
+                    'c006 Closing a door', 'c007 Fixing a door', 'c008 Opening a door', 'c009 Putting something on a '
+                    'table']
 CHARADES_VIDEOS = [
     ('AAAAA', 'train', 40, 20, 'c001 0.00 0.50;c003 1.20 1.60;c002 5.00 6.00'),  # c002 after the video's end.
     ('BBBBB', 'train', 30, 60, 'c000 0.10 0.20'),  # 60 fps: stored at 30 fps, 15 frames.

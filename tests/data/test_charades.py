@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -54,7 +55,7 @@ def _video_id(reader, index):
 
 def test_each_video_is_stored_with_its_rate_actions_and_classes(charades):
   features = builders.dataset_features(builders.prepared_builder(_config(charades)))
-  assert features.multi_label and features.num_classes == 5 and features.actions_key == 'actions'
+  assert features.multi_label and features.num_classes == 10 and features.actions_key == 'actions'
   assert features.label_names == tuple(fixtures.CHARADES_CLASSES)
   for split in ('train', 'test'):
     reader = _reader(charades, split)
@@ -112,7 +113,7 @@ def _frame_indices(view, video):
 def _per_frame_label(video, indices):
   """PySlowFast's formulation, independently: the union of the per-frame labels (the actions in progress at frame
   f, f / fps in [start, end]) of every stored frame from a run's first index to its last."""
-  label = np.zeros(5, np.float32)
+  label = np.zeros(10, np.float32)
   runs = np.split(indices, np.flatnonzero(np.diff(indices) < 0) + 1)
   for run in runs:
     for f in range(run[0], run[-1] + 1):
@@ -160,7 +161,7 @@ def test_the_same_seed_gives_the_same_batches(charades):
   for x, y in zip(a, b):
     assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
   assert any(not np.array_equal(x['clips'], y['clips']) for x, y in zip(a, other))
-  assert a[0]['label'].shape == (2, 5) and a[0]['label'].dtype == np.float32
+  assert a[0]['label'].shape == (2, 10) and a[0]['label'].dtype == np.float32
 
 
 def _prepared_marker(data_dir):
@@ -204,10 +205,25 @@ def test_a_bad_videos_folder_is_one_sentence(charades, tmp_path, capsys):
   assert 'pass --videos=DIR' in errors[0] and not os.path.exists(tmp_path / 'tfds')
 
 
-def test_a_tiny_run_trains_on_clip_labels_and_tests_by_map(charades, tmp_path):
+@pytest.fixture
+def compilation_cache(tmp_path_factory):
+  """The persistent compilation cache of tests/training (its conftest): the tiny run's steps are the multi-label
+  training test's (configs/test.py, 10 classes, 2 steps), compiled once for both."""
+  path = str(tmp_path_factory.getbasetemp().parent / 'jax_compilation_cache')
+  os.makedirs(path, exist_ok=True)
+  before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  yield path
+  jax.config.update('jax_compilation_cache_dir', before[0])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', before[1])
+
+
+def test_a_tiny_run_trains_on_clip_labels_and_tests_by_map(charades, tmp_path, compilation_cache):
+  del compilation_cache
   from tests.training import helpers  # pylint: disable=g-import-not-at-top
-  config = helpers.load_config(**{'data.name': 'charades', 'model.num_classes': 5, 'train.num_steps': 2,
-                                  'train.checkpoint_every_steps': 2, 'data.train_split': 'train'})
+  config = helpers.load_config(**{'data.name': 'charades', 'model.num_classes': 10, 'train.num_steps': 2,
+                                  'train.checkpoint_every_steps': 2})
   config.data.data_dir = charades['data_dir']
   training.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / 'eval' / 'test_step2_metrics.json') as f:
@@ -215,5 +231,5 @@ def test_a_tiny_run_trains_on_clip_labels_and_tests_by_map(charades, tmp_path):
   result = evaluation.load_results(str(tmp_path / 'eval'), 'test_step2')
   # The 2 test videos (classes {1, 4} and {2}), 2 clips × 1 crop each, pooled by max; mAP over their 3 classes.
   assert result.view_pooling == 'max' and result.video_num_views.tolist() == [2, 2]
-  assert sorted(map(tuple, result.video_labels)) == [(0, 0, 1, 0, 0), (0, 1, 0, 0, 1)]
+  assert sorted(map(tuple, result.video_labels)) == [(0, 0, 1) + (0,) * 7, (0, 1, 0, 0, 1) + (0,) * 5]
   assert metrics['map_videos'] == 2 and metrics['map_classes'] == 3 and 0 < metrics['video_map'] <= 1
