@@ -1,11 +1,12 @@
 r"""Non-local networks fine-tuned on Charades (Wang et al. 2018, Table 4; docs/paper.md §4): 157 action classes,
 multi-label, scored by mean average precision.
 
-Default: NL I3D ResNet-101 with 5 non-local blocks, the paper's Table 4 model (37.5 mAP on Charades_v1_test, "val" in
-the paper; I3D without blocks, ``blocks=none``: 35.5), with the paper's fine-tuning recipe: start from a 128-frame
-Kinetics model, 1 clip per GPU (a global batch of 8 on 8 GPUs), 200k steps, learning rate 0.00125 divided by 10 every
-75k steps (at 75k and 150k), the 224 crop window of the usual scale jitter rescaled to 288×288 for the network, per-class
-sigmoid outputs (chosen from the dataset: its labels are multi-hot), tested at a single scale of 320.
+Default: NL I3D ResNet-101 with 5 non-local blocks, the paper's Table 4 model (37.5 mAP on Charades_v1_test, "val"
+in the paper; I3D without blocks, ``blocks=none``: 35.5), with the paper's fine-tuning recipe: start from a
+128-frame Kinetics model, 1 clip per GPU (a global batch of 8 on 8 GPUs), 200k steps, learning rate 0.00125 divided
+by 10 every 75k steps (at 75k and 150k), the 224 crop window of the usual scale jitter rescaled to 288×288 for the
+network, per-class sigmoid outputs (chosen from the dataset: its labels are multi-hot), tested at a single scale of
+320.
 
     python -m nonlocal_jax.data.prepare charades --videos=DIR --annotations=DIR --data_dir=DIR
     python main.py --config=configs/charades_nl.py --workdir=/tmp/charades_nl \

@@ -81,3 +81,10 @@ def test_init_checkpoint_with_another_number_of_classes_replaces_only_the_classi
   for k, v in now.items():
     # The classifier keeps its fresh initialisation; every other parameter is the checkpoint's.
     np.testing.assert_array_equal(v, before[k] if k in other else loaded[k], err_msg=k)
+
+
+def test_a_crop_window_larger_than_the_smallest_scale_is_one_sentence():
+  config = load_config('charades_nl', **{'data.train_crop_window': 257})
+  with pytest.raises(training.ConfigError, match=r'^config.data.train_crop_window must be at most '
+                                                 r'train_short_side_min: fix it in the config.$'):
+    checks.check_config(config)

@@ -1,9 +1,10 @@
 """Datasets by name: the TFDS builder of a name, whether it is prepared, and what its examples hold.
 
 Any TFDS dataset works by name: video datasets (the first ``tfds.features.Video`` feature is the video: the local
-``kinetics400``/``600``/``700``, ``charades`` and ``synthetic_long_range/...`` builders of this package, ``ucf101``, ...) and
-image datasets (the first ``tfds.features.Image``: ``cifar10``, ``imagenet2012``, ``imagenette``, ...). Nothing
-here downloads or prepares a dataset (``nonlocal_jax.data.prepare`` does), and nothing here imports TensorFlow.
+``kinetics400``/``600``/``700``, ``charades`` and ``synthetic_long_range/...`` builders of this package,
+``ucf101``, ...) and image datasets (the first ``tfds.features.Image``: ``cifar10``, ``imagenet2012``,
+``imagenette``, ...). Nothing here downloads or prepares a dataset (``nonlocal_jax.data.prepare`` does), and nothing
+here imports TensorFlow.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from nonlocal_jax.data import _compat
 from nonlocal_jax.data import charades_annotations as annotations_lib
 from nonlocal_jax.data import local_videos
 
-NUM_CLASSES = 157  # Classes of the official release; a classes file with another count is used as it is, with a warning.
+NUM_CLASSES = 157  # Of the official release; a classes file with another count is used as it is, with a warning.
 ACTIONS_KEY = 'actions'  # The feature of action intervals (builders.DatasetFeatures.actions_key).
 _VIDEOS = 'the Charades videos ({id}.mp4, flat or in sub-folders)'
 

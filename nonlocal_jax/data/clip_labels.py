@@ -14,10 +14,10 @@ no Charades data loader. PySlowFast's Charades loader (the reference implementat
 results) labels a clip with the union of the per-frame labels of every frame from its first sampled frame to its
 last (``aggregate_labels`` over ``range(seq[0], seq[-1] + 1)``, not only the sampled frames), the per-frame labels
 of its frame lists being the actions in progress at each frame. That is this rule, computed from the intervals
-directly instead of from per-frame lists: an action that happens between two sampled frames (8×8 clips sample every 8th frame,
-0.27 s apart at 30 fps) is inside what the clip shows, so it is a positive. Labelling by the sampled frames alone
-would make such a clip a negative for it, and the clip's label would depend on the sampling stride. Test views are
-scored against the video's labels (all its actions), as the official evaluation does.
+directly instead of from per-frame lists: an action that happens between two sampled frames (8×8 clips sample
+every 8th frame, 0.27 s apart at 30 fps) is inside what the clip shows, so it is a positive. Labelling by the
+sampled frames alone would make such a clip a negative for it, and the clip's label would depend on the sampling
+stride. Test views are scored against the video's labels (all its actions), as the official evaluation does.
 
 Time base: frame i at i / fps assumes a constant rate from time 0, which the preparation stores (the source rate,
 or ``--max_fps`` with one frame per 1/max_fps slot).

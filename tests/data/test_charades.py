@@ -71,6 +71,8 @@ def test_each_video_is_stored_with_its_rate_actions_and_classes(charades):
                                  atol=1e-6)
       assert set(np.flatnonzero(example.label)) == VIDEO_CLASSES[video]  # The video-level multi-hot label.
     assert set(stored) == {v for v, s, *_ in fixtures.CHARADES_VIDEOS if s == split}
+    shards = [i.filename for i in builders.prepared_builder(_config(charades)).info.splits[split].file_instructions]
+    assert shards and all(os.path.isfile(records.index_path(s)) for s in shards)  # Offset index written at preparation.
 
 
 def test_missing_corrupt_and_empty_videos_are_skipped_and_reported(charades):
@@ -203,6 +205,9 @@ def test_a_bad_videos_folder_is_one_sentence(charades, tmp_path, capsys):
   status, errors = _errors(capsys, tmp_path / 'nope', charades['annotations'], tmp_path / 'tfds')
   assert status == 2 and len(errors) == 1 and f'No videos folder at {tmp_path / "nope"}' in errors[0]
   assert 'pass --videos=DIR' in errors[0] and not os.path.exists(tmp_path / 'tfds')
+  with pytest.raises(builders.DatasetNotPreparedError, match='python -m nonlocal_jax.data.prepare charades '
+                     f'--videos=DIR --annotations=DIR --data_dir={tmp_path}`'):
+    builders.check_prepared('charades', str(tmp_path))
 
 
 @pytest.fixture
