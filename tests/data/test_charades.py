@@ -14,6 +14,7 @@ import pytest
 from nonlocal_jax import evaluation
 from nonlocal_jax import training
 from nonlocal_jax.data import builders, clip_labels, eval_pipeline, examples, prepare, records, train_pipeline
+from nonlocal_jax.data import charades as charades_lib
 from tests.data import conftest
 from tests.data import fixtures
 
@@ -34,7 +35,7 @@ def charades(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('charades'))
   videos, annotations = fixtures.make_charades_folder(root)
   data_dir = os.path.join(root, 'tfds')
-  summary = prepare.prepare_charades(videos, annotations, data_dir, short_side=None, num_workers=2)
+  summary = prepare.prepare_charades(videos, annotations, data_dir, short_side=None, num_workers=2, keep_cache=True)
   return {'videos': videos, 'annotations': annotations, 'data_dir': data_dir, 'summary': summary}
 
 
@@ -83,6 +84,18 @@ def test_missing_corrupt_and_empty_videos_are_skipped_and_reported(charades):
     report = {row['video_id']: row['reason'] for row in csv.DictReader(f)}
   assert report == {fixtures.CHARADES_MISSING[0]: 'missing', fixtures.CHARADES_CORRUPT[0]: 'corrupt',
                     fixtures.CHARADES_EMPTY[0]: 'empty'}
+
+
+def test_an_interrupted_preparation_resumes_from_the_cache(charades, tmp_path):
+  # The fixture kept its cache; a run into another folder over the same cache decodes nothing again.
+  source = charades_lib.cache_dir(charades['data_dir'], None, 30.0)
+  target = charades_lib.cache_dir(str(tmp_path / 'tfds'), None, 30.0)
+  os.makedirs(os.path.dirname(target))
+  os.symlink(source, target)  # Stands in for the cache an interrupted run leaves behind.
+  summary = prepare.prepare_charades(charades['videos'], charades['annotations'], str(tmp_path / 'tfds'),
+                                     short_side=None, num_workers=1, keep_cache=True)
+  assert summary.from_cache == {'train': 4, 'test': 2} and summary.used == {'train': 4, 'test': 2}
+  assert 'taken from an interrupted run' in summary.message('charades')
 
 
 def test_clip_labels_of_hand_computed_spans():
