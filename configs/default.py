@@ -89,6 +89,10 @@ def data_config() -> ml_collections.ConfigDict:
   field('train_short_side_min', 256, integer(1))  # Lower end of the random scale (pixels).
   field('train_short_side_max', 320, integer(1))  # Upper end of the random scale (pixels), inclusive.
   field('crop_size', 224, integer(1))  # Training crop; also the centre crop of 'val' mode and of image evaluation.
+  # Side of the training crop cut from the scaled frame when it differs from the network's input: the device resizes
+  # it to crop_size (Charades: a 224 window rescaled to 288, configs/charades_nl.py). None: crop_size, no resize.
+  # (Checked at start-up too: train_crop_window ≤ train_short_side_min.)
+  field('train_crop_window', None, integer(1, optional=True))
   field('random_flip', True, flag())  # Random horizontal flip (off for the synthetic digits: mirrors differ).
   # Testing (mode='test'): test_num_clips clips evenly spaced in time x test_num_crops crops along the longer side.
   field('test_short_side', 256, integer(1))  # Shorter side before the test crops (and the 'val' centre crop).

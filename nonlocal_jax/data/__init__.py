@@ -1,7 +1,9 @@
 """Datasets and input pipelines: Kinetics from local videos, the long-range synthetic benchmark, tf.data over TFDS.
 
 Modules: ``kinetics`` (TFDS builder reading a local Kinetics copy), ``kinetics_annotations`` (its CSVs, read
-strictly), ``synthetic`` (the long-range digits benchmark), ``video_io`` (PyAV decoding), ``sampling`` (clip indices
+strictly), ``charades`` and ``charades_annotations`` (the same for Charades), ``local_videos`` (what those builders
+share), ``clip_labels`` (a Charades training clip's label from its actions), ``synthetic`` (the long-range digits
+benchmark), ``video_io`` (PyAV decoding), ``sampling`` (clip indices
 and crop positions), ``builders`` (datasets by name, whether they are prepared, their classes), ``layout`` (this
 process's share of batches and splits), ``normalization`` (the input normalisation's constants), ``transforms`` (the
 tf.data operations on frames), ``train_pipeline`` (the training stream), ``eval_pipeline`` (evaluation views),

@@ -1,9 +1,10 @@
 """Datasets by name: the TFDS builder of a name, whether it is prepared, and what its examples hold.
 
 Any TFDS dataset works by name: video datasets (the first ``tfds.features.Video`` feature is the video: the local
-``kinetics400``/``600``/``700`` and ``synthetic_long_range/...`` builders of this package, ``ucf101``, ...) and
-image datasets (the first ``tfds.features.Image``: ``cifar10``, ``imagenet2012``, ``imagenette``, ...). Nothing
-here downloads or prepares a dataset (``nonlocal_jax.data.prepare`` does), and nothing here imports TensorFlow.
+``kinetics400``/``600``/``700``, ``charades`` and ``synthetic_long_range/...`` builders of this package,
+``ucf101``, ...) and image datasets (the first ``tfds.features.Image``: ``cifar10``, ``imagenet2012``,
+``imagenette``, ...). Nothing here downloads or prepares a dataset (``nonlocal_jax.data.prepare`` does), and nothing
+here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, Optional
 import tensorflow_datasets as tfds
 
 from nonlocal_jax import paths
-# Importing the two modules registers their builders with TFDS under 'kinetics' and 'synthetic_long_range'.
+# Importing the three modules registers their builders with TFDS under 'kinetics', 'charades' and
+# 'synthetic_long_range'.
+from nonlocal_jax.data import charades  # pylint: disable=unused-import
 from nonlocal_jax.data import kinetics  # pylint: disable=unused-import
 from nonlocal_jax.data import synthetic as synthetic_lib
 
@@ -37,10 +40,11 @@ def prepare_command(name: str, data_dir: Optional[str]) -> str:
   """The shell command that prepares ``name`` in ``data_dir``."""
   where = data_dir or '~/tensorflow_datasets'
   full = resolve_name(name)
-  if full.startswith('kinetics/'):
-    command = f'python -m nonlocal_jax.data.prepare kinetics{full.split("/")[1]} --videos=DIR --annotations=DIR'
+  if full.startswith('kinetics/') or full == 'charades':
+    local = f'kinetics{full.split("/")[1]}' if full.startswith('kinetics/') else full
+    command = f'python -m nonlocal_jax.data.prepare {local} --videos=DIR --annotations=DIR'
     if paths.is_remote(where):
-      # Decoding needs the videos and a local cache, so Kinetics is prepared on a disk and then copied.
+      # Decoding needs the videos and a local cache, so local copies are prepared on a disk and then copied.
       return f'{command} --data_dir=LOCAL_DIR && gsutil -m rsync -r LOCAL_DIR {where}'
     return f'{command} --data_dir={where}'
   return f'python -m nonlocal_jax.data.prepare {name} --data_dir={where}'
@@ -118,6 +122,10 @@ class DatasetFeatures:
   # them); batches carry it as a multi-hot float32 row of num_classes, trained with per-class sigmoids and
   # evaluated by mean average precision.
   multi_label: bool = False
+  # A feature of action intervals (a Sequence of {label, start, end} in seconds, with the stored frames' rate in
+  # 'frame_rate'; Charades): training clips are labelled with the actions they overlap (``clip_labels``), not with
+  # the example's label. None for every other dataset.
+  actions_key: Optional[str] = None
 
 
 def dataset_features(builder: tfds.core.DatasetBuilder) -> DatasetFeatures:
@@ -144,7 +152,19 @@ def dataset_features(builder: tfds.core.DatasetBuilder) -> DatasetFeatures:
   if not isinstance(label, tfds.features.ClassLabel):
     raise ValueError(f'Dataset {builder.name!r} has no ClassLabel "label" feature (nor a Sequence of ClassLabel, '
                      'for multi-label): use a classification dataset.')
-  return DatasetFeatures(kind, key, label_key, label.num_classes, tuple(label.names), multi_label)
+  return DatasetFeatures(kind, key, label_key, label.num_classes, tuple(label.names), multi_label,
+                         _actions_key(features) if multi_label else None)
+
+
+def _actions_key(features) -> Optional[str]:
+  """The feature holding action intervals with their frame rate (see DatasetFeatures.actions_key), or None."""
+  if 'frame_rate' not in features:
+    return None
+  for k, f in features.items():
+    if (isinstance(f, tfds.features.Sequence) and isinstance(f.feature, tfds.features.FeaturesDict)
+        and {'label', 'start', 'end'} <= set(f.feature.keys())):
+      return k
+  return None
 
 
 def num_classes(data_config, builder: Optional[tfds.core.DatasetBuilder] = None) -> int:

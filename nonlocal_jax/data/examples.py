@@ -1,8 +1,10 @@
 """One example of a prepared split, as the pipelines use it: its encoded frames, its label, and its views.
 
 An example is read by position (``nonlocal_jax.data.records``) and parsed as the ``tf.train.Example`` TFDS wrote:
-a video's frames are its input feature's list of JPEG/PNG strings (an image is a list of one), the label an int.
-Nothing is decoded until a view is asked for, and then only the frames and the window the view needs.
+a video's frames are its input feature's list of JPEG/PNG strings (an image is a list of one), the label an int
+(a multi-label dataset's: its classes). A dataset of action intervals (Charades, ``DatasetFeatures.actions_key``)
+also gives each example its actions, and its training clips their own labels (``clip_labels``). Nothing is decoded
+until a view is asked for, and then only the frames and the window the view needs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from nonlocal_jax.data import builders
+from nonlocal_jax.data import clip_labels
 from nonlocal_jax.data import image_header
 from nonlocal_jax.data import records
 from nonlocal_jax.data import sampling
@@ -26,6 +29,7 @@ class Example:
   label: Union[int, np.ndarray]  # The class, or for a multi-label dataset a multi-hot float32 (num_classes,) row.
   height: int  # Of the stored frames (read from the first frame's header).
   width: int
+  actions: Optional[clip_labels.Actions] = None  # Its action intervals, for datasets that store them (Charades).
 
 
 class ExampleReader:
@@ -41,6 +45,8 @@ class ExampleReader:
     self.config = c  # config.data
     self._decoder = transforms.FrameDecoder()
     self._cache: Optional[dict[int, np.ndarray]] = {} if cache_decoded else None
+    # A training clip's label: the example's, or (action intervals) the classes of the actions the clip overlaps.
+    self._train_label = self._label_of_actions if features.actions_key else (lambda example, indices: example.label)
 
   def __len__(self) -> int:
     return len(self.source)
@@ -53,7 +59,17 @@ class ExampleReader:
     if not frames:
       raise ValueError(f'Example {index} of {self.features.input_key!r} holds no frame: prepare the dataset again.')
     height, width = image_header.frame_size(frames[0])
-    return Example(frames, label, height, width)
+    return Example(frames, label, height, width, self._actions(feature) if self.features.actions_key else None)
+
+  def _actions(self, feature) -> clip_labels.Actions:
+    key = self.features.actions_key
+    return clip_labels.Actions(np.asarray(feature[f'{key}/label'].int64_list.value, np.int64),
+                               np.asarray(feature[f'{key}/start'].float_list.value, np.float64),
+                               np.asarray(feature[f'{key}/end'].float_list.value, np.float64),
+                               float(feature['frame_rate'].float_list.value[0]))
+
+  def _label_of_actions(self, example: Example, indices: np.ndarray) -> np.ndarray:
+    return clip_labels.clip_label(example.actions, indices, self.features.num_classes)
 
   def _label(self, values) -> Union[int, np.ndarray]:
     if not self.features.multi_label:
@@ -65,7 +81,9 @@ class ExampleReader:
 
   def train_view(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, bool, Union[int, np.ndarray]]:
     """The paper's training view (its window: uint8 (T, side, side, 3), or (side, side, 3) for an image, side at
-    most ``crop_size``; ``transforms.place`` puts it in a batch), whether the device flips it, and the label.
+    most ``crop_size``; ``transforms.place`` puts it in a batch), whether the device flips it, and the label: the
+    example's, or for a dataset of action intervals the clip's own (``clip_labels``: the classes of the actions
+    that overlap the clip's time span; all zeros when it overlaps none).
 
     The random choices are drawn from ``rng`` in a fixed order: the clip's window in time, the scale, the crop's
     place, the flip.
@@ -77,11 +95,11 @@ class ExampleReader:
                else np.zeros(1, np.int64))
     window, flip = sampling.train_window(example.height, example.width, c, rng)
     pixels = self._view(index, example, indices, window, c.crop_size)
-    return (pixels if video else pixels[0]), flip, example.label
+    return (pixels if video else pixels[0]), flip, self._train_label(example, indices)
 
   def eval_views(self, index: int, mode: str) -> tuple[list, Union[int, np.ndarray]]:
     """The evaluation views of example ``index`` in ``view_index`` order (windows, as ``train_view``'s), and its
-    label.
+    label (the video's, also for a dataset of action intervals: every action of the video).
 
     ``mode='test'``: the ``test_num_clips`` clips (time positions ``sampling.test_clip_indices``), each in
     ``test_num_crops`` crops of ``test_crop_size`` along the longer side of the frame scaled to ``test_short_side``;

@@ -26,13 +26,8 @@ it).
 
 from __future__ import annotations
 
-import concurrent.futures
-import csv
 import dataclasses
-import hashlib
 import logging
-import math
-import multiprocessing
 import os
 from typing import Iterator, Optional
 
@@ -41,56 +36,24 @@ import tensorflow_datasets as tfds
 
 from nonlocal_jax.data import _compat
 from nonlocal_jax.data import kinetics_annotations as annotations_lib
-from nonlocal_jax.data import video_io
-
-VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov')
+from nonlocal_jax.data import local_videos
 
 _log = logging.getLogger(__name__)
 
-# The annotation rows and how they are read live in kinetics_annotations; these names stay importable from here.
+# The annotation rows and how they are read live in kinetics_annotations, what every local video copy shares in
+# local_videos; these names stay importable from here.
 Annotation = annotations_lib.Annotation
 read_annotations = annotations_lib.read_annotations
 video_id = annotations_lib.video_id
-
-
-class PreparationError(RuntimeError):
-  """A preparation that would write nothing (no usable annotation row, or no video decoded); nothing is written."""
-
-
-def check_settings(short_side, max_fps, jpeg_quality, num_workers) -> None:
-  """Raises ValueError, one sentence naming the flag, for a setting no preparation can use; called before any work.
-
-  ``short_side`` and ``max_fps`` may be None or 0 (keep the source's); ``num_workers`` None (one per core).
-  """
-  if short_side is not None and not (_is_int(short_side) and short_side >= 0):
-    raise ValueError(f'--short_side is {short_side}: pass the shorter side of the stored frames in pixels, or 0 to '
-                     'keep the source size.')
-  if max_fps is not None and not (isinstance(max_fps, (int, float)) and math.isfinite(max_fps) and max_fps >= 0):
-    raise ValueError(f'--max_fps is {max_fps}: pass the frame-rate cap in frames per second, or 0 to keep the '
-                     'source rate.')
-  if not (_is_int(jpeg_quality) and 1 <= jpeg_quality <= 100):
-    raise ValueError(f'--jpeg_quality is {jpeg_quality}: pass a JPEG quality from 1 to 100 (90 by default).')
-  if num_workers is not None and not (_is_int(num_workers) and num_workers >= 1):
-    raise ValueError(f'--num_workers is {num_workers}: pass a number of decoding processes of 1 or more, or leave it '
-                     'out for one per core.')
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+VIDEO_EXTENSIONS = local_videos.VIDEO_EXTENSIONS
+PreparationError = local_videos.PreparationError
+check_settings = local_videos.check_settings
+decode_all = local_videos.decode_all
 
 
 def index_videos(videos_dir: str) -> dict[str, str]:
   """Maps each video file's stem to its path, searching ``videos_dir`` and its class sub-folders."""
-  if not os.path.isdir(videos_dir):
-    raise FileNotFoundError(f'No videos folder at {videos_dir}: pass --videos=DIR, the folder that holds the '
-                            'Kinetics clips (flat or in class sub-folders).')
-  index = {}
-  for root, _, files in os.walk(videos_dir):
-    for name in files:
-      stem, ext = os.path.splitext(name)
-      if ext.lower() in VIDEO_EXTENSIONS:
-        index.setdefault(stem, os.path.join(root, name))
-  return index
+  return local_videos.index_videos(videos_dir, 'the Kinetics clips (flat or in class sub-folders)')
 
 
 def report_path(data_dir: str, config_name: str) -> str:
@@ -110,7 +73,8 @@ class KineticsConfig(tfds.core.BuilderConfig):
   num_classes: int = 400  # Classes in the official release; a mismatch with the CSVs is logged, not fatal.
 
 
-class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.core.GeneratorBasedBuilder):
+class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, local_videos.TallyAttributes,
+               tfds.core.GeneratorBasedBuilder):
   """Kinetics from local files; see the module docstring for the expected layout and the command."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -149,12 +113,9 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.cor
     self._short_side = short_side
     self._max_fps = max_fps
     self._jpeg_quality = jpeg_quality
-    self._num_workers = num_workers or os.cpu_count() or 1
-    self._use_cache = use_cache
-    self.skipped: list[dict[str, str]] = []  # Filled during preparation: one dict per skipped video.
-    self.used: dict[str, int] = {}  # Filled during preparation: videos written, per split.
-    self.total: dict[str, int] = {}  # Filled during preparation: annotation rows, per split.
-    self.from_cache: dict[str, int] = {}  # Filled during preparation: videos taken from an earlier run's cache.
+    # Filled during preparation: the skipped videos, and the videos written / asked for / resumed per split.
+    self.tally = local_videos.DecodeTally(short_side, max_fps, jpeg_quality, num_workers or os.cpu_count() or 1,
+                                          use_cache)
     super().__init__(**kwargs)
 
   def check_usable(self) -> None:
@@ -203,118 +164,27 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, tfds.cor
     return splits
 
   def _generate_examples(self, split: str, rows: list[Annotation], files: dict[str, str]) -> Iterator:
-    seen = set()
-    jobs = []
     cache = cache_dir(self._data_dir_root, self.builder_config.name, self._short_side, self._max_fps)
-    for row in rows:
-      if row.video_id in seen:
-        self._skip(split, row.video_id, 'duplicate', 'the same clip appears twice in the annotations', '')
-        continue
-      seen.add(row.video_id)
-      path = files.get(row.video_id) or files.get(row.youtube_id)
-      cache_path = None
-      if self._use_cache:
-        # Hashed sub-folders keep directories small for the 650k clips of Kinetics-700.
-        shard = hashlib.md5(row.video_id.encode()).hexdigest()[:2]
-        cache_path = os.path.join(cache, shard, row.video_id + '.pkl')
-      jobs.append(video_io.DecodeJob(row.video_id, path, self._short_side, self._max_fps, self._jpeg_quality,
-                                     cache_path))
+    videos = [(r.video_id, files.get(r.video_id) or files.get(r.youtube_id)) for r in rows]
     labels = {r.video_id: r.label for r in rows}
-    paths = {j.key: j.path or '' for j in jobs}
-    self.total[split] = len(rows)
-    self.used[split] = 0
-    self.from_cache[split] = 0
-    for result in decode_all(jobs, self._num_workers):
-      if result.video is None:
-        self._skip(split, result.key, result.reason, result.detail, paths[result.key])
-        continue
-      self.used[split] += 1
-      self.from_cache[split] += int(result.from_cache)
-      yield result.key, {
-          'video': result.video.frames,
-          'label': labels[result.key],
-          'video_id': result.key,
-          'frame_rate': np.float32(result.video.fps),
+    for key, video in self.tally.decoded(split, videos, cache):
+      yield key, {
+          'video': video.frames,
+          'label': labels[key],
+          'video_id': key,
+          'frame_rate': np.float32(video.fps),
       }
-    _log.info('Kinetics-%s %s: used %d of %d videos, skipped %d.', self.builder_config.name, split,
-              self.used[split], self.total[split], self.total[split] - self.used[split])
+    used, total = self.tally.used[split], self.tally.total[split]
+    _log.info('Kinetics-%s %s: used %d of %d videos, skipped %d.', self.builder_config.name, split, used, total,
+              total - used)
     self.write_report()
-
-  def _skip(self, split, key, reason, detail, path):
-    self.skipped.append({'split': split, 'video_id': key, 'reason': reason, 'detail': detail, 'path': path})
 
   def write_report(self) -> str:
     """Writes the skipped annotation rows and the videos skipped so far next to the dataset; returns its path.
 
     An annotation row's line has its CSV file as ``path`` and its line number at the start of ``detail``.
     """
-    path = report_path(self._data_dir_root, self.builder_config.name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     rows = [{'split': b.split, 'video_id': '', 'reason': b.reason, 'detail': f'line {b.line}: {b.detail}',
              'path': b.file} for b in self.bad_rows]
-    with open(path, 'w', newline='', encoding='utf-8') as f:
-      writer = csv.DictWriter(f, fieldnames=['split', 'video_id', 'reason', 'detail', 'path'])
-      writer.writeheader()
-      writer.writerows(rows + self.skipped)
-    return path
-
-
-def decode_all(jobs: list[video_io.DecodeJob], num_workers: int) -> Iterator[video_io.DecodeResult]:
-  """Decodes the jobs in ``num_workers`` processes and yields results as they finish (order not kept).
-
-  At most a few jobs per worker are in flight, so memory stays bounded whatever the number of videos. If a
-  worker process dies (a decoder crash inside FFmpeg), the videos it held are reported as unreadable and a new
-  pool carries on with the rest.
-  """
-  if num_workers <= 1:
-    for job in jobs:
-      yield video_io.run_decode_job(job)
-    return
-  pending = list(reversed(jobs))
-  while pending:
-    retry = []
-    finished = 0
-    with _pool(num_workers) as pool:
-      in_flight = {}
-      while (pending or in_flight) and not retry:
-        while pending and len(in_flight) < 4 * num_workers:
-          job = pending.pop()
-          in_flight[pool.submit(video_io.run_decode_job, job)] = job
-        done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
-        for future in done:
-          job = in_flight.pop(future)
-          try:
-            result = future.result()
-          except concurrent.futures.process.BrokenProcessPool:
-            retry.append(job)
-            continue
-          finished += 1
-          yield result
-      retry.extend(in_flight.values())
-    if retry and not finished:
-      # The pool died before finishing anything: its processes could not start (typically a script without an
-      # `if __name__ == '__main__':` guard, which 'spawn' needs). Decode here instead, one video at a time.
-      _log.warning('Decoding worker processes could not start; decoding in this process instead (slower). Guard '
-                   "the calling script's entry point with `if __name__ == '__main__':` to use all cores.")
-      for job in retry + list(reversed(pending)):
-        yield video_io.run_decode_job(job)
-      return
-    # A dead worker takes every job in flight down with the pool. Decode those one process each, so that the
-    # file that crashes the decoder is found without losing the innocent ones; then carry on with a new pool.
-    for job in retry:
-      yield _decode_alone(job)
-
-
-def _pool(num_workers: int) -> concurrent.futures.ProcessPoolExecutor:
-  # 'spawn' keeps workers free of the parent's TensorFlow threads and state; they import only PyAV and PIL. Each
-  # worker watches this process and exits when it dies, so that killing only the parent leaves no worker behind.
-  return concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context('spawn'),
-                                                initializer=video_io.exit_with_parent, initargs=(os.getpid(),))
-
-
-def _decode_alone(job: video_io.DecodeJob) -> video_io.DecodeResult:
-  with _pool(1) as pool:
-    try:
-      return pool.submit(video_io.run_decode_job, job).result()
-    except concurrent.futures.process.BrokenProcessPool:
-      return video_io.DecodeResult(job.key, None, 'unreadable', 'the decoder process crashed on this file')
+    return local_videos.write_report(report_path(self._data_dir_root, self.builder_config.name),
+                                     rows + self.tally.skipped)

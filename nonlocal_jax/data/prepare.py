@@ -5,6 +5,11 @@ Kinetics, from a local copy (videos flat or in class folders, the official CSVs)
   python -m nonlocal_jax.data.prepare kinetics400 --videos=DIR --annotations=DIR --data_dir=DIR \\
       [--short_side=256] [--max_fps=30] [--num_workers=N] [--keep_cache]
 
+Charades, from a local copy (videos flat or in folders; Charades_v1_classes.txt, Charades_v1_train.csv and
+Charades_v1_test.csv), with the same flags::
+
+  python -m nonlocal_jax.data.prepare charades --videos=DIR --annotations=DIR --data_dir=DIR
+
 The synthetic long-range benchmark (generated locally in seconds)::
 
   python -m nonlocal_jax.data.prepare synthetic_long_range/same_different --data_dir=DIR [--num_train=4000 ...]
@@ -12,7 +17,8 @@ The synthetic long-range benchmark (generated locally in seconds)::
 Any other TFDS dataset (``ucf101``, ``cifar10``, ...) is handed to TFDS's own ``download_and_prepare``, which
 needs network access or ``--manual_dir`` for datasets that TFDS cannot download itself.
 
-Interrupted? Run the same command again: decoded Kinetics videos are cached, so only the rest is decoded.
+Interrupted? Run the same command again: decoded Kinetics and Charades videos are cached, so only the rest is
+decoded.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ import tensorflow_datasets as tfds
 from nonlocal_jax import paths
 from nonlocal_jax.data import _compat
 from nonlocal_jax.data import builders
+from nonlocal_jax.data import charades as charades_lib
 from nonlocal_jax.data import kinetics as kinetics_lib
+from nonlocal_jax.data import local_videos
 from nonlocal_jax.data import records
 from nonlocal_jax.data import synthetic as synthetic_lib
 
@@ -86,39 +94,68 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
   variant = variant.replace('kinetics', '').strip('/') or '400'
   if variant not in ('400', '600', '700'):
     raise ValueError(f'Unknown Kinetics variant {variant!r}: use kinetics400, kinetics600 or kinetics700.')
-  if paths.is_remote(data_dir):
-    # The decoding workers write their resumable cache and the report with local file calls.
-    raise ValueError(f'Kinetics is prepared on a local disk, not in {data_dir}: pass a local --data_dir, then copy '
-                     f'it with `gsutil -m rsync -r LOCAL_DIR {data_dir}`.')
+  _check_local(data_dir, 'Kinetics')
   data_dir = os.path.expanduser(data_dir)
   builder = kinetics_lib.Kinetics(config=variant, data_dir=data_dir, videos_dir=videos_dir,
                                   annotations_dir=annotations_dir, short_side=short_side, max_fps=max_fps,
                                   jpeg_quality=jpeg_quality, num_workers=num_workers)
-  start = time.time()
   if builder.is_prepared():
     return KineticsSummary({}, {}, [], kinetics_lib.report_path(data_dir, variant), 0.0, True)
   builder.check_usable()
+  return _prepare_local(builder, videos_dir, kinetics_lib.cache_dir(data_dir, variant, short_side, max_fps),
+                        keep_cache, 'clips named in the CSVs', list(builder.bad_rows))
+
+
+def prepare_charades(videos_dir: str, annotations_dir: str, data_dir: str, *, short_side: Optional[int] = 256,
+                     max_fps: Optional[float] = 30.0, jpeg_quality: int = 90, num_workers: Optional[int] = None,
+                     keep_cache: bool = False) -> KineticsSummary:
+  """Builds ``charades`` in ``data_dir`` from local files; see ``nonlocal_jax.data.charades``.
+
+  Bad settings, folders and annotation files raise ValueError or FileNotFoundError before any work; a preparation
+  that decodes no video of a split raises ``local_videos.PreparationError`` and leaves no prepared dataset behind.
+  """
+  _check_local(data_dir, 'Charades')
+  data_dir = os.path.expanduser(data_dir)
+  builder = charades_lib.Charades(data_dir=data_dir, videos_dir=videos_dir, annotations_dir=annotations_dir,
+                                  short_side=short_side, max_fps=max_fps, jpeg_quality=jpeg_quality,
+                                  num_workers=num_workers)
+  if builder.is_prepared():
+    return KineticsSummary({}, {}, [], charades_lib.report_path(data_dir), 0.0, True)
+  return _prepare_local(builder, videos_dir, charades_lib.cache_dir(data_dir, short_side, max_fps), keep_cache,
+                        'videos named in the CSVs')
+
+
+def _check_local(data_dir: str, name: str) -> None:
+  if paths.is_remote(data_dir):
+    # The decoding workers write their resumable cache and the report with local file calls.
+    raise ValueError(f'{name} is prepared on a local disk, not in {data_dir}: pass a local --data_dir, then copy '
+                     f'it with `gsutil -m rsync -r LOCAL_DIR {data_dir}`.')
+
+
+def _prepare_local(builder, videos_dir: str, cache: str, keep_cache: bool, videos: str, bad_rows=()
+                   ) -> KineticsSummary:
+  """Prepares a local-copy builder (Kinetics, Charades), writes its report and offset index, drops its cache."""
+  start = time.time()
   try:
     builder.download_and_prepare()
   except AssertionError as e:
     if 'No examples were yielded' not in str(e):
       raise
     report = builder.write_report()
-    raise kinetics_lib.PreparationError(
-        f'No video of one split could be decoded ({e}): check that --videos={videos_dir} holds the clips named in '
-        f'the CSVs, and see {report} for why each one was skipped.') from e
+    raise local_videos.PreparationError(
+        f'No video of one split could be decoded ({e}): check that --videos={videos_dir} holds the {videos}, and see '
+        f'{report} for why each one was skipped.') from e
   report = builder.write_report()
   index_splits(builder)
   if not keep_cache:
     # The cache only serves to resume an interrupted run; once the dataset is written it is a second copy.
-    cache = kinetics_lib.cache_dir(data_dir, variant, short_side, max_fps)
     shutil.rmtree(cache, ignore_errors=True)
     try:
       os.rmdir(os.path.dirname(cache))  # Only if no other variant's cache is left in it.
     except OSError:
       pass
   return KineticsSummary(dict(builder.used), dict(builder.total), list(builder.skipped), report,
-                         time.time() - start, False, dict(builder.from_cache), list(builder.bad_rows))
+                         time.time() - start, False, dict(builder.from_cache), list(bad_rows))
 
 
 def prepare_synthetic(name: str, data_dir: str, **settings) -> tfds.core.DatasetBuilder:
@@ -155,12 +192,12 @@ def _synthetic_settings() -> list:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command-line entry point; returns the exit status."""
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('name', help='kinetics400, kinetics600, kinetics700, synthetic_long_range/<task>, or a TFDS '
-                                   'dataset name')
+  parser.add_argument('name', help='kinetics400, kinetics600, kinetics700, charades, synthetic_long_range/<task>, '
+                                   'or a TFDS dataset name')
   parser.add_argument('--data_dir', default=None, help='TFDS data directory (default ~/tensorflow_datasets)')
-  kin = parser.add_argument_group('Kinetics')
-  kin.add_argument('--videos', help='folder of the video files (flat or class sub-folders)')
-  kin.add_argument('--annotations', help='folder of the official CSV files')
+  kin = parser.add_argument_group('Kinetics and Charades')
+  kin.add_argument('--videos', help='folder of the video files (flat or in sub-folders)')
+  kin.add_argument('--annotations', help='folder of the official annotation files')
   kin.add_argument('--short_side', type=int, default=256, help='shorter side of stored frames; 0 keeps the source')
   kin.add_argument('--max_fps', type=float, default=30.0, help='frame-rate cap of stored frames; 0 keeps it')
   kin.add_argument('--jpeg_quality', type=int, default=90, help='JPEG quality of stored frames')
@@ -174,17 +211,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   data_dir = args.data_dir or os.path.expanduser('~/tensorflow_datasets')
   full = builders.resolve_name(args.name)
-  if full.startswith('kinetics/'):
+  if full.startswith('kinetics/') or full == 'charades':
+    what = 'Charades' if full == 'charades' else 'Kinetics'
     if not args.videos or not args.annotations:
-      parser.error('Kinetics is built from local files: pass --videos=DIR and --annotations=DIR.')
+      parser.error(f'{what} is built from local files: pass --videos=DIR and --annotations=DIR.')
+    settings = dict(short_side=args.short_side or None, max_fps=args.max_fps or None, jpeg_quality=args.jpeg_quality,
+                    num_workers=args.num_workers, keep_cache=args.keep_cache)
     try:
-      summary = prepare_kinetics(full, args.videos, args.annotations, data_dir, short_side=args.short_side or None,
-                                 max_fps=args.max_fps or None, jpeg_quality=args.jpeg_quality,
-                                 num_workers=args.num_workers, keep_cache=args.keep_cache)
+      if full == 'charades':
+        summary = prepare_charades(args.videos, args.annotations, data_dir, **settings)
+      else:
+        summary = prepare_kinetics(full, args.videos, args.annotations, data_dir, **settings)
     except (FileNotFoundError, ValueError) as e:  # Bad flags, folders or annotation files: nothing was done.
       print(f'error: {e}', file=sys.stderr)
       return 2
-    except kinetics_lib.PreparationError as e:  # Nothing usable: nothing was written but the report.
+    except local_videos.PreparationError as e:  # Nothing usable: nothing was written but the report.
       print(f'error: {e}', file=sys.stderr)
       return 1
     print(summary.message(args.name))

@@ -94,15 +94,23 @@ def window_side(height: int, width: int, crop_size: int, short_side: int) -> int
   return int(min(max(round(crop_size * short / short_side), 1), short))
 
 
+def train_crop_window(c) -> int:
+  """Side of the training crop in the scaled frame: ``train_crop_window``, or ``crop_size`` when it is None (or a
+  config without the field), the views then being crops with no resize."""
+  return getattr(c, 'train_crop_window', None) or c.crop_size
+
+
 def train_window(height: int, width: int, c, rng: np.random.Generator) -> tuple[tuple[int, int, int, int], bool]:
   """The training view of a (height, width) frame: (top, left, side, side) in stored pixels, and whether to flip.
 
   The paper's augmentation (docs/paper.md §5): the shorter side scaled to s, uniform in [train_short_side_min,
   train_short_side_max], then a uniform random ``crop_size`` square, then a horizontal flip with probability 1/2
-  (if ``random_flip``). Planned in stored pixels: a uniform square of side ``window_side(.., s)``.
+  (if ``random_flip``). Planned in stored pixels: a uniform square of side ``window_side(.., s)``. With
+  ``train_crop_window`` set (Charades: 224) the square cut from the scaled frame has that side, and the device
+  resizes it to ``crop_size`` (288) like any view.
   """
   short_side = int(rng.integers(c.train_short_side_min, c.train_short_side_max + 1))
-  side = window_side(height, width, c.crop_size, short_side)
+  side = window_side(height, width, train_crop_window(c), short_side)
   top = int(rng.integers(0, height - side + 1))
   left = int(rng.integers(0, width - side + 1))
   flip = bool(c.random_flip) and bool(rng.random() < 0.5)

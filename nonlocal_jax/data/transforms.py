@@ -31,9 +31,11 @@ def check_settings(c, kind: str) -> None:
   Each field's own range is declared in configs/default.py and checked at start-up (``nonlocal_jax.config_ranges``).
   """
   video = kind == 'video'
+  window = getattr(c, 'train_crop_window', None)
   checks = [
       (c.train_short_side_min <= c.train_short_side_max, 'train_short_side_min', 'at most train_short_side_max'),
-      (c.crop_size <= c.train_short_side_min, 'crop_size', 'at most train_short_side_min'),
+      (window is not None or c.crop_size <= c.train_short_side_min, 'crop_size', 'at most train_short_side_min'),
+      (window is None or window <= c.train_short_side_min, 'train_crop_window', 'at most train_short_side_min'),
       (c.crop_size <= c.test_short_side, 'crop_size', 'at most test_short_side'),
       (not video or c.test_crop_size <= c.test_short_side, 'test_crop_size', 'at most test_short_side'),
   ]
