@@ -155,5 +155,5 @@ def test_seeds_reuse_the_one_seed_runs_and_report_mean_and_spread(tmp_path):
   os.remove(sweep.metrics_path(sweep.load_module(SPEC).get_config(), os.path.join(workdir, 'nl_dot_seed3')))
   [c2d, nl] = sweep.summarize(sweep.collect(SPEC, workdir, seeds=(0, 3)))
   assert c2d['status'] == 'finished' and nl['status'] == 'partial'
-  assert nl['top1'] == 0.9 and nl['top1_std'] is None and nl['top1_runs'] == [0.9, None]
+  assert nl['score'] == nl['top1'] == 0.9 and nl['score_std'] is None and nl['score_runs'] == [0.9, None]
   assert '| 90.0 | 90.0 / — |' in sweep.markdown_table(sweep.collect(SPEC, workdir, seeds=(0, 3)))
