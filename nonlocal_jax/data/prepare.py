@@ -48,8 +48,8 @@ from nonlocal_jax.data import synthetic as synthetic_lib
 
 
 @dataclasses.dataclass
-class KineticsSummary:
-  """What a Kinetics preparation did."""
+class PreparationSummary:
+  """What a preparation of local videos (Kinetics, Charades) did."""
   used: dict  # Videos written, per split.
   total: dict  # Annotation rows, per split.
   skipped: list  # One dict per skipped video (split, video_id, reason, detail, path).
@@ -84,7 +84,7 @@ def index_splits(builder: tfds.core.DatasetBuilder) -> None:
 
 def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_dir: str, *,
                      short_side: Optional[int] = 256, max_fps: Optional[float] = 30.0, jpeg_quality: int = 90,
-                     num_workers: Optional[int] = None, keep_cache: bool = False) -> KineticsSummary:
+                     num_workers: Optional[int] = None, keep_cache: bool = False) -> PreparationSummary:
   """Builds ``kinetics/<variant>`` in ``data_dir`` from local files; see ``nonlocal_jax.data.kinetics``.
 
   Bad settings and unusable annotation files raise ValueError before any work; a preparation that would use
@@ -100,7 +100,7 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
                                   annotations_dir=annotations_dir, short_side=short_side, max_fps=max_fps,
                                   jpeg_quality=jpeg_quality, num_workers=num_workers)
   if builder.is_prepared():
-    return KineticsSummary({}, {}, [], kinetics_lib.report_path(data_dir, variant), 0.0, True)
+    return PreparationSummary({}, {}, [], kinetics_lib.report_path(data_dir, variant), 0.0, True)
   builder.check_usable()
   return _prepare_local(builder, videos_dir, kinetics_lib.cache_dir(data_dir, variant, short_side, max_fps),
                         keep_cache, 'clips named in the CSVs', list(builder.bad_rows))
@@ -108,7 +108,7 @@ def prepare_kinetics(variant: str, videos_dir: str, annotations_dir: str, data_d
 
 def prepare_charades(videos_dir: str, annotations_dir: str, data_dir: str, *, short_side: Optional[int] = 256,
                      max_fps: Optional[float] = 30.0, jpeg_quality: int = 90, num_workers: Optional[int] = None,
-                     keep_cache: bool = False) -> KineticsSummary:
+                     keep_cache: bool = False) -> PreparationSummary:
   """Builds ``charades`` in ``data_dir`` from local files; see ``nonlocal_jax.data.charades``.
 
   Bad settings, folders and annotation files raise ValueError or FileNotFoundError before any work; a preparation
@@ -120,7 +120,7 @@ def prepare_charades(videos_dir: str, annotations_dir: str, data_dir: str, *, sh
                                   short_side=short_side, max_fps=max_fps, jpeg_quality=jpeg_quality,
                                   num_workers=num_workers)
   if builder.is_prepared():
-    return KineticsSummary({}, {}, [], charades_lib.report_path(data_dir), 0.0, True)
+    return PreparationSummary({}, {}, [], charades_lib.report_path(data_dir), 0.0, True)
   return _prepare_local(builder, videos_dir, charades_lib.cache_dir(data_dir, short_side, max_fps), keep_cache,
                         'videos named in the CSVs')
 
@@ -133,7 +133,7 @@ def _check_local(data_dir: str, name: str) -> None:
 
 
 def _prepare_local(builder, videos_dir: str, cache: str, keep_cache: bool, videos: str, bad_rows=()
-                   ) -> KineticsSummary:
+                   ) -> PreparationSummary:
   """Prepares a local-copy builder (Kinetics, Charades), writes its report and offset index, drops its cache."""
   start = time.time()
   try:
@@ -154,7 +154,7 @@ def _prepare_local(builder, videos_dir: str, cache: str, keep_cache: bool, video
       os.rmdir(os.path.dirname(cache))  # Only if no other variant's cache is left in it.
     except OSError:
       pass
-  return KineticsSummary(dict(builder.used), dict(builder.total), list(builder.skipped), report,
+  return PreparationSummary(dict(builder.used), dict(builder.total), list(builder.skipped), report,
                          time.time() - start, False, dict(builder.from_cache), list(bad_rows))
 
 
