@@ -170,12 +170,15 @@ def resume_cost(make, start_batches) -> list:
   rows = []
   for start in start_batches:
     counted = {'n': 0}
-    original = records.Source.read
+    originals = {name: getattr(records.Source, name) for name in ('read', 'example_and_values')}
 
-    def read(self, i, _original=original):
-      counted['n'] += 1
-      return _original(self, i)
-    records.Source.read = read
+    def counting(original):
+      def wrapper(self, *args):
+        counted['n'] += 1
+        return original(self, *args)
+      return wrapper
+    for name, original in originals.items():
+      setattr(records.Source, name, counting(original))
     try:
       begin = time.perf_counter()
       iterator = make(start)
@@ -183,7 +186,8 @@ def resume_cost(make, start_batches) -> list:
       rows.append((start, time.perf_counter() - begin, counted['n']))
       iterator.close()
     finally:
-      records.Source.read = original
+      for name, original in originals.items():
+        setattr(records.Source, name, original)
   return rows
 
 

@@ -53,8 +53,8 @@ class ExampleReader:
 
   def read(self, index: int) -> Example:
     """The example at position ``index`` of the split."""
-    feature = self.source.example(index).features.feature
-    frames = feature[self.features.input_key].bytes_list.value
+    example, frames = self.source.example_and_values(index, self.features.input_key)
+    feature = example.features.feature
     label = self._label(feature[self.features.label_key].int64_list.value)
     if not frames:
       raise ValueError(f'Example {index} of {self.features.input_key!r} holds no frame: prepare the dataset again.')

@@ -8,13 +8,17 @@ once per shard, the first time the shard is read, and kept beside it (``offsets/
 dataset's folder is read-only). It covers local disks and every file system TensorFlow reads (``gs://``), which
 the open-source ArrayRecord reader does not (docs/input_pipeline.md explains the choice).
 
-Nothing here decodes: a read returns the serialized ``tf.train.Example``; ``Source.example`` parses it.
+Nothing here decodes: a read returns the serialized ``tf.train.Example``; ``Source.example`` parses it, and
+``Source.example_and_values`` parses all but one bytes feature (the frames), whose values it copies out only when
+asked for (``example_wire``): a clip then reads the 32 frames it uses, not the video's 300. Local shards are
+memory-mapped for that; a ``gs://`` record is read whole.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -25,6 +29,7 @@ import tensorflow as tf
 from tensorflow.core.example import example_pb2
 
 from nonlocal_jax import paths
+from nonlocal_jax.data import example_wire
 
 _log = logging.getLogger(__name__)
 
@@ -107,6 +112,7 @@ class Source:
     self._rows = np.concatenate(rows) if rows else np.zeros((0, 2), np.int64)
     self._local = threading.local()
     self._lock = threading.Lock()
+    self._maps: dict[int, mmap.mmap] = {}  # Local shards, memory-mapped once and read by every thread.
     self.num_examples = len(self._rows)
     self.reads = 0
 
@@ -124,6 +130,37 @@ class Source:
   def example(self, i: int):
     """The ``tf.train.Example`` at position ``i`` (its features are read lazily by the caller)."""
     return example_pb2.Example.FromString(self.read(i))
+
+  def example_and_values(self, i: int, key: str):
+    """(the ``tf.train.Example`` at position ``i`` without its bytes feature ``key``, ``key``'s values as a
+    sequence of bytes, each read when indexed). An example the wire walk does not understand is parsed whole."""
+    offset, length = (int(v) for v in self._rows[i])
+    shard = int(self._shard[i])
+    buffer, start = self._mapped(shard), offset
+    if buffer is None:
+      buffer, start = self._handle(shard).read_at(offset, length), 0
+    elif offset + length > len(buffer):
+      raise DamagedShardError(f'{self._files[shard]} is shorter than its offset index says: prepare the dataset '
+                              'again.')
+    with self._lock:
+      self.reads += 1
+    try:
+      rest, spans = example_wire.split(buffer, start, start + length, key)
+    except example_wire.WireError:
+      example = example_pb2.Example.FromString(bytes(buffer[start:start + length]))
+      feature = example.features.feature
+      return example, (feature[key].bytes_list.value if key in feature else [])  # Indexing would add the key.
+    return example_pb2.Example.FromString(rest), example_wire.Values(buffer, spans)
+
+  def _mapped(self, shard: int):
+    """The memory map of a local shard (None for a remote one)."""
+    if paths.is_remote(self._files[shard]):
+      return None
+    with self._lock:
+      if shard not in self._maps:
+        with open(self._files[shard], 'rb') as f:
+          self._maps[shard] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+      return self._maps[shard]
 
   def _handle(self, shard: int) -> '_Reader':
     # One handle per thread and shard: positioned reads from several threads never share a file position.

@@ -62,6 +62,10 @@ class _CountingSource(records.Source):
     _CountingSource.reads_by_index.append(i)
     return super().read(i)
 
+  def example_and_values(self, i, key):
+    _CountingSource.reads_by_index.append(i)
+    return super().example_and_values(i, key)
+
 
 @pytest.mark.parametrize('start', [1, 1000])
 def test_resuming_starts_where_it_stopped_and_reads_nothing_before(synthetic_prepared, monkeypatch, start):
