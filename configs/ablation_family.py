@@ -8,7 +8,8 @@ and res4: where the non-local block reaches 96.5 % and C2D stays at chance) or k
 res4 before its last residual block, the setting of the paper's Table 2a). Variants: the C2D baseline, the non-local
 block (embedded Gaussian), and each successor in the same places, selected by ``model.nonlocal_block.kind``:
 GC (Cao et al. 2019), APNB (Zhu et al. 2019), CC (Huang et al. 2019), CGNL (Yue et al. 2018) and A² (Chen et al.
-2018); docs/family.md says what each computes.
+2018); docs/family.md says what each computes. The synthetic sweep adds CC with R = 3 criss-cross steps (``cc_r3``:
+in 3D, R = 2 cannot reach a position in another frame, row and column).
 
 Seeds: two per variant (``--seeds=0,1``; the config's own seed, 0, lives in <name>, seed 1 in <name>_seed1). The
 sweep machinery takes one seed list for all variants, so the third seed the issue asks for where two seeds
@@ -16,7 +17,7 @@ disagree by more than 5 points cannot be requested per variant: run ``--seeds=0,
 not retrained, but every variant then gets seed 2), or train the few runs by hand with the printed main.py
 commands and ``--config.seed=2`` into <name>_seed2, which ``--collect_only --seeds=0,1,2`` then reads.
 
-Cost: a synthetic run takes 4-13 minutes on 2 CPU cores (configs/synthetic_nl.py), so the 14 runs take 1-3 hours.
+Cost: a synthetic run takes 4-13 minutes on 2 CPU cores (configs/synthetic_nl.py), so the 16 runs take 1-3 hours.
 
 Initialisation on the synthetic task: the label depends only on how two frames relate, and configs/synthetic_nl.py
 opens the non-local block's gate (BN scale 1, not 0) so that gradients reach θ, φ, g from the first step; each
@@ -71,4 +72,9 @@ def get_sweep(arg=None):
       v.update(_reset_nonlocal_only(kind))
       v.update(GATES.get(kind, {}))
     variants.append(v)
+  if scale == 'synthetic':
+    # In 3D, R = 2 criss-cross steps cannot reach a position in another frame, row and column (the digits' case):
+    # R = 3 can. This variant tests that explanation of CC's result.
+    cc = next(v for v in variants if v['name'] == 'cc')
+    variants.append(dict(cc, name='cc_r3', label='CC, R = 3', **{'model.nonlocal_block.recurrence': 3}))
   return variants

@@ -11,8 +11,10 @@ Each position u attends to the positions that share all but one of its coordinat
 Ω_u holds u itself ONCE: the lines through u all contain u, and (as the official code's -inf on the diagonal of
 the column energies) it is counted in the first axis's line only, so |Ω_u| = H + W - 1 in 2D and
 T + H + W - 2 in 3D. In 1D the only line is the whole sequence, so the block is full attention there.
-The module is applied ``recurrence`` times (CCNet's R = 2) with the same Q, K, V and γ, so two steps connect any
-two positions. γ starts at 0: the block is the identity at initialisation.
+The module is applied ``recurrence`` times (CCNet's R = 2) with the same Q, K, V and γ. Each step moves along one
+line, so R steps connect positions that differ in at most R coordinates: R = 2 connects any two positions of a 2D
+map, but in 3D a position in another frame, row and column is three lines away (R = 3). γ starts at 0: the block
+is the identity at initialisation.
 """
 
 from __future__ import annotations

@@ -18,12 +18,14 @@ PATH = os.path.join(helpers.ROOT, 'configs', 'ablation_family.py')
 def test_variants_are_c2d_nl_and_every_successor_in_the_same_places():
   module = sweep.load_module(PATH)
   variants = sweep.load_variants(module, 'synthetic')
-  assert [v.name for v in variants] == ['c2d', 'nl', 'gc', 'apnb', 'cc', 'cgnl', 'a2']
+  assert [v.name for v in variants] == ['c2d', 'nl', 'gc', 'apnb', 'cc', 'cgnl', 'a2', 'cc_r3']
   for v in variants[2:]:
-    assert v.overrides['model.nonlocal_block.kind'] == v.name
+    assert v.overrides['model.nonlocal_block.kind'] == v.name.split('_')[0]
     assert 'model.nonlocal_locations' not in v.overrides  # the base's places: after res3 and res4
   base = module.get_config('synthetic')
   assert base.model.nonlocal_locations == 'res3:0;res4:0'
+  cc, cc_r3 = (next(v for v in variants if v.name == n) for n in ('cc', 'cc_r3'))
+  assert cc_r3.overrides == dict(cc.overrides, **{'model.nonlocal_block.recurrence': 3})
 
 
 def test_each_variant_builds_or_names_the_missing_key():
