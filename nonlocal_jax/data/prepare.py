@@ -155,7 +155,7 @@ def _prepare_local(builder, videos_dir: str, cache: str, keep_cache: bool, video
     except OSError:
       pass
   return PreparationSummary(dict(builder.used), dict(builder.total), list(builder.skipped), report,
-                         time.time() - start, False, dict(builder.from_cache), list(bad_rows))
+                            time.time() - start, False, dict(builder.from_cache), list(bad_rows))
 
 
 def prepare_synthetic(name: str, data_dir: str, **settings) -> tfds.core.DatasetBuilder:
