@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -128,11 +129,16 @@ def streams(c, batches: int, legacy: bool = True) -> dict:
         yield from make()
     return run
 
+  # Test batches come five to a video (30 views, 6 a batch) and the pipelines decode whole videos ahead of the
+  # consumer (up to prefetch + workers videos), so a window of a few batches after a short warm-up times views
+  # decoded before it started: warm up over 2 videos and time 10, for both pipelines alike.
+  per_video = math.ceil(test.test_num_clips * test.test_num_crops / views)
+  test_rate = lambda make: rate(endless(make), 10 * per_video, views, warmup=2 * per_video)
   out = {'train_new': rate(lambda: data.create_train_iterator(c, seed=0, layout=one), batches, batch),
-         'test_new': rate(endless(lambda: data.create_eval_dataset(test, layout=one)), batches, views)}
+         'test_new': test_rate(lambda: data.create_eval_dataset(test, layout=one))}
   if legacy:
     out['train_legacy'] = rate(lambda: legacy_input.train_iterator(c, seed=0, layout=one), batches, batch)
-    out['test_legacy'] = rate(endless(lambda: legacy_input.test_views(test, layout=one)), batches, views)
+    out['test_legacy'] = test_rate(lambda: legacy_input.test_views(test, layout=one))
   return out
 
 
@@ -305,7 +311,7 @@ def write(results: dict, out_dir: str, batches: int, n_videos: int, cores: int) 
       f'{load["before"][0]:.1f} before, {load["after"][0]:.1f} after.', '',
       f'{n_videos} Kinetics-like videos (10 s, 30 fps, 426×240 H.264, stored as JPEG at 256 on the shorter side); '
       f'32×2 training clips, scale [256, 320], 224 crops, flip, batch 4; test: 10 clips × 3 crops of 256. '
-      f'{batches} batches after 2 of warm-up. Per core: a fresh process confined to one core, one worker thread '
+      f'Training: {batches} batches after 2 of warm-up; test: 50 batches (10 videos) after 10 (2 videos). Per core: a fresh process confined to one core, one worker thread '
       f'(the floor: one thread decoding; the all-cores floor is it × {cores}).', '',
       common.markdown_table(header, rows), '',
       f'Resuming (current): {resume}. Previous pipeline: {legacy_resume} (it re-reads every example before the '
