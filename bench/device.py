@@ -299,9 +299,9 @@ class _Run:
     self.payload = dict(machine=common.machine_description(), slug=slug, tiny=args.tiny, repeats=args.repeats,
                         budget_s=args.budget_s, seconds=0.0, pieces={}, train=[], block=[], auto_entries=[])
 
-  def resume(self, plan) -> dict:
+  def resume(self) -> dict:
     """Loads the earlier run's payload (same device kind) into this one; returns {finished piece: its train row or
-    None}. Train rows of runs before rows were named are matched to the plan's train items in order."""
+    None}."""
     path = os.path.join(self.dir, 'device.json')
     if not os.path.exists(path):
       print(f'--resume: no earlier run in {self.dir}; running every piece', flush=True)
@@ -312,10 +312,8 @@ class _Run:
       raise SystemExit(f"--resume: {path} was measured on {previous['machine']['device']} (tiny={previous['tiny']}); "
                        'remove it or run without --resume.')
     finished = {name for name, r in previous['pieces'].items() if r['status'] == 'ok'}
-    names = [_piece_name(kind, *what) for kind, *what in plan if kind == 'train']
     done = {name: None for name in finished}
-    for name, row in zip(names, previous['train']):  # Rows name their piece; the zip serves older files.
-      done.update({row.get('piece', name): row} if row.get('piece', name) in finished else {})
+    done.update({row['piece']: row for row in previous['train'] if row['piece'] in finished})
     keep = lambda r: f"block {r['shape']} {r['dtype']} {r['pairwise']}" in finished
     p = self.payload
     p['pieces'] = {n: r for n, r in previous['pieces'].items() if n in finished}
@@ -392,7 +390,7 @@ def main(argv=None):
   run.payload['table_path'] = os.path.relpath(table, ROOT) if table.startswith(ROOT) else table
   print(f'bench.device on {common.machine_line(run.payload["machine"])}; results in {run.dir}', flush=True)
 
-  done = run.resume(sizes['plan']) if args.resume else {}
+  done = run.resume() if args.resume else {}
   if 'matmul' in done:
     print('matmul: kept from the previous run', flush=True)
   else:

@@ -17,12 +17,12 @@ interval written end first (end < start) is kept as the span between its two tim
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
 import re
+
+from nonlocal_jax.data.kinetics_annotations import AnnotationError, csv_records
 
 CLASSES_FILE = 'Charades_v1_classes.txt'
 # The TFDS split of each official CSV: Charades_v1_test.csv is the set the paper reports on as "val".
@@ -30,10 +30,6 @@ SPLIT_FILES = {'train': 'Charades_v1_train.csv', 'test': 'Charades_v1_test.csv'}
 REQUIRED_COLUMNS = ('id', 'actions')
 
 _CLASS_ID = re.compile(r'c\d+')
-
-
-class AnnotationError(ValueError):
-  """An annotation file that cannot be used; the message names the file (and line) and what to fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +100,7 @@ def read_classes(path: str) -> tuple[list[str], list[str]]:
 
 def read_split(path: str, class_index: dict[str, int]) -> list[Video]:
   """The rows of one split's CSV as Videos; ``class_index`` maps class ids to indices."""
-  records = _records(path, _text(path))
+  records = csv_records(path, _text(path))
   if not records:
     raise AnnotationError(f'{path} is empty: use the official Charades CSV (a header with id and actions, one row '
                           'per video).')
@@ -159,20 +155,3 @@ def _text(path: str) -> str:
   # Only ids, class ids and numbers are read; a stray byte in a free-text column (scripts, descriptions) must not
   # stop the preparation, so undecodable bytes are replaced rather than refused.
   return data.decode('utf-8-sig', errors='replace')
-
-
-def _records(path: str, text: str) -> list[tuple[int, list[str]]]:
-  """The CSV records of ``text`` with the line each starts on (free-text fields may span lines); blank lines
-  dropped."""
-  reader = csv.reader(io.StringIO(text, newline=''), strict=True)
-  records = []
-  while True:
-    start = reader.line_num + 1
-    try:
-      fields = next(reader)
-    except StopIteration:
-      return records
-    except csv.Error as e:
-      raise AnnotationError(f'{path} line {start} cannot be read as CSV ({e}): fix that line.') from e
-    if any(f.strip() for f in fields):
-      records.append((start, fields))

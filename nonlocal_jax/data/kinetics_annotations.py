@@ -94,7 +94,7 @@ def _read_file(path: str, result: Annotations) -> None:
     line = data[:e.start].count(b'\n') + 1
     raise AnnotationError(f'{path} line {line} is not UTF-8 text (byte 0x{data[e.start]:02x}): save the file as '
                           'UTF-8.') from e
-  records = _records(path, text)
+  records = csv_records(path, text)
   if not records:
     raise AnnotationError(f'{path} is empty: {_FIX_COLUMNS}, and one row per clip, or remove it from the folder.')
   _, header = records[0]
@@ -118,8 +118,9 @@ def _read_file(path: str, result: Annotations) -> None:
     (result.bad_rows if isinstance(row, BadRow) else result.rows).append(row)
 
 
-def _records(path: str, text: str) -> list[tuple[int, list[str]]]:
-  """The CSV records of ``text`` with the line each starts on; blank lines dropped; quoting errors raised."""
+def csv_records(path: str, text: str) -> list[tuple[int, list[str]]]:
+  """The CSV records of ``text`` with the line each starts on (a quoted field may span lines); blank lines dropped;
+  a quoting error is an AnnotationError naming ``path`` and the line (also for Charades' CSVs)."""
   reader = csv.reader(io.StringIO(text, newline=''), strict=True)
   records = []
   while True:
