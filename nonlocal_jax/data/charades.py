@@ -51,7 +51,7 @@ def cache_dir(data_dir: str, short_side, max_fps) -> str:
   return os.path.join(os.path.expanduser(data_dir), 'charades_cache', f'short{short_side or 0}_fps{max_fps or 0:g}')
 
 
-class Charades(_compat.LocalCodePath, _compat.LocalPreparationMessages, local_videos.TallyAttributes,
+class Charades(_compat.LocalCodePath, _compat.LocalPreparationMessages, local_videos.LocalVideoBuilder,
                tfds.core.GeneratorBasedBuilder):
   """Charades from local files; see the module docstring for the expected layout and the command."""
 
@@ -77,18 +77,11 @@ class Charades(_compat.LocalCodePath, _compat.LocalPreparationMessages, local_vi
       ValueError: a setting out of range (``local_videos.check_settings``) or an unusable annotation file
         (``charades_annotations.AnnotationError``); FileNotFoundError: a folder or annotation file that is not there.
     """
-    local_videos.check_settings(short_side, max_fps, jpeg_quality, num_workers)
+    self._set_up_local(videos_dir, short_side, max_fps, jpeg_quality, num_workers, use_cache)
     # Set before super().__init__, which may call _info().
-    self._videos_dir = videos_dir
     self._annotations = annotations_lib.read_annotations(annotations_dir) if annotations_dir else None
     if videos_dir is not None and not os.path.isdir(videos_dir):
       local_videos.index_videos(videos_dir, _VIDEOS)  # Raises the one-sentence error, before any work.
-    self._short_side = short_side
-    self._max_fps = max_fps
-    self._jpeg_quality = jpeg_quality
-    # Filled during preparation: the skipped videos, and the videos written / asked for / resumed per split.
-    self.tally = local_videos.DecodeTally(short_side, max_fps, jpeg_quality, num_workers or os.cpu_count() or 1,
-                                          use_cache)
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:

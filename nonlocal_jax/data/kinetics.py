@@ -73,7 +73,7 @@ class KineticsConfig(tfds.core.BuilderConfig):
   num_classes: int = 400  # Classes in the official release; a mismatch with the CSVs is logged, not fatal.
 
 
-class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, local_videos.TallyAttributes,
+class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, local_videos.LocalVideoBuilder,
                tfds.core.GeneratorBasedBuilder):
   """Kinetics from local files; see the module docstring for the expected layout and the command."""
 
@@ -103,19 +103,12 @@ class Kinetics(_compat.LocalCodePath, _compat.LocalPreparationMessages, local_vi
     Raises:
       ValueError: a setting out of range (``check_settings``) or an unusable annotation file (AnnotationError).
     """
-    check_settings(short_side, max_fps, jpeg_quality, num_workers)
+    self._set_up_local(videos_dir, short_side, max_fps, jpeg_quality, num_workers, use_cache)
     # Set before super().__init__, which may call _info().
-    self._videos_dir = videos_dir
     self._annotations_dir = annotations_dir
     read = read_annotations(annotations_dir) if annotations_dir else None
     self._annotations = read.rows if read else None
     self.bad_rows: list[annotations_lib.BadRow] = read.bad_rows if read else []  # Skipped annotation rows.
-    self._short_side = short_side
-    self._max_fps = max_fps
-    self._jpeg_quality = jpeg_quality
-    # Filled during preparation: the skipped videos, and the videos written / asked for / resumed per split.
-    self.tally = local_videos.DecodeTally(short_side, max_fps, jpeg_quality, num_workers or os.cpu_count() or 1,
-                                          use_cache)
     super().__init__(**kwargs)
 
   def check_usable(self) -> None:

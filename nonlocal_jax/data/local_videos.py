@@ -200,9 +200,20 @@ def _decode_alone(job: video_io.DecodeJob) -> video_io.DecodeResult:
       return video_io.DecodeResult(job.key, None, 'unreadable', 'the decoder process crashed on this file')
 
 
-class TallyAttributes:
-  """Mixin for a builder holding a ``DecodeTally`` as ``tally``: its counts read as the builder's own attributes
-  (``skipped``, ``used``, ``total``, ``from_cache``), which ``nonlocal_jax.data.prepare`` reports."""
+class LocalVideoBuilder:
+  """Mixin for a TFDS builder of local videos (Kinetics, Charades): its settings, kept by ``_set_up_local``, and its
+  ``DecodeTally`` as ``tally``, whose counts read as the builder's own attributes (``skipped``, ``used``,
+  ``total``, ``from_cache``), which ``nonlocal_jax.data.prepare`` reports."""
+
+  def _set_up_local(self, videos_dir: Optional[str], short_side: Optional[int], max_fps: Optional[float],
+                    jpeg_quality: int, num_workers: Optional[int], use_cache: bool) -> None:
+    """Checks the settings (``check_settings``: one sentence, before any work) and keeps them, with a fresh tally
+    (the videos written / asked for / resumed per split, and the skipped ones). Called before TFDS's
+    ``__init__``, which may call ``_info()``."""
+    check_settings(short_side, max_fps, jpeg_quality, num_workers)
+    self._videos_dir = videos_dir
+    self._short_side, self._max_fps, self._jpeg_quality = short_side, max_fps, jpeg_quality
+    self.tally = DecodeTally(short_side, max_fps, jpeg_quality, num_workers or os.cpu_count() or 1, use_cache)
 
   @property
   def skipped(self) -> list[dict[str, str]]:
