@@ -50,7 +50,8 @@ from bench import models as models_bench
 from bench import nonlocal_block as block_bench
 from nonlocal_jax import config_files
 from nonlocal_jax.data import fake
-from nonlocal_jax.layers import attention, attention_auto
+from nonlocal_jax.layers import attention, attention_auto, pooling
+from nonlocal_jax.models import blocks
 from nonlocal_jax.models.summary import analyse
 from nonlocal_jax.training import parallel
 from nonlocal_jax.training.trainer import Trainer
@@ -64,18 +65,25 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # What runs, most wanted first, so that a spent budget leaves the least wanted out: the issue's goal (bf16 C2D +
 # 5 NL at >= 30 % of the bf16 matmul rate), the bf16 blocks (the 'auto' table and cuDNN), the same network with
 # the cuDNN attention, the other bf16 networks, then float32 (what bf16 buys in a step, then in the block).
-# ('train', network, dtype, block implementation) is one train step (at the config's batch of 8, or the batch
-# given after it: does a larger one fill the device better?) and with the model's convolutions ('native' N-D ones
-# on accelerators by default, or 'folded': 2D convolutions over the frames; the H200 profile showed cuDNN
-# converting every native 3D convolution between NCDHW and NDHWC); ('profile', network, dtype, block
-# implementation[, batch, convolutions]) a profiler trace of that step; ('block', dtype, pairwise) the block at
-# every shape.
+# ('train', network, dtype, block implementation[, batch[, variant]]) is one train step, at the config's batch of 8
+# or the batch given (does a larger one fill the device better?), with the model's defaults or the ``VARIANTS``
+# that ``variant`` names ('conv=folded,pool=slices'); ('profile', ...) likewise a profiler trace of that step;
+# ('block', dtype, pairwise) the block at every shape. The H200 profile (bench/results/nvidia-h200) showed cuDNN
+# converting every native 3D convolution between NCDHW and NDHWC (layout transposes 23 % of kernel time) and the
+# max pools' select_and_scatter backward at 14 %: 'conv=folded' (2D convolutions over the frames) and
+# 'pool=slices' (max pools of strided slices) test whether each goes away, alone and together.
+# Model settings that a plan entry's variant may change: its short name -> the config.model field.
+VARIANTS = {'conv': 'conv_implementation', 'pool': 'pool_implementation'}
+_BOTH = 'conv=folded,pool=slices'
 _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
                ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', 32), ('profile', 'c2d_nl', 'bfloat16', 'auto'),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'folded'),
-               ('profile', 'c2d_nl', 'bfloat16', 'auto', None, 'folded'),
-               ('train', 'i3d_nl', 'bfloat16', 'auto', None, 'folded'),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=folded'),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'pool=slices'),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
+               ('profile', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', 32, _BOTH),
+               ('train', 'i3d_nl', 'bfloat16', 'auto', None, _BOTH),
                ('train', 'c2d', 'bfloat16', 'auto'), ('train', 'i3d_nl', 'bfloat16', 'auto'),
                ('train', 'c2d_nl', 'float32', 'auto'), ('train', 'c2d', 'float32', 'auto'),
                ('train', 'i3d_nl', 'float32', 'auto'),
@@ -84,8 +92,9 @@ FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5, block_shapes={k: block_
             block_batch=8, train_steps=20, plan=_BF16_FIRST)
 # Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
 TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
-            plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4), ('block', 'bfloat16', 'embedded_gaussian'),
-                  ('block', 'float32', 'dot_product'), ('profile', 'c2d_nl', 'bfloat16', 'auto', 4)])
+            plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4, 'conv=native,pool=window'),
+                  ('block', 'bfloat16', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
+                  ('profile', 'c2d_nl', 'bfloat16', 'auto', 4)])
 _LABELS = {key: label for key, label, *_ in NETWORKS}
 MIB = 2.0**20
 
@@ -143,9 +152,10 @@ def _hlo_cost(compiled):
   return cost.get('flops'), cost.get('bytes accessed')
 
 
-def network_config(key, dtype, tiny, implementation='auto', batch=None, conv=None):
+def network_config(key, dtype, tiny, implementation='auto', batch=None, variant=''):
   """The fake-data config of one network: configs/benchmark.py's (8×224², batch 8), or configs/test.py's tiny one;
-  its non-local blocks computed by ``implementation``, at ``batch`` clips if given."""
+  its non-local blocks computed by ``implementation``, at ``batch`` clips if given, with the model settings that
+  ``variant`` names ('conv=folded,pool=slices'; see ``VARIANTS``)."""
   _, _, arg, (test_arg, temporal) = next(n for n in NETWORKS if n[0] == key)
   if tiny:
     config = config_files.load_module(os.path.join(ROOT, 'configs', 'test.py')).get_config(test_arg)
@@ -156,14 +166,17 @@ def network_config(key, dtype, tiny, implementation='auto', batch=None, conv=Non
   config.model.nonlocal_block.implementation = implementation
   if batch:
     config.data.global_batch_size = config.train.base_batch_size = batch
-  if conv:
-    config.model.conv_implementation = conv
+  for setting in filter(None, (variant or '').split(',')):
+    name, _, value = setting.partition('=')
+    if name not in VARIANTS or not value:
+      raise ValueError(f'variant {variant!r}: each setting is NAME=VALUE with NAME one of {tuple(VARIANTS)}.')
+    config.model[VARIANTS[name]] = value
   return config
 
 
-def _compiled_step(key, dtype, implementation, batch, conv, tiny):
+def _compiled_step(key, dtype, implementation, batch, variant, tiny):
   """(config, trainer, compiled step, state, fake batch on the devices, compile seconds, fallback lines)."""
-  config = network_config(key, dtype, tiny, implementation, batch, conv)
+  config = network_config(key, dtype, tiny, implementation, batch, variant)
   mesh = parallel.make_mesh()
   trainer = Trainer(config, mesh)
   d = config.data
@@ -176,11 +189,11 @@ def _compiled_step(key, dtype, implementation, batch, conv, tiny):
   return config, trainer, compiled, state, clips, time.perf_counter() - start, fallbacks
 
 
-def train_piece(key, dtype, implementation, batch, conv, steps, tiny):
+def train_piece(key, dtype, implementation, batch, variant, steps, tiny):
   """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices, and
   XLA's count of the step's flops and memory traffic (what bounds it: the matrix units or the memory)."""
   config, trainer, compiled, state, batch, compile_s, fallbacks = _compiled_step(key, dtype, implementation, batch,
-                                                                                 conv, tiny)
+                                                                                 variant, tiny)
   d = config.data
   state, metrics = compiled(state, batch)  # Warm-up; the state is donated, so it is threaded through.
   jax.block_until_ready(metrics)
@@ -194,7 +207,9 @@ def train_piece(key, dtype, implementation, batch, conv, steps, tiny):
   return dict(hlo_tflops=hlo_flops / step_s / 1e12 if hlo_flops else None,
               hlo_gb_per_s=hlo_bytes / step_s / 1e9 if hlo_bytes else None,
               hlo_gb_per_step=hlo_bytes / 1e9 if hlo_bytes else None,
-              network=key, dtype=dtype, attention=implementation, convs=config.model.conv_implementation,
+              network=key, dtype=dtype, attention=implementation, variant=variant or '',
+              convs=blocks.resolve_conv_implementation(config.model.conv_implementation),
+              pools=pooling.resolve(config.model.pool_implementation),
               input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²',
               batch=d.global_batch_size, compile_s=compile_s, step_ms=1e3 * step_s,
               clips_per_s=d.global_batch_size / step_s, gmacs_per_clip=macs / 1e9,
@@ -248,20 +263,21 @@ def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
   return rows, entry
 
 
-def profile_piece(key, dtype, implementation, batch, conv, steps, tiny, out_dir):
+def profile_piece(key, dtype, implementation, batch, variant, steps, tiny, out_dir):
   """A profiler trace of ``steps`` train steps (after a warm-up), summarised by ``bench.device_profile``; the trace
   is kept as ``<out_dir>/profile.xplane.pb``."""
-  config, _, compiled, state, batch, _, _ = _compiled_step(key, dtype, implementation, batch, conv, tiny)
+  config, _, compiled, state, batch, _, _ = _compiled_step(key, dtype, implementation, batch, variant, tiny)
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   trace_dir = os.path.join(out_dir, 'trace')
   shutil.rmtree(trace_dir, ignore_errors=True)
   _, path = device_profile.trace_steps(compiled, state, batch, steps, trace_dir)
-  kept = os.path.join(out_dir, f"profile{'_' + conv if conv else ''}.xplane.pb")
+  suffix = variant.replace('=', '-').replace(',', '_') if variant else ''
+  kept = os.path.join(out_dir, f"profile{'_' + suffix if suffix else ''}.xplane.pb")
   shutil.move(path, kept)
   shutil.rmtree(trace_dir, ignore_errors=True)
   return dict(device_profile.summarize(kept, steps), network=key, dtype=dtype, attention=implementation,
-              batch=config.data.global_batch_size,
+              batch=config.data.global_batch_size, variant=variant or '',
               trace=os.path.basename(kept))
 
 
@@ -284,10 +300,10 @@ def pipeline_piece(out_dir, seconds_left, tiny):
 
 
 def _piece_name(kind, key_or_dtype, *rest):
-  """A train or profile piece's name: 'train c2d_nl bfloat16 auto' (+ ' batch 32')."""
-  dtype, implementation, batch, conv = (*rest, None, None)[:4]
+  """A train or profile piece's name: 'train c2d_nl bfloat16 auto' (+ ' batch 32', + ' conv=folded')."""
+  dtype, implementation, batch, variant = (*rest, None, None)[:4]
   return (f'{kind} {key_or_dtype} {dtype} {implementation}' + (f' batch {batch}' if batch else '') +
-          (f' conv {conv}' if conv else ''))
+          (f' {variant}' if variant else ''))
 
 
 class _Run:
@@ -403,15 +419,16 @@ def main(argv=None):
       if name in done:
         train_rows[name] = done[name]
         continue
-      key, dtype, implementation, batch, conv = (*what, None, None)[:5]
+      key, dtype, implementation, batch, variant = (*what, None, None)[:5]
       if kind == 'profile':
-        row = run.piece(name, profile_piece, key, dtype, implementation, batch, conv, sizes['profile_steps'],
+        row = run.piece(name, profile_piece, key, dtype, implementation, batch, variant, sizes['profile_steps'],
                         args.tiny, run.dir)
-        run.payload['profile' + (f'_{conv}' if conv else '')] = row or dict(run.payload['pieces'][name])
+        run.payload['profile' + (f' {variant}' if variant else '')] = row or dict(run.payload['pieces'][name])
         continue
-      row = run.piece(name, train_piece, key, dtype, implementation, batch, conv, sizes['train_steps'], args.tiny)
+      row = run.piece(name, train_piece, key, dtype, implementation, batch, variant, sizes['train_steps'],
+                      args.tiny)
       train_rows[name] = dict(row, status='ok', piece=name) if row else dict(
-          run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation, convs=conv or 'auto',
+          run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation, variant=variant or '',
           piece=name)
       run.payload['train'] = list(train_rows.values())
       run.save()

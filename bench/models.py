@@ -2,6 +2,7 @@
 
     python bench/models.py                      # R50 C2D, C2D + 5 NL, I3D, I3D + 5 NL at 8×224×224, batch 2
     python bench/models.py --repeats=2 --batch=2 --models=c2d,c2d_nl --conv=folded,native
+    python bench/models.py --models=c2d_nl,i3d_nl --pool=window,slices   # the max pools' two formulations
 
 For each network: the compile time of the jitted forward pass (inference BN) and of the jitted train step
 (forward, backward, SGD update, BatchNorm statistics, dropout); their best wall time per clip over
@@ -9,7 +10,8 @@ For each network: the compile time of the jitted forward pass (inference BN) and
 runs slower; the medians are in the JSON); and the achieved multiply-add rate (the exact count of
 ``nonlocal_jax.models.summary``, 3× for the train step: forward plus twice for the backward pass) against this
 machine's rate on a large float32 matrix multiplication, measured just before each network. ``--conv`` lists
-the convolution implementations to time ('folded' 2D convolutions over frames, 'native' 3D ones). Prints a markdown
+the convolution implementations to time ('folded' 2D convolutions over frames, 'native' 3D ones), ``--pool`` the
+max pools' ('window': XLA's reduce_window, 'slices': strided slices; ``nonlocal_jax.layers.pooling``). Prints a markdown
 table and writes bench/results/models.json and bench/results/models.md, with the machine description.
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # pylint: disable=g-import-not-at-top
+from nonlocal_jax.layers import pooling  # pylint: disable=g-import-not-at-top
 from nonlocal_jax.models import ResNetVideo  # pylint: disable=g-import-not-at-top
 from nonlocal_jax.models.summary import analyse  # pylint: disable=g-import-not-at-top
 
@@ -92,11 +95,11 @@ def compile_and_time(fn, args, repeats: int):
   return compile_s, timed(compiled, *args, repeats=repeats)
 
 
-def bench_network(key: str, conv: str, args) -> dict:
-  """Times one network with one convolution implementation; returns a row of the results table."""
+def bench_network(key: str, conv: str, pool: str, args) -> dict:
+  """Times one network with one convolution and one pool implementation; returns a row of the results table."""
   label, kwargs = NETWORKS[key]
-  label = f'{label} ({conv} conv)'
-  model = ResNetVideo(stem='8x8', conv_implementation=conv, **kwargs)
+  label = f'{label} ({conv} conv, {pool} pools)'
+  model = ResNetVideo(stem='8x8', conv_implementation=conv, pool_implementation=pool, **kwargs)
   rate = matmul_rate(args.matmul_size, args.repeats)
   shape = (args.batch, args.frames, args.size, args.size, 3)
   clips = jnp.asarray(np.random.default_rng(1).standard_normal(shape, np.float32))
@@ -170,6 +173,8 @@ def main() -> None:
   parser.add_argument('--models', default=','.join(NETWORKS), help=f'comma-separated among {list(NETWORKS)}')
   parser.add_argument('--conv', default='auto', help="comma-separated convolution implementations among 'auto' "
                       "(folded on CPU, native elsewhere), 'folded', 'native'")
+  parser.add_argument('--pool', default='auto', help="comma-separated max-pool implementations among 'auto' "
+                      "(slices on CPU, window elsewhere), 'window', 'slices'")
   parser.add_argument('--out_dir', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
   args = parser.parse_args()
   keys = [k for k in args.models.split(',') if k]
@@ -179,11 +184,15 @@ def main() -> None:
   convs = [c for c in args.conv.split(',') if c]
   if any(c not in ('auto', 'folded', 'native') for c in convs):
     parser.error(f"--conv takes 'auto', 'folded' and 'native', got {args.conv!r}.")
+  pools = [p for p in args.pool.split(',') if p]
+  if any(p not in pooling.POOL_IMPLEMENTATIONS for p in pools):
+    parser.error(f'--pool takes {", ".join(map(repr, pooling.POOL_IMPLEMENTATIONS))}, got {args.pool!r}.')
 
   results = {'machine': machine(), 'settings': {k: getattr(args, k) for k in
-                                                 ('repeats', 'batch', 'frames', 'size', 'matmul_size', 'conv')}}
+                                                 ('repeats', 'batch', 'frames', 'size', 'matmul_size', 'conv',
+                                                  'pool')}}
   print(f"{results['machine']}", flush=True)
-  results['networks'] = [bench_network(k, c, args) for c in convs for k in keys]
+  results['networks'] = [bench_network(k, c, p, args) for c in convs for p in pools for k in keys]
   table = markdown(results)
   print(table)
   os.makedirs(args.out_dir, exist_ok=True)

@@ -146,6 +146,7 @@ def test_fields_that_disagree_fail_before_the_model(no_model, changes, message):
     ({'model.stem_pool_padding': 2}, 'stem_pool_padding must be 0'),
     ({'model.dropout_rate': 1.5}, r'dropout_rate must be in \[0, 1\)'),
     ({'model.conv_implementation': 'cuda'}, 'conv_implementation must be one of'),
+    ({'model.pool_implementation': 'fast'}, 'pool_implementation must be one of'),
     ({'model.nonlocal_res3_temporal_groups': 0}, 'nonlocal_res3_temporal_groups must be a positive integer'),
     ({'model.nonlocal_block.subsample': (0, 2, 2)}, 'nonlocal_block.subsample must be a window of positive'),
     ({'model.nonlocal_block.implementation': 'x'}, 'nonlocal_block.implementation must be one of'),

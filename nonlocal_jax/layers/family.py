@@ -6,7 +6,8 @@ rank 1-3 (B, ..., C) with the same shape out, the identity at initialisation, ``
 ValueError that names the attribute, a ``dtype`` field (the network sets it), and a way for the model summary
 to count the multiply-adds that are not convolutions: ``attention_macs(input_shape)`` (the non-local block's own
 count lives in ``nonlocal_jax.models.summary``). Blocks that hold a BatchNorm also have the fields ``norm``,
-``bn_momentum``, ``bn_epsilon`` and ``bn_axis_name``, which the network sets from its own.
+``bn_momentum``, ``bn_epsilon`` and ``bn_axis_name``, which the network sets from its own; so is a block's
+``pool_implementation`` (the non-local block's subsampling).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from nonlocal_jax.layers import attention
 from nonlocal_jax.layers import pairwise as pairwise_lib
+from nonlocal_jax.layers import pooling
 from nonlocal_jax.layers.geometry import POSITION_SETS, PositionSets
 
 POOL_POSITIONS = ('before', 'after')
@@ -136,6 +137,8 @@ class NonLocalBlock(nn.Module):
     implementation: 'auto' | 'naive' | 'chunked' | 'reassociated' | 'fused' | 'cudnn'; see ``layers.attention``
       ('auto': the device's measured table, else by size; 'cudnn' falls back where the backend refuses it).
     chunk_size: queries per block for the chunked implementation.
+    pool_implementation: how ``subsample`` max-pools: 'auto', 'window' or 'slices' (``layers.pooling``: the same
+      values; 'slices' differentiates without a scatter). In a network it follows the network's setting.
     max_affinity_bytes: 'auto' takes no path that holds the whole float32 affinity when it would exceed this.
     sow_attention: sow the (B·groups, N_query, N_key) attention weights into 'intermediates' when that
       collection is mutable; False keeps other layers' intermediates from paying for the N×N array.
@@ -158,6 +161,7 @@ class NonLocalBlock(nn.Module):
   bn_axis_name: Optional[str] = None
   implementation: str = 'auto'
   chunk_size: int = 256
+  pool_implementation: str = 'auto'
   max_affinity_bytes: int = 32 * 2**20
   sow_attention: bool = True
   dtype: Any = None
@@ -186,6 +190,7 @@ class NonLocalBlock(nn.Module):
       raise ValueError(f'inter_channels must be a positive integer or None, got {self.inter_channels!r}.')
     if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
       raise ValueError(f'chunk_size must be a positive integer, got {self.chunk_size!r}.')
+    pooling.resolve(self.pool_implementation)
     window = self._window()
     if any(w < 1 for w in window):
       raise ValueError(f'subsample must be a window of positive integers, one per non-channel axis (e.g. '
@@ -244,7 +249,7 @@ class NonLocalBlock(nn.Module):
     dense = lambda features, name, k_init=kernel_init: nn.Dense(
         features, use_bias=self.use_bias, kernel_init=k_init, bias_init=nn.initializers.zeros,
         dtype=dtype, param_dtype=jnp.float32, name=name)
-    pool = lambda t: nn.max_pool(t, window, strides=window, padding='VALID') if window else t
+    pool = lambda t: pooling.max_pool(t, window, window, 'VALID', self.pool_implementation) if window else t
 
     # Key/value path: official code pools x, then convolves; the paper convolves, then pools.
     kv_input = pool(x) if self.pool_position == 'before' else x

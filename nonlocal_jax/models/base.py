@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from nonlocal_jax.layers import family
+from nonlocal_jax.layers import pooling
 from nonlocal_jax.models import blocks
 from nonlocal_jax.models.placement import resolve_nonlocal_locations
 
@@ -28,7 +29,7 @@ REMAT = ('none', 'nonlocal', 'stages', 'all')
 REMAT_POLICY = jax.checkpoint_policies.nothing_saveable
 
 # Block fields that the network sets from its own fields, so they are not part of the block spec.
-NETWORK_OWNED_BLOCK_FIELDS = ('dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon')
+NETWORK_OWNED_BLOCK_FIELDS = ('dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon', 'pool_implementation')
 
 
 def nonlocal_block_fields(kind: str = family.DEFAULT_KIND) -> Tuple[str, ...]:
@@ -66,6 +67,7 @@ class ResNetBase(nn.Module):
   residual_bn_init: float = 1.0
   dropout_rate: float = 0.5
   conv_implementation: str = 'auto'
+  pool_implementation: str = 'auto'
   remat: str = 'none'
   dtype: Any = jnp.float32
 
@@ -107,6 +109,7 @@ class ResNetBase(nn.Module):
       raise ValueError(f'width must be a positive integer, got {self.width!r}.')
     check_one_of('norm', self.norm, blocks.NORMS)
     check_one_of('conv_implementation', self.conv_implementation, blocks.CONV_IMPLEMENTATIONS)
+    check_one_of('pool_implementation', self.pool_implementation, pooling.POOL_IMPLEMENTATIONS)
     check_one_of('remat', self.remat, REMAT)
     self.check_nonlocal_block()
     if not 0.0 <= self.dropout_rate < 1.0:
@@ -179,7 +182,7 @@ class ResNetBase(nn.Module):
     if spec.get('subsample') is not None:
       spec['subsample'] = tuple(spec['subsample'])
     owned = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
-                 bn_epsilon=self.bn_epsilon)
+                 bn_epsilon=self.bn_epsilon, pool_implementation=self.pool_implementation)
     spec.update({k: v for k, v in owned.items() if k in family.block_fields(kind)})
     for key in overrides:
       if key not in fields:

@@ -66,12 +66,16 @@ class Conv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, kernel_size + (x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     padding = symmetric_padding(kernel_size)
-    implementation = self.implementation
-    if implementation == 'auto':
-      implementation = 'folded' if jax.default_backend() == 'cpu' else 'native'
-    if implementation == 'native' or x.ndim != 5:
+    if resolve_conv_implementation(self.implementation) == 'native' or x.ndim != 5:
       return _conv(x, kernel, strides, padding)
     return _folded_conv3d(x, kernel, strides, padding)
+
+
+def resolve_conv_implementation(implementation: str) -> str:
+  """The concrete implementation ('native' or 'folded') that ``implementation`` stands for on this backend."""
+  if implementation == 'auto':
+    return 'folded' if jax.default_backend() == 'cpu' else 'native'
+  return implementation
 
 
 def _conv(x, kernel, strides, padding):

@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
 
+from nonlocal_jax.layers import pooling
 from nonlocal_jax.models import blocks
 from nonlocal_jax.models.base import ResNetBase, check_one_of
 
@@ -42,7 +43,7 @@ class ResNetImage(ResNetBase):
     stem: 'imagenet' (7×7/2 conv, 3×3/2 max pool; four stages) or 'cifar' (3×3 conv, no pool; three stages).
     stride_in_1x1: stride on branch2a (original MSRA ResNet) instead of branch2b (torchvision "v1.5").
     nonlocal_locations, nonlocal_block: as ``ResNetVideo``, with 2D blocks (the default subsample is (2, 2)).
-    norm, bn_axis_name, bn_momentum, bn_epsilon, residual_bn_init, conv_implementation, remat, dtype: as
+    norm, bn_axis_name, bn_momentum, bn_epsilon, residual_bn_init, conv_implementation, pool_implementation, remat, dtype: as
       ``ResNetVideo`` (2D convolutions are always native).
     dropout_rate: dropout before the classifier (0 by default for images).
   """
@@ -128,7 +129,7 @@ class ResNetImage(ResNetBase):
       x = conv(width, (7, 7), (2, 2), name='conv1')(x)
       x = nn.relu(norm(name='res_conv1_bn')(x))
       self.sow('intermediates', 'conv1_out', x)
-      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+      x = pooling.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)), self.pool_implementation)
       self.sow('intermediates', 'pool1_out', x)
     else:
       x = conv(width, (3, 3), name='conv1')(x)

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from nonlocal_jax.layers import pooling
 from nonlocal_jax.models import blocks
 from nonlocal_jax.models.base import ResNetBase, check_one_of, probabilities_over_positions
 from nonlocal_jax.models.placement import R101_STAGES, R50_STAGES
@@ -124,6 +125,9 @@ class ResNetVideo(ResNetBase):
     dropout_rate: dropout before the classifier (0.5).
     conv_implementation: 'auto' ('folded' on CPU, 'native' elsewhere), 'native' (3D convolutions) or 'folded'
       (2D convolutions with time folded into the batch: the same function, several times faster on XLA:CPU).
+    pool_implementation: how every max pool runs (the stem's and the non-local blocks' subsampling): 'auto'
+      ('slices' on CPU, 'window' elsewhere), 'window' (XLA's reduce_window) or 'slices' (strided slices: the
+      same values, a backward pass without scatter; see ``nonlocal_jax.layers.pooling``).
     head_window: spatial window (H, W) of the average pool in fully-convolutional mode, the res5 map of a
       training crop (7, 7) as in the official test net; None applies the classifier at every res5 position.
     remat: what the backward pass recomputes instead of keeping from the forward pass, to fit long clips
@@ -302,12 +306,13 @@ class ResNetVideo(ResNetBase):
     x = conv(width, (5 if i3d else 1, 7, 7), stem.conv1_strides, name='conv1')(x)
     x = nn.relu(norm(name='res_conv1_bn')(x))
     self.sow('intermediates', 'conv1_out', x)
-    x = nn.max_pool(x, stem.pool1_window, stem.pool1_strides, padding=stem.pool1_padding)
+    x = pooling.max_pool(x, stem.pool1_window, stem.pool1_strides, stem.pool1_padding, self.pool_implementation)
     self.sow('intermediates', 'pool1_out', x)
 
     for k in (2, 3, 4, 5):
       if k == 3:
-        x = nn.max_pool(x, stem.pool2_window, stem.pool2_strides, padding=stem.pool2_padding)
+        x = pooling.max_pool(x, stem.pool2_window, stem.pool2_strides, stem.pool2_padding,
+                             self.pool_implementation)
         self.sow('intermediates', 'pool2_out', x)
       inner = width * 2 ** (k - 2)
       strides = (1, 1, 1) if k == 2 else (1, 2, 2)

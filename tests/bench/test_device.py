@@ -53,8 +53,9 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
   assert payload['tiny'] and payload['slug'] == 'cpu'
   assert {k: v['status'] for k, v in payload['pieces'].items() if v['status'] != 'ok'} == {}
   assert payload['matmul']['bfloat16_tflops'] > 0 and payload['matmul']['float32_tflops'] > 0
-  assert [(r['network'], r['dtype'], r['attention']) for r in payload['train']] == [
-      ('c2d_nl', 'bfloat16', 'auto')]
+  # The tiny plan's step asks for the settings that are not the CPU's defaults: the row records them.
+  assert [(r['network'], r['dtype'], r['attention'], r['convs'], r['pools']) for r in payload['train']] == [
+      ('c2d_nl', 'bfloat16', 'auto', 'native', 'window')]
   for r in payload['train']:
     assert r['loss_finite'] and r['compile_s'] > 0
     assert r['clips_per_s'] == pytest.approx(r['batch'] * 1e3 / r['step_ms'])
@@ -73,7 +74,7 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
   assert sum(v['share'] for v in profile['by_kind'].values()) == pytest.approx(1.0)
   assert 0 < profile['busy_ms_per_step'] <= profile['span_ms_per_step']
   markdown = (tiny_run['out'] / 'device.md').read_text()
-  assert 'Matrix multiply (256²)' in markdown and '| c2d_nl (tiny: configs/test.py) | bfloat16 | auto |' in markdown
+  assert 'Matrix multiply (256²)' in markdown and '| c2d_nl (tiny: configs/test.py) | bfloat16 | auto | native, window |' in markdown
   assert 'input pipeline: skipped' in markdown and 'cudnn | refused' in markdown
 
 
@@ -106,6 +107,10 @@ def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
     d, m = config.data, config.model
     assert (d.name, d.global_batch_size, d.num_frames, d.crop_size) == ('fake', 8, 8, 224)
     assert (m.depth, m.temporal, m.nonlocal_locations, m.stem, m.dtype) == (50, temporal, blocks, '8x8', dtype)
+  variant = device.network_config(key, 'bfloat16', False, variant='conv=folded,pool=slices')
+  assert (variant.model.conv_implementation, variant.model.pool_implementation) == ('folded', 'slices')
+  with pytest.raises(ValueError, match="each setting is NAME=VALUE with NAME one of \\('conv', 'pool'\\)"):
+    device.network_config(key, 'bfloat16', False, variant='convs=folded')
   cudnn = device.network_config(key, 'bfloat16', False, 'cudnn')
   assert cudnn.model.nonlocal_block.implementation == 'cudnn'
   checks.check_config(cudnn)  # Ranges (the dtype, the implementation) and the model's input size: it can start.

@@ -33,8 +33,8 @@ def test_default_config_builds_the_c2d_r50():
 
 def test_config_block_spec_holds_exactly_the_block_fields():
   spec = load_config('default').model.nonlocal_block
-  # The network sets the block's dtype and BatchNorm settings from its own fields; the rest are the spec.
-  owned = {'parent', 'name', 'dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon'}
+  # The network sets the block's dtype, BatchNorm settings and pools from its own fields; the rest are the spec.
+  owned = {'parent', 'name', 'dtype', 'bn_axis_name', 'bn_momentum', 'bn_epsilon', 'pool_implementation'}
   # ... and 'kind' says which block of the family (issue 17) the fields belong to.
   assert set(spec.keys()) == {f.name for f in dataclasses.fields(NonLocalBlock)} - owned | {'kind'}
   assert spec.kind == 'nonlocal'
