@@ -12,7 +12,7 @@ runs slower; the medians are in the JSON); and the achieved multiply-add rate (t
 machine's rate on a large float32 matrix multiplication, measured just before each network. ``--conv`` lists
 the convolution implementations to time ('folded' 2D convolutions over frames, 'native' 3D ones), ``--pool`` the
 max pools' ('window': XLA's reduce_window, 'slices': strided slices; ``nonlocal_jax.layers.pooling``). Prints a markdown
-table and writes bench/results/models.json and bench/results/models.md, with the machine description.
+table and writes bench/results/<--name, default models>.{json,md}, with the machine description.
 """
 
 from __future__ import annotations
@@ -176,6 +176,7 @@ def main() -> None:
   parser.add_argument('--pool', default='auto', help="comma-separated max-pool implementations among 'auto' "
                       "(slices on CPU, window elsewhere), 'window', 'slices'")
   parser.add_argument('--out_dir', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
+  parser.add_argument('--name', default='models', help='results go to <out_dir>/<name>.{json,md}')
   args = parser.parse_args()
   keys = [k for k in args.models.split(',') if k]
   unknown = [k for k in keys if k not in NETWORKS]
@@ -196,10 +197,10 @@ def main() -> None:
   table = markdown(results)
   print(table)
   os.makedirs(args.out_dir, exist_ok=True)
-  with open(os.path.join(args.out_dir, 'models.json'), 'w') as f:
+  with open(os.path.join(args.out_dir, f'{args.name}.json'), 'w') as f:
     json.dump(results, f, indent=2)
-  with open(os.path.join(args.out_dir, 'models.md'), 'w') as f:
-    f.write('# bench/models.py\n\n' + table + '\n')
+  with open(os.path.join(args.out_dir, f'{args.name}.md'), 'w') as f:
+    f.write(f"# python bench/models.py {' '.join(sys.argv[1:])}\n\n" + table + '\n')
 
 
 if __name__ == '__main__':
