@@ -92,7 +92,7 @@ FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5, block_shapes={k: block_
             block_batch=8, train_steps=20, plan=_BF16_FIRST)
 # Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
 TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
-            plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4, 'conv=native,pool=window'),
+            plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4, _BOTH),
                   ('block', 'bfloat16', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
                   ('profile', 'c2d_nl', 'bfloat16', 'auto', 4)])
 _LABELS = {key: label for key, label, *_ in NETWORKS}

@@ -1,5 +1,6 @@
 """The command line writes a checkpoint that the trainer's restore and init_checkpoint read; export reads it back."""
 
+import json
 import os
 import pickle
 import subprocess
@@ -21,10 +22,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ARCH = Arch(stage_sizes=(1, 1, 1, 1), num_classes=2, nonlocal_after=((), (0,), (), ()))
 
 
-def _cli(*args):
+# Several command lines in one interpreter (each start costs seconds of imports): absl parses each afresh, and
+# each ends as the command line would, with its exit code and what it printed.
+_DRIVER = """
+import contextlib, io, json, sys
+from absl import app, flags
+from nonlocal_jax import convert
+convert._define_flags()
+results = []
+for argv in json.loads(sys.argv[1]):
+  out, err, code = io.StringIO(), io.StringIO(), 0
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      flags.FLAGS.unparse_flags()
+      app.run(convert.main, argv=['convert'] + argv)
+    except SystemExit as e:
+      code = e.code if isinstance(e.code, int) or e.code is None else 1
+      if isinstance(e.code, str):
+        print(e.code, file=sys.stderr)
+  results.append({'returncode': code or 0, 'stdout': out.getvalue(), 'stderr': err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def _cli_runs(*argvs):
+  """The results ({'returncode', 'stdout', 'stderr'}) of ``python -m nonlocal_jax.convert ARGV`` for each argv."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, '-m', 'nonlocal_jax.convert', *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=240)
+  run = subprocess.run([sys.executable, '-c', _DRIVER, json.dumps([list(map(str, a)) for a in argvs])], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=400)
+  assert run.returncode == 0, run.stderr[-3000:]
+  return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def _flat(tree):
@@ -33,19 +60,34 @@ def _flat(tree):
 
 @pytest.fixture(scope='module')
 def converted_run(tmp_path_factory):
+  """(blobs, source pickle, workdir, tmp folder, {name: result}) of every command line the tests check, run in one
+  interpreter in order: the conversion, both exports, then the errors."""
   tmp = tmp_path_factory.mktemp('cli')
   blobs = make_blobs(ARCH, seed=11)
   src = tmp / 'model.pkl'
   with open(src, 'wb') as f:
     pickle.dump({'blobs': blobs}, f, protocol=2)
+  # A pickle whose loading would run a shell command (it must be refused, and the command never run).
+  with open(tmp / 'evil.pkl', 'wb') as f:
+    f.write(b'cos\nsystem\n(V' + f'touch {tmp / "ran"}'.encode() + b'\ntR.')
   workdir = tmp / 'run'
-  result = _cli(f'--src={src}', '--config=configs/test.py', f'--workdir={workdir}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return blobs, src, workdir
+  convert_args = [f'--src={src}', '--config=configs/test.py', f'--workdir={workdir}']
+  commands = {
+      'convert': convert_args,
+      'export': [f'--workdir={workdir}', f'--export={tmp / "exported.pkl"}'],
+      'export_safetensors': [f'--workdir={workdir}', f'--export={tmp / "exported.safetensors"}'],
+      'again': convert_args,
+      'missing': [f'--src={tmp / "nope.pkl"}', '--config=configs/test.py', f'--workdir={tmp / "x"}'],
+      'unknown': ['--zoo=nope', f'--workdir={tmp / "z"}'],
+      'evil': [f'--src={tmp / "evil.pkl"}', '--config=configs/test.py', f'--workdir={tmp / "y"}'],
+  }
+  results = dict(zip(commands, _cli_runs(*commands.values())))
+  assert results['convert']['returncode'] == 0, results['convert']['stderr'][-3000:]
+  return blobs, src, workdir, tmp, results
 
 
 def test_trainer_restore_and_init_checkpoint_read_it(converted_run):
-  blobs, _, workdir = converted_run
+  blobs, _, workdir, _, _ = converted_run
   config = helpers.load_config('test')
   expected = convert.convert_blobs(blobs, helpers.abstract_variables(helpers.video_model(ARCH), (1, 4, 16, 16, 3)))
   # What main.py --mode=eval does: the trainer's state restored from the workdir.
@@ -64,37 +106,28 @@ def test_trainer_restore_and_init_checkpoint_read_it(converted_run):
       np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
-def test_export_and_errors(converted_run, tmp_path):
-  blobs, src, workdir = converted_run
-  out = tmp_path / 'exported.pkl'
-  result = _cli(f'--workdir={workdir}', f'--export={out}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  exported = convert.load_blobs(str(out))
+def test_export_and_errors(converted_run):
+  blobs, _, _, tmp, results = converted_run
+  assert results['export']['returncode'] == 0, results['export']['stderr'][-3000:]
+  exported = convert.load_blobs(str(tmp / 'exported.pkl'))
   weights = {k: v for k, v in blobs.items() if not convert.SKIPPED.search(k)}
   assert sorted(exported) == sorted(weights)
   for k, v in weights.items():
     np.testing.assert_array_equal(exported[k], v, err_msg=k)
 
-  again = _cli(f'--src={src}', '--config=configs/test.py', f'--workdir={workdir}')
-  assert again.returncode != 0 and 'already holds checkpoints: give an empty --workdir' in again.stderr
-  missing = _cli(f'--src={tmp_path / "nope.pkl"}', '--config=configs/test.py', f'--workdir={tmp_path / "x"}')
-  assert missing.returncode != 0 and 'does not exist' in missing.stderr
-  unknown = _cli('--zoo=nope', f'--workdir={tmp_path / "z"}')
-  assert unknown.returncode != 0 and "Error: There is no zoo model 'nope': use one of c2d_baseline_8x8" in unknown.stderr
-  # A pickle whose loading would run a shell command: refused in one sentence, and the command never ran.
-  marker = tmp_path / 'ran'
-  with open(tmp_path / 'evil.pkl', 'wb') as f:
-    f.write(b'cos\nsystem\n(V' + f'touch {marker}'.encode() + b'\ntR.')
-  evil = _cli(f'--src={tmp_path / "evil.pkl"}', '--config=configs/test.py', f'--workdir={tmp_path / "y"}')
-  assert evil.returncode != 0 and 'evil.pkl was not loaded: it asks to load os.system' in evil.stderr
-  assert not marker.exists() and not (tmp_path / 'y').exists()
+  again, missing, unknown, evil = (results[k] for k in ('again', 'missing', 'unknown', 'evil'))
+  assert again['returncode'] != 0 and 'already holds checkpoints: give an empty --workdir' in again['stderr']
+  assert missing['returncode'] != 0 and 'does not exist' in missing['stderr']
+  assert unknown['returncode'] != 0 and ("Error: There is no zoo model 'nope': use one of c2d_baseline_8x8"
+                                         in unknown['stderr'])
+  assert evil['returncode'] != 0 and 'evil.pkl was not loaded: it asks to load os.system' in evil['stderr']
+  assert not (tmp / 'ran').exists() and not (tmp / 'y').exists()
 
 
-def test_safetensors_export_imports_back_to_identical_arrays(converted_run, tmp_path):
-  blobs, _, workdir = converted_run
-  out = tmp_path / 'exported.safetensors'
-  result = _cli(f'--workdir={workdir}', f'--export={out}')
-  assert result.returncode == 0, result.stderr[-3000:]
+def test_safetensors_export_imports_back_to_identical_arrays(converted_run):
+  blobs, _, workdir, tmp, results = converted_run
+  out = tmp / 'exported.safetensors'
+  assert results['export_safetensors']['returncode'] == 0, results['export_safetensors']['stderr'][-3000:]
   # The official names and layouts, exactly the source's weights.
   exported = convert.load_blobs(str(out))
   weights = {k: v for k, v in blobs.items() if not convert.SKIPPED.search(k)}
