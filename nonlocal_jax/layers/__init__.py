@@ -7,7 +7,7 @@ cudnn), ``attention_auto`` (the device's measured table that 'auto' reads, which
 ``geometry`` (``PositionSets``: which positions attend to each other), ``family`` (``BLOCK_KINDS``: the blocks by
 name), ``gc_block`` (``GCBlock``), ``asymmetric_block`` (``AsymmetricPyramidBlock``), ``criss_cross_block``
 (``CrissCrossBlock``), ``cgnl_block`` (``CGNLBlock``), ``double_attention_block`` (``DoubleAttentionBlock``),
-``block_common`` (what they share).
+``block_common`` (what they share), ``pooling`` (max pooling whose backward pass needs no scatter).
 """
 
 from nonlocal_jax.layers.asymmetric_block import AsymmetricPyramidBlock

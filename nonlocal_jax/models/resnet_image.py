@@ -43,8 +43,8 @@ class ResNetImage(ResNetBase):
     stem: 'imagenet' (7×7/2 conv, 3×3/2 max pool; four stages) or 'cifar' (3×3 conv, no pool; three stages).
     stride_in_1x1: stride on branch2a (original MSRA ResNet) instead of branch2b (torchvision "v1.5").
     nonlocal_locations, nonlocal_block: as ``ResNetVideo``, with 2D blocks (the default subsample is (2, 2)).
-    norm, bn_axis_name, bn_momentum, bn_epsilon, residual_bn_init, conv_implementation, pool_implementation, remat, dtype: as
-      ``ResNetVideo`` (2D convolutions are always native).
+    norm, bn_axis_name, bn_momentum, bn_epsilon, residual_bn_init, conv_implementation, pool_implementation,
+      remat, dtype: as ``ResNetVideo`` (2D convolutions are always native).
     dropout_rate: dropout before the classifier (0 by default for images).
   """
   num_classes: int = 1000

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 
-import jax
 import numpy as np
 import pytest
 
@@ -223,22 +222,9 @@ def test_a_bad_videos_folder_is_one_sentence(charades, tmp_path, capsys):
     builders.check_prepared('charades', str(tmp_path))
 
 
-@pytest.fixture
-def compilation_cache(tmp_path_factory):
-  """The persistent compilation cache of tests/training (its conftest): the tiny run's steps are the multi-label
-  training test's (configs/test.py, 10 classes, 2 steps), compiled once for both."""
-  path = str(tmp_path_factory.getbasetemp().parent / 'jax_compilation_cache')
-  os.makedirs(path, exist_ok=True)
-  before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  yield path
-  jax.config.update('jax_compilation_cache_dir', before[0])
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', before[1])
-
-
-def test_a_tiny_run_trains_on_clip_labels_and_tests_by_map(charades, tmp_path, compilation_cache):
-  del compilation_cache
+def test_a_tiny_run_trains_on_clip_labels_and_tests_by_map(charades, tmp_path):
+  # Its steps are the multi-label training test's (configs/test.py, 10 classes, 2 steps): compiled once for both
+  # through the session's compilation cache (tests/conftest.py).
   from tests.training import helpers  # pylint: disable=g-import-not-at-top
   config = helpers.load_config(**{'data.name': 'charades', 'model.num_classes': 10, 'train.num_steps': 2,
                                   'train.checkpoint_every_steps': 2})

@@ -92,7 +92,8 @@ def test_network_parameter_gradients_do_not_depend_on_the_pools():
   # 'slices' agree (compiled with the tests' cheap XLA options, under which a value-comparing backward pass once
   # gave NaNs here).
   x = jax.random.normal(jax.random.key(0), (1, 2, 32, 32, 3))
-  kwargs = dict(num_classes=5, stage_sizes=(1, 1, 1, 1), width=4, stem='8x8', dropout_rate=0.0, nonlocal_locations='res3:0',
+  kwargs = dict(num_classes=5, stage_sizes=(1, 1, 1, 1), width=4, stem='8x8', dropout_rate=0.0,
+                nonlocal_locations='res3:0',
                 nonlocal_block={'bn_scale_init': 1.0})
   models = [ResNetVideo(pool_implementation=p, **kwargs) for p in ('window', 'slices')]
   variables = run(lambda key, x: models[0].init(key, x, train=False), jax.random.key(1), x)

@@ -1,31 +1,7 @@
-"""Session-wide state of the training tests: the tiny synthetic set of configs/test.py (generated once per worker),
-the reference run, and one JAX compilation cache that this process and every main.py subprocess share."""
+"""Session-wide state of the training tests: the tiny synthetic set of configs/test.py (generated once per worker)
+and the reference run (the compilation cache they share is the root conftest's)."""
 
-import os
-
-import jax
 import pytest
-
-
-@pytest.fixture(scope='session', autouse=True)
-def compilation_cache(tmp_path_factory):
-  """One persistent compilation cache for the session (all workers): a program compiled once is loaded after.
-
-  A loaded executable is the one compiled before, so the runs compared bit for bit stay comparable.
-  """
-  path = str(tmp_path_factory.getbasetemp().parent / 'jax_compilation_cache')
-  os.makedirs(path, exist_ok=True)
-  before = {k: os.environ.get(k) for k in ('JAX_COMPILATION_CACHE_DIR', 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')}
-  os.environ.update(JAX_COMPILATION_CACHE_DIR=path, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')  # Subprocesses.
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  yield path
-  jax.config.update('jax_compilation_cache_dir', None)
-  for k, v in before.items():
-    if v is None:
-      os.environ.pop(k, None)
-    else:
-      os.environ[k] = v
 
 
 @pytest.fixture(scope='session')

@@ -45,7 +45,8 @@ def flags_for(overrides):
 def env_for(devices=1):
   """The environment of a main.py subprocess with ``devices`` fake CPU devices."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3', NO_GCE_CHECK='true',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', PYTHONPATH=ROOT)
+             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip(),
+             PYTHONPATH=ROOT)
   return env
 
 

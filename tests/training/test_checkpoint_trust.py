@@ -30,7 +30,10 @@ def _copy_run(reference_run, tmp_path, steps=None):
 
 
 def _largest_data_file(step_dir):
-  files = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(step_dir, 'state')) for f in names]
+  """The largest file of the arrays' OCDBT store (its ``d/`` folders; not the metadata JSON beside them, which
+  can be larger for a tiny model and in which a flipped byte may change nothing that is read)."""
+  files = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(step_dir, 'state')) for f in names
+           if os.path.basename(d) == 'd']
   return max(files, key=os.path.getsize)
 
 
