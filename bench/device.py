@@ -10,7 +10,8 @@ never the package's). It measures:
   bfloat16 and float32, on fake data (``Trainer.train_step`` on one batch already on the device, state threaded
   and donated as in training), with the compile time and the fraction of the bfloat16 matmul rate that the step
   reaches (a train step is ~3× the forward multiply-adds of ``nonlocal_jax.models.summary``); C2D + 5 NL in bf16
-  also with the blocks' cuDNN attention;
+  also with the blocks' cuDNN attention, and with the model's other convolution and max-pool formulations
+  (``VARIANTS``: 2D convolutions over the frames, max pools without scatter), alone, together and at 32 clips;
 - the non-local block at the paper's shapes (res3 4×28×28×512, res4 4×14×14×1024, 8×28×28 and 16×28×28 at
   C=512; batch 8) for the embedded Gaussian and the dot product: every exact implementation, cuDNN's where the
   backend takes it, float32 and bfloat16, forward and forward+backward time (median of --repeats after
@@ -92,7 +93,7 @@ FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5, block_shapes={k: block_
             block_batch=8, train_steps=20, plan=_BF16_FIRST)
 # Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
 TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
-            plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4, _BOTH),
+            plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4, 'conv=folded,pool=window'),
                   ('block', 'bfloat16', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
                   ('profile', 'c2d_nl', 'bfloat16', 'auto', 4)])
 _LABELS = {key: label for key, label, *_ in NETWORKS}

@@ -174,7 +174,7 @@ def main() -> None:
   parser.add_argument('--conv', default='auto', help="comma-separated convolution implementations among 'auto' "
                       "(folded on CPU, native elsewhere), 'folded', 'native'")
   parser.add_argument('--pool', default='auto', help="comma-separated max-pool implementations among 'auto' "
-                      "(slices on CPU, window elsewhere), 'window', 'slices'")
+                      "(window for now), 'window', 'slices'")
   parser.add_argument('--out_dir', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
   parser.add_argument('--name', default='models', help='results go to <out_dir>/<name>.{json,md}')
   args = parser.parse_args()

@@ -57,7 +57,7 @@ def model_config() -> ml_collections.ConfigDict:
   model.head_window = (7, 7)  # Fully-convolutional testing: res5 average-pool window; None: fc everywhere.
   # 'auto' ('folded' on CPU, else 'native'), 'native' 3D convs, or 'folded' (2D convs over frames; same result).
   model.conv_implementation = 'auto'
-  # Max pools: 'auto' ('slices' on CPU, else 'window'), 'window' (reduce_window) or 'slices' (same values, a
+  # Max pools: 'auto' (= 'window' for now), 'window' (reduce_window) or 'slices' (same values, a
   # backward pass without scatter).
   model.pool_implementation = 'auto'
   model.remat = 'none'  # Recompute in the backward pass to fit long clips: 'none', 'nonlocal', 'stages', 'all'.

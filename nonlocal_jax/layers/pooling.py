@@ -27,19 +27,17 @@ import jax
 import jax.numpy as jnp
 
 # 'window': XLA's reduce_window (flax.linen.max_pool); 'slices': strided slices, one axis at a time; 'auto':
-# 'slices' on CPU, where R50 + 5 NL train steps take the same time either way (within 4 %,
-# bench/results/models_pools.md) and the forward pass is up to 21 % faster; 'window' on other backends until a
-# device measurement says otherwise (bench/device.py times both).
+# 'window' on every backend until a GPU measurement says otherwise (bench/device.py times both). On the CPU the
+# R50 + 5 NL train steps take the same time either way (within 4 %, bench/results/models_pools.md), so 'window'
+# keeps the CPU's runs (and the README's figures) bit for bit as they were.
 POOL_IMPLEMENTATIONS = ('auto', 'window', 'slices')
 
 
 def resolve(implementation: str) -> str:
-  """The concrete implementation ('window' or 'slices') that ``implementation`` stands for on this backend."""
+  """The concrete implementation ('window' or 'slices') that ``implementation`` stands for."""
   if implementation not in POOL_IMPLEMENTATIONS:
     raise ValueError(f'pool_implementation must be one of {POOL_IMPLEMENTATIONS}, got {implementation!r}.')
-  if implementation == 'auto':
-    return 'slices' if jax.default_backend() == 'cpu' else 'window'
-  return implementation
+  return 'window' if implementation == 'auto' else implementation
 
 
 def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
@@ -62,7 +60,7 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
                      f'{window} and strides {strides}.')
   pads = ((0, 0),) * rank if padding == 'VALID' else tuple((int(lo), int(hi)) for lo, hi in padding)
   if resolve(implementation) == 'window':
-    return nn.max_pool(x, window, strides, padding=pads)
+    return nn.max_pool(x, window, strides, padding=padding if padding == 'VALID' else pads)
   for axis, (w, s, pad) in enumerate(zip(window, strides, pads), start=1):
     if (w, s, pad) != (1, 1, (0, 0)):
       if x.shape[axis] + sum(pad) < w:

@@ -126,8 +126,8 @@ class ResNetVideo(ResNetBase):
     conv_implementation: 'auto' ('folded' on CPU, 'native' elsewhere), 'native' (3D convolutions) or 'folded'
       (2D convolutions with time folded into the batch: the same function, several times faster on XLA:CPU).
     pool_implementation: how every max pool runs (the stem's and the non-local blocks' subsampling): 'auto'
-      ('slices' on CPU, 'window' elsewhere), 'window' (XLA's reduce_window) or 'slices' (strided slices: the
-      same values, a backward pass without scatter; see ``nonlocal_jax.layers.pooling``).
+      (= 'window' until a GPU measurement says otherwise), 'window' (XLA's reduce_window) or 'slices' (strided
+      slices: the same values, a backward pass without scatter; see ``nonlocal_jax.layers.pooling``).
     head_window: spatial window (H, W) of the average pool in fully-convolutional mode, the res5 map of a
       training crop (7, 7) as in the official test net; None applies the classifier at every res5 position.
     remat: what the backward pass recomputes instead of keeping from the forward pass, to fit long clips

@@ -62,7 +62,7 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
   assert payload['matmul']['bfloat16_tflops'] > 0 and payload['matmul']['float32_tflops'] > 0
   # The tiny plan's step names its settings (the CPU's defaults, so that its compilation is the profile's too).
   assert [(r['network'], r['dtype'], r['attention'], r['convs'], r['pools']) for r in payload['train']] == [
-      ('c2d_nl', 'bfloat16', 'auto', 'folded', 'slices')]
+      ('c2d_nl', 'bfloat16', 'auto', 'folded', 'window')]
   for r in payload['train']:
     assert r['loss_finite'] and r['compile_s'] > 0
     assert r['clips_per_s'] == pytest.approx(r['batch'] * 1e3 / r['step_ms'])
@@ -82,7 +82,7 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
   assert 0 < profile['busy_ms_per_step'] <= profile['span_ms_per_step']
   markdown = (tiny_run['out'] / 'device.md').read_text()
   assert 'Matrix multiply (256²)' in markdown
-  assert '| c2d_nl (tiny: configs/test.py) | bfloat16 | auto | folded, slices |' in markdown
+  assert '| c2d_nl (tiny: configs/test.py) | bfloat16 | auto | folded, window |' in markdown
   assert 'input pipeline: skipped' in markdown and 'cudnn | refused' in markdown
 
 
