@@ -106,3 +106,12 @@ def test_network_parameter_gradients_do_not_depend_on_the_pools():
   window, slices = run(grads, variables, x)
   for a, b in zip(jax.tree.leaves(window), jax.tree.leaves(slices)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('implementation, scatters', [('window', True), ('slices', False)])
+def test_only_window_differentiates_through_a_scatter(implementation, scatters):
+  # What 'slices' is for: the GPU ran reduce_window's gradient as select_and_scatter kernels (14 % of a step).
+  x = jnp.zeros((1, 4, 9, 9, 8))
+  loss = lambda x: jnp.sum(max_pool(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), implementation) ** 2)
+  hlo = jax.jit(jax.grad(loss)).lower(x).as_text()
+  assert ('select_and_scatter' in hlo) == scatters

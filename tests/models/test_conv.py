@@ -1,10 +1,13 @@
 """The time-folded convolution computes the same function as the native 3D convolution."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nonlocal_jax.models import ResNetVideo
 from nonlocal_jax.models.blocks import Conv
 from tests.models.helpers import run
 
@@ -35,3 +38,19 @@ def test_folded_equals_native(kernel, strides, channels):
   # Output length along each axis: floor((n + 2·(k // 2) − k) / s) + 1.
   expected = tuple((n + 2 * (k // 2) - k) // s + 1 for n, k, s in zip((7, 9, 10), kernel, strides))
   assert a.shape == (2,) + expected + (5,)
+
+
+@pytest.mark.parametrize('implementation, rank', [('native', 3), ('folded', 2)])
+def test_folded_network_has_only_2d_convolutions(implementation, rank):
+  # What 'folded' is for on a GPU: XLA lays out cuDNN's 2D convolutions channels-last, its 3D ones channels-first
+  # (transposes around each, 23 % of an H200 step). Every convolution of the step, forward and backward, has this
+  # many spatial axes (the number of window sizes in its window, e.g. window = {size = 1x3x3}).
+  model = ResNetVideo(num_classes=5, stage_sizes=(1, 1, 1, 1), width=4, stem='8x8', temporal='i3d_3x1x1',
+                      nonlocal_locations='res3:0', conv_implementation=implementation)
+  x = jax.ShapeDtypeStruct((1, 4, 32, 32, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+  loss = lambda p, v, x: jnp.sum(model.apply({**v, 'params': p}, x, train=True, mutable=['batch_stats'],
+                                             rngs={'dropout': jax.random.key(1)})[0])
+  hlo = jax.jit(jax.grad(loss)).lower(variables['params'], variables, x).as_text(dialect='hlo')
+  windows = re.findall(r'convolution\(.*?window=\{size=([0-9x]+)', hlo)
+  assert windows and {len(w.split('x')) for w in windows} == {rank}
