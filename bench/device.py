@@ -31,14 +31,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
-import traceback
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +45,7 @@ import numpy as np
 from bench import common
 from bench import device_profile
 from bench import device_report
+from bench import device_run
 from bench import models as models_bench
 from bench import nonlocal_block as block_bench
 from nonlocal_jax import config_files
@@ -98,10 +97,6 @@ TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8
                   ('profile', 'c2d_nl', 'bfloat16', 'auto', 4)])
 _LABELS = {key: label for key, label, *_ in NETWORKS}
 MIB = 2.0**20
-
-
-def _error(e: BaseException) -> str:
-  return f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'[:400]
 
 
 @contextlib.contextmanager
@@ -250,7 +245,7 @@ def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
       programs[f'{impl}/fwd'], programs[f'{impl}/fwd_bwd'] = run_fwd, run_fwd_bwd
       memory[impl] = (temp / MIB, _device_peak_mib())
     except Exception as e:  # pylint: disable=broad-except
-      rows.append(dict(base, implementation=impl, status='failed', error=_error(e)))
+      rows.append(dict(base, implementation=impl, status='failed', error=device_run.error_line(e)))
   times = common.time_interleaved(programs, repeats) if programs else {}
   for impl in impls:
     if impl in memory:
@@ -290,7 +285,7 @@ def pipeline_piece(out_dir, seconds_left, tiny):
     for name in ('av', 'tensorflow', 'tensorflow_datasets'):
       importlib.import_module(name)
   except ImportError as e:  # The GPU machines: JAX alone.
-    return {'status': 'skipped', 'reason': f'its dependencies do not import here ({_error(e)})'}
+    return {'status': 'skipped', 'reason': f'its dependencies do not import here ({device_run.error_line(e)})'}
   if seconds_left < 60:
     return {'status': 'skipped', 'reason': 'too little of --budget_s left (it takes about 2 minutes)'}
   run = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'input_pipeline.py'), '--quick',
@@ -305,82 +300,6 @@ def _piece_name(kind, key_or_dtype, *rest):
   dtype, implementation, batch, variant = (*rest, None, None)[:4]
   return (f'{kind} {key_or_dtype} {dtype} {implementation}' + (f' batch {batch}' if batch else '') +
           (f' {variant}' if variant else ''))
-
-
-class _Run:
-  """The payload, rewritten (json and md) after every piece, and the time budget that pieces start within."""
-
-  def __init__(self, args, slug):
-    self.args, self.start, self.table = args, time.perf_counter(), None
-    self.dir = os.path.join(args.out_dir, slug)
-    self.payload = dict(machine=common.machine_description(), slug=slug, tiny=args.tiny, repeats=args.repeats,
-                        budget_s=args.budget_s, seconds=0.0, pieces={}, train=[], block=[], auto_entries=[])
-
-  def resume(self) -> dict:
-    """Loads the earlier run's payload (same device kind) into this one; returns {finished piece: its train row or
-    None}."""
-    path = os.path.join(self.dir, 'device.json')
-    if not os.path.exists(path):
-      print(f'--resume: no earlier run in {self.dir}; running every piece', flush=True)
-      return {}
-    with open(path) as f:
-      previous = json.load(f)
-    if previous['machine']['device'] != self.payload['machine']['device'] or previous['tiny'] != self.args.tiny:
-      raise SystemExit(f"--resume: {path} was measured on {previous['machine']['device']} (tiny={previous['tiny']}); "
-                       'remove it or run without --resume.')
-    finished = {name for name, r in previous['pieces'].items() if r['status'] == 'ok'}
-    done = {name: None for name in finished}
-    done.update({row['piece']: row for row in previous['train'] if row['piece'] in finished})
-    keep = lambda r: f"block {r['shape']} {r['dtype']} {r['pairwise']}" in finished
-    p = self.payload
-    p['pieces'] = {n: r for n, r in previous['pieces'].items() if n in finished}
-    p['block'] = [r for r in previous['block'] if keep(r)]
-    p['auto_entries'] = previous['auto_entries']
-    p['matmul'] = previous.get('matmul', {})
-    p.update({k: v for k, v in previous.items() if k.startswith('profile') and v.get('status') == 'ok'})
-    p['earlier_runs'] = previous.get('earlier_runs', []) + [dict(
-        date=previous['machine']['date'], jax=previous['machine']['jax'], seconds=previous['seconds'])]
-    print(f'--resume: keeping {len(finished)} finished pieces of {path}', flush=True)
-    return done
-
-  def left(self) -> float:
-    return self.args.budget_s - (time.perf_counter() - self.start)
-
-  def piece(self, name, fn, *a):
-    """Runs ``fn(*a)`` unless the budget is spent; records its status; returns its result or None."""
-    if self.left() <= 0:
-      self.payload['pieces'][name] = {'status': 'skipped', 'reason': f'--budget_s={self.args.budget_s} spent'}
-      return None
-    print(f'[{time.perf_counter() - self.start:6.1f} s] {name}', flush=True)
-    try:
-      result = fn(*a)
-      self.payload['pieces'][name] = {'status': 'ok'}
-      return result
-    except Exception as e:  # pylint: disable=broad-except  # One try on a lent device: record it and go on.
-      traceback.print_exc()
-      self.payload['pieces'][name] = {'status': 'failed', 'error': _error(e)}
-      return None
-    finally:
-      self.save()
-
-  def save(self, table=None):
-    """Rewrites device.json and device.md, and the 'auto' table into ``table`` when given; copies what is written
-    to --also_to each time, so that a run stopped from outside still leaves its finished pieces there."""
-    self.payload['seconds'] = time.perf_counter() - self.start
-    common.write_results('device', self.payload, device_report.to_markdown(self.payload, _LABELS), self.dir,
-                         echo=False)
-    if table and self.payload['auto_entries']:
-      os.makedirs(os.path.dirname(table), exist_ok=True)
-      machine = self.payload['machine']
-      with open(table, 'w') as f:
-        json.dump({'device_kind': machine['device'], 'backend': machine['backend'], 'jax': machine['jax'],
-                   'date': machine['date'], 'source': 'python -m bench.device',
-                   'entries': self.payload['auto_entries']}, f, indent=1)
-    if self.args.also_to:
-      os.makedirs(self.args.also_to, exist_ok=True)
-      for path in [os.path.join(self.dir, n) for n in sorted(os.listdir(self.dir))] + [self.table]:
-        if os.path.isfile(path):
-          shutil.copy(path, os.path.join(self.args.also_to, os.path.basename(path)))
 
 
 def main(argv=None):
@@ -401,7 +320,7 @@ def main(argv=None):
   sizes = TINY if args.tiny else FULL
   args.repeats = args.repeats or (1 if args.tiny else 5)
   slug = attention_auto.current_slug()
-  run = _Run(args, slug)
+  run = device_run.Run(args, slug, _LABELS)
   table = args.table or (os.path.join(run.dir, 'attention_auto.json') if args.tiny else attention_auto.table_path(slug))
   run.table = table
   run.payload['table_path'] = os.path.relpath(table, ROOT) if table.startswith(ROOT) else table
@@ -418,7 +337,9 @@ def main(argv=None):
     if kind in ('train', 'profile'):
       name = _piece_name(kind, *what)
       if name in done:
-        train_rows[name] = done[name]
+        if done[name] is not None:  # A kept train row (a kept profile is in the payload already).
+          train_rows[name] = done[name]
+          run.payload['train'] = list(train_rows.values())
         continue
       key, dtype, implementation, batch, variant = (*what, None, None)[:5]
       if kind == 'profile':

@@ -5,6 +5,7 @@ against its own rows (the 'auto' table is the ranking of the measured times and 
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -124,3 +125,23 @@ def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
   checks.check_config(cudnn)  # Ranges (the dtype, the implementation) and the model's input size: it can start.
   planned = {(w[0], w[1]) for kind, *w in device.FULL['plan'] if kind == 'train'}
   assert {(key, d) for d in device.DTYPES} <= planned  # Every network in both dtypes.
+
+
+def test_resume_keeps_the_finished_pieces_and_reruns_the_rest(tiny_run, tmp_path):
+  # A second lease after a first that left one piece failed: only that piece runs again.
+  out = tmp_path / 'out'
+  shutil.copytree(tiny_run['out'], out / 'cpu')
+  payload = json.loads((out / 'cpu' / 'device.json').read_text())
+  failed = 'block res3 float32 dot_product'
+  payload['pieces'][failed] = {'status': 'failed', 'error': 'RuntimeError: the lease ended'}
+  (out / 'cpu' / 'device.json').write_text(json.dumps(payload))
+  resumed = device.main(['--tiny', '--resume', f'--out_dir={out}'])
+  assert {k: v['status'] for k, v in resumed['pieces'].items()} == {k: 'ok' for k in payload['pieces']}
+  for key in ('train', 'matmul', 'profile'):  # Kept, not measured again.
+    assert resumed[key] == payload[key], key
+  kept = [r for r in resumed['block'] if (r['dtype'], r['pairwise']) == ('bfloat16', 'embedded_gaussian')]
+  assert kept == [r for r in payload['block'] if (r['dtype'], r['pairwise']) == ('bfloat16', 'embedded_gaussian')]
+  rerun = [r for r in resumed['block'] if (r['dtype'], r['pairwise']) == ('float32', 'dot_product')]
+  assert {r['implementation'] for r in rerun} == {r['implementation'] for r in payload['block']
+                                                   if (r['dtype'], r['pairwise']) == ('float32', 'dot_product')}
+  assert len(resumed['earlier_runs']) == 1
