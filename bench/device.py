@@ -365,7 +365,7 @@ def main(argv=None):
       if result:
         run.payload['block'] += result[0]
         run.payload['auto_entries'] += [result[1]] if result[1] else []
-        run.save(table)
+        run.save()
   run.payload['pipeline'] = pipeline_piece(run.dir, run.left(), args.tiny)
   run.save()
   print(device_report.to_markdown(run.payload, _LABELS), flush=True)

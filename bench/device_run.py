@@ -14,6 +14,26 @@ from bench import common
 from bench import device_report
 
 
+# The train steps that choose the network formulations 'auto' takes on a device kind: the issue's network.
+FORMULATION_CASE = dict(network='c2d_nl', dtype='bfloat16', attention='auto', batch=8)
+
+
+def formulations(train_rows) -> dict:
+  """{'conv_implementation': ..., 'pool_implementation': ..., 'clips_per_s': {'conv, pool': clips/s}}: the
+  formulation of the fastest bf16 R50 C2D + 5 NL step at 8 clips, once steps of at least two formulations have
+  been measured; else {}. Rows measured before the formulations were recorded ran native convolutions and
+  reduce_window pools."""
+  rates = {}
+  for r in train_rows:
+    if r.get('status') == 'ok' and all(r.get(k) == v for k, v in FORMULATION_CASE.items()):
+      rates[(r.get('convs', 'native'), r.get('pools', 'window'))] = r['clips_per_s']
+  if len(rates) < 2:
+    return {}
+  conv, pool = max(rates, key=rates.get)
+  return {'conv_implementation': conv, 'pool_implementation': pool,
+          'clips_per_s': {f'{c}, {p}': round(v, 1) for (c, p), v in sorted(rates.items())}}
+
+
 def error_line(e: BaseException) -> str:
   """An exception as one line of at most 400 characters, for a row's 'error'."""
   return f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'[:400]
@@ -75,19 +95,22 @@ class Run:
     finally:
       self.save()
 
-  def save(self, table=None):
-    """Rewrites device.json and device.md, and the 'auto' table into ``table`` when given; copies what is written
-    to --also_to each time, so that a run stopped from outside still leaves its finished pieces there."""
+  def save(self):
+    """Rewrites device.json and device.md, and the 'auto' table (``self.table``: the attention entries and the
+    network formulations measured so far); copies what is written to --also_to each time, so that a run stopped
+    from outside still leaves its finished pieces there."""
     self.payload['seconds'] = time.perf_counter() - self.start
+    self.payload['formulations'] = formulations(self.payload['train'])
     common.write_results('device', self.payload, device_report.to_markdown(self.payload, self.labels), self.dir,
                          echo=False)
-    if table and self.payload['auto_entries']:
-      os.makedirs(os.path.dirname(table), exist_ok=True)
+    if self.table and (self.payload['auto_entries'] or self.payload['formulations']):
+      os.makedirs(os.path.dirname(self.table), exist_ok=True)
       machine = self.payload['machine']
-      with open(table, 'w') as f:
+      with open(self.table, 'w') as f:
         json.dump({'device_kind': machine['device'], 'backend': machine['backend'], 'jax': machine['jax'],
                    'date': machine['date'], 'source': 'python -m bench.device',
-                   'entries': self.payload['auto_entries']}, f, indent=1)
+                   'entries': self.payload['auto_entries'], 'formulations': self.payload['formulations']}, f,
+                  indent=1)
     if self.args.also_to:
       os.makedirs(self.args.also_to, exist_ok=True)
       for path in [os.path.join(self.dir, n) for n in sorted(os.listdir(self.dir))] + [self.table]:

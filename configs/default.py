@@ -55,10 +55,11 @@ def model_config() -> ml_collections.ConfigDict:
   model.residual_bn_init = 1.0  # Initial gamma of each residual branch's last BN (official BN_INIT_GAMMA).
   model.dropout_rate = 0.5  # Dropout before the classifier.
   model.head_window = (7, 7)  # Fully-convolutional testing: res5 average-pool window; None: fc everywhere.
-  # 'auto' ('folded' on CPU, else 'native'), 'native' 3D convs, or 'folded' (2D convs over frames; same result).
+  # 'auto' (the device table's choice, else 'folded' on CPU and 'native' elsewhere), 'native' 3D convs, or
+  # 'folded' (2D convs over frames; same result).
   model.conv_implementation = 'auto'
-  # Max pools: 'auto' (= 'window' for now), 'window' (reduce_window) or 'slices' (same values, a
-  # backward pass without scatter).
+  # Max pools: 'auto' (the device table's choice, else 'window'), 'window' (reduce_window) or 'slices' (same
+  # values, a backward pass without scatter).
   model.pool_implementation = 'auto'
   model.remat = 'none'  # Recompute in the backward pass to fit long clips: 'none', 'nonlocal', 'stages', 'all'.
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).

@@ -5,7 +5,10 @@ Tables are written by the device benchmark (``python -m bench.device`` on the de
 package: ``nonlocal_jax/layers/attention_tables/<device slug>.json`` (the slug of ``device_kind``, e.g.
 'NVIDIA H200' -> ``nvidia-h200.json``), found beside this file, so an installed package carries them. Each entry
 is one measured case (pairwise function, compute dtype, groups × queries × keys, C') with the implementations
-ranked by their forward+backward time. A device with no table keeps the size rule of ``attention``.
+ranked by their forward+backward time. A device with no table keeps the size rule of ``attention``. The same
+file may name the network formulations that were fastest there (``formulations``: the convolutions' and the max
+pools' implementation, from the benchmark's bf16 R50 C2D + 5 NL train steps), which the models' 'auto' takes
+(``measured_formulation``).
 
 cuDNN's fused attention (``jax.nn.dot_product_attention(implementation='cudnn')``) runs only on CUDA GPUs, in
 bfloat16 or float16, with one head size (the padded max of C'q and C'v) of at most 256 and a multiple of 8:
@@ -64,6 +67,12 @@ def current_table() -> Optional[dict]:
   return _table_of(current_slug())
 
 
+def measured_formulation(field: str) -> Optional[str]:
+  """What the default device's table measured fastest for the model field ``field`` ('conv_implementation' or
+  'pool_implementation'), or None where it measured nothing (no table, or no such comparison)."""
+  return ((current_table() or {}).get('formulations') or {}).get(field)
+
+
 def dtype_name(dtype) -> str:
   """'float32', 'bfloat16', ...: how tables name a compute dtype (None is float32)."""
   return jnp.dtype(dtype if dtype is not None else jnp.float32).name
@@ -107,4 +116,4 @@ def make_entry(pairwise: str, dtype, n_groups: int, n_query: int, n_key: int, in
 
 
 __all__ = ['CUDNN_MAX_HEAD_DIM', 'MATERIALISING', 'TABLE_DIR', 'cudnn_refusal', 'current_slug', 'current_table',
-           'device_slug', 'dtype_name', 'load_table', 'make_entry', 'ranking', 'table_path']
+           'device_slug', 'dtype_name', 'load_table', 'make_entry', 'measured_formulation', 'ranking', 'table_path']

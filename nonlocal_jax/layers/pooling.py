@@ -26,10 +26,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# 'window': XLA's reduce_window (flax.linen.max_pool); 'slices': strided slices, one axis at a time; 'auto':
-# 'window' on every backend until a GPU measurement says otherwise (bench/device.py times both). On the CPU the
-# R50 + 5 NL train steps take the same time either way (within 4 %, bench/results/models_pools.md), so 'window'
-# keeps the CPU's runs (and the README's figures) bit for bit as they were.
+from nonlocal_jax.layers import attention_auto
+
+# 'window': XLA's reduce_window (flax.linen.max_pool); 'slices': strided slices, one axis at a time; 'auto': what
+# the device's table measured fastest (``attention_auto.measured_formulation``, written by bench/device.py), else
+# 'window'. On the CPU (no table) the R50 + 5 NL train steps take the same time either way (within 4 %,
+# bench/results/models_pools.md), so 'window' keeps the CPU's runs (and the README's figures) bit for bit.
 POOL_IMPLEMENTATIONS = ('auto', 'window', 'slices')
 
 
@@ -37,7 +39,9 @@ def resolve(implementation: str) -> str:
   """The concrete implementation ('window' or 'slices') that ``implementation`` stands for."""
   if implementation not in POOL_IMPLEMENTATIONS:
     raise ValueError(f'pool_implementation must be one of {POOL_IMPLEMENTATIONS}, got {implementation!r}.')
-  return 'window' if implementation == 'auto' else implementation
+  if implementation == 'auto':
+    return attention_auto.measured_formulation('pool_implementation') or 'window'
+  return implementation
 
 
 def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],

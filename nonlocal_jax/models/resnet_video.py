@@ -123,11 +123,12 @@ class ResNetVideo(ResNetBase):
     bn_epsilon: BatchNorm epsilon (official 1e-5).
     residual_bn_init: initial γ of the last BN of each residual branch (official BN_INIT_GAMMA, 1).
     dropout_rate: dropout before the classifier (0.5).
-    conv_implementation: 'auto' ('folded' on CPU, 'native' elsewhere), 'native' (3D convolutions) or 'folded'
-      (2D convolutions with time folded into the batch: the same function, several times faster on XLA:CPU).
+    conv_implementation: 'auto', 'native' (3D convolutions) or 'folded' (2D convolutions with time folded into
+      the batch: the same function, several times faster on XLA:CPU). 'auto' takes what the device's measured
+      table names (``layers.attention_auto.measured_formulation``), else 'folded' on CPU and 'native' elsewhere.
     pool_implementation: how every max pool runs (the stem's and the non-local blocks' subsampling): 'auto'
-      (= 'window' until a GPU measurement says otherwise), 'window' (XLA's reduce_window) or 'slices' (strided
-      slices: the same values, a backward pass without scatter; see ``nonlocal_jax.layers.pooling``).
+      (the device table's choice, else 'window'), 'window' (XLA's reduce_window) or 'slices' (strided slices:
+      the same values, a backward pass without scatter; see ``nonlocal_jax.layers.pooling``).
     head_window: spatial window (H, W) of the average pool in fully-convolutional mode, the res5 map of a
       training crop (7, 7) as in the official test net; None applies the classifier at every res5 position.
     remat: what the backward pass recomputes instead of keeping from the forward pass, to fit long clips

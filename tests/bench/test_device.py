@@ -13,6 +13,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from bench import device
+from bench import device_run
 from nonlocal_jax.layers import attention
 from nonlocal_jax.training import checks
 from tests.once import once
@@ -25,6 +26,7 @@ import json, runpy, sys
 sys.argv = ['bench.device', '--tiny', '--out_dir={out}']
 runpy.run_module('bench.device', run_name='__main__', alter_sys=True)
 from bench import device
+from bench import device_run
 from nonlocal_jax import training
 # The benchmark's tiny network: its train step is compiled once (the persistent cache has it).
 config = device.network_config('c2d_nl', 'bfloat16', tiny=True)
@@ -145,3 +147,16 @@ def test_resume_keeps_the_finished_pieces_and_reruns_the_rest(tiny_run, tmp_path
   assert {r['implementation'] for r in rerun} == {r['implementation'] for r in payload['block']
                                                    if (r['dtype'], r['pairwise']) == ('float32', 'dot_product')}
   assert len(resumed['earlier_runs']) == 1
+
+
+def test_the_formulations_are_the_fastest_issue_step_among_two_or_more():
+  row = lambda clips, **kw: dict(dict(device_run.FORMULATION_CASE, status='ok', clips_per_s=clips), **kw)
+  old = row(400.0)  # Measured before rows recorded their formulation: native convolutions, reduce_window pools.
+  assert device_run.formulations([old]) == {}
+  rows = [old, row(500.0, convs='folded', pools='window'), row(650.0, convs='folded', pools='slices'),
+          row(900.0, convs='native', pools='slices', batch=32),  # Another batch: not the issue's step.
+          row(990.0, convs='native', pools='slices', network='c2d'),  # Another network.
+          dict(row(0.0, convs='native', pools='slices'), status='failed')]
+  chosen = device_run.formulations(rows)
+  assert (chosen['conv_implementation'], chosen['pool_implementation']) == ('folded', 'slices')
+  assert chosen['clips_per_s'] == {'folded, slices': 650.0, 'folded, window': 500.0, 'native, window': 400.0}

@@ -115,3 +115,13 @@ def test_only_window_differentiates_through_a_scatter(implementation, scatters):
   loss = lambda x: jnp.sum(max_pool(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), implementation) ** 2)
   hlo = jax.jit(jax.grad(loss)).lower(x).as_text()
   assert ('select_and_scatter' in hlo) == scatters
+
+
+def test_auto_takes_the_device_tables_measured_pools(monkeypatch):
+  from nonlocal_jax.layers import attention_auto, pooling  # pylint: disable=g-import-not-at-top
+  assert pooling.resolve('auto') == 'window'  # The CPU has no table.
+  table = {'entries': [], 'formulations': {'conv_implementation': 'folded', 'pool_implementation': 'slices'}}
+  monkeypatch.setattr(attention_auto, 'current_table', lambda: table)
+  assert pooling.resolve('auto') == 'slices' and pooling.resolve('window') == 'window'
+  monkeypatch.setattr(attention_auto, 'current_table', lambda: {'entries': []})  # A table of attention only.
+  assert pooling.resolve('auto') == 'window'

@@ -54,3 +54,13 @@ def test_folded_network_has_only_2d_convolutions(implementation, rank):
   hlo = jax.jit(jax.grad(loss)).lower(variables['params'], variables, x).as_text(dialect='hlo')
   windows = re.findall(r'convolution\(.*?window=\{size=([0-9x]+)', hlo)
   assert windows and {len(w.split('x')) for w in windows} == {rank}
+
+
+def test_auto_takes_the_device_tables_measured_convolutions(monkeypatch):
+  from nonlocal_jax.layers import attention_auto  # pylint: disable=g-import-not-at-top
+  from nonlocal_jax.models import blocks  # pylint: disable=g-import-not-at-top
+  assert blocks.resolve_conv_implementation('auto') == 'folded'  # The CPU's rule (no table).
+  table = {'entries': [], 'formulations': {'conv_implementation': 'native', 'pool_implementation': 'window'}}
+  monkeypatch.setattr(attention_auto, 'current_table', lambda: table)
+  assert blocks.resolve_conv_implementation('auto') == 'native'
+  assert blocks.resolve_conv_implementation('folded') == 'folded'
