@@ -69,7 +69,7 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
     if (w, s, pad) != (1, 1, (0, 0)):
       if x.shape[axis] + sum(pad) < w:
         raise ValueError(f'max_pool window {w} is larger than the padded axis {axis} ({x.shape[axis] + sum(pad)}).')
-      x = _max_along(x, axis, w, s, pad)
+      x = _max_along(x, axis, w, s, pad, x.shape[axis])
   return x
 
 
@@ -83,24 +83,25 @@ def _taps(x, axis, window, stride, pad):
   return [jax.lax.slice_in_dim(x, d, d + stride * (n_out - 1) + 1, stride, axis) for d in range(window)]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def _max_along(x, axis, window, stride, pad):
-  """Max pooling along one axis (see the module docstring)."""
-  return _max_along_fwd(x, axis, window, stride, pad)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def _max_along(x, axis, window, stride, pad, length):
+  """Max pooling along one axis (see the module docstring); ``length`` is x's along it, static for the backward
+  pass."""
+  return _max_along_fwd(x, axis, window, stride, pad, length)[0]
 
 
-def _max_along_fwd(x, axis, window, stride, pad):
+def _max_along_fwd(x, axis, window, stride, pad, length):
+  del length
   taps = _taps(x, axis, window, stride, pad)
   best, winner = taps[0], jnp.zeros(taps[0].shape, jnp.int8)
   for d, tap in enumerate(taps[1:], start=1):
     # Strictly greater keeps the first of tied maxima, as reduce_window does; a NaN wins, so it propagates.
     better = (tap > best) | jnp.isnan(tap)
     best, winner = jnp.where(better, tap, best), jnp.where(better, jnp.int8(d), winner)
-  return best, (winner, x.shape[axis])
+  return best, winner
 
 
-def _max_along_bwd(axis, window, stride, pad, residuals, g):
-  winner, length = residuals
+def _max_along_bwd(axis, window, stride, pad, length, winner, g):
   n_out = g.shape[axis]
   padded = length + pad[0] + pad[1]
   zero = jnp.zeros((), g.dtype)
