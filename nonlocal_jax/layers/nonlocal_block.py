@@ -190,7 +190,7 @@ class NonLocalBlock(nn.Module):
       raise ValueError(f'inter_channels must be a positive integer or None, got {self.inter_channels!r}.')
     if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
       raise ValueError(f'chunk_size must be a positive integer, got {self.chunk_size!r}.')
-    pooling.resolve(self.pool_implementation)
+    pooling.check(self.pool_implementation)
     window = self._window()
     if any(w < 1 for w in window):
       raise ValueError(f'subsample must be a window of positive integers, one per non-channel axis (e.g. '

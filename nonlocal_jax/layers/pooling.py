@@ -35,10 +35,16 @@ from nonlocal_jax.layers import attention_auto
 POOL_IMPLEMENTATIONS = ('auto', 'window', 'slices')
 
 
-def resolve(implementation: str) -> str:
-  """The concrete implementation ('window' or 'slices') that ``implementation`` stands for."""
+def check(implementation: str) -> None:
+  """Raises a ValueError naming ``pool_implementation`` unless it is one of ``POOL_IMPLEMENTATIONS`` (without
+  touching the device: configs are checked before a multi-host run initialises JAX)."""
   if implementation not in POOL_IMPLEMENTATIONS:
     raise ValueError(f'pool_implementation must be one of {POOL_IMPLEMENTATIONS}, got {implementation!r}.')
+
+
+def resolve(implementation: str) -> str:
+  """The concrete implementation ('window' or 'slices') that ``implementation`` stands for on the default device."""
+  check(implementation)
   if implementation == 'auto':
     return attention_auto.measured_formulation('pool_implementation') or 'window'
   return implementation
