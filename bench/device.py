@@ -11,7 +11,8 @@ never the package's). It measures:
   and donated as in training), with the compile time and the fraction of the bfloat16 matmul rate that the step
   reaches (a train step is ~3× the forward multiply-adds of ``nonlocal_jax.models.summary``); C2D + 5 NL in bf16
   also with the blocks' cuDNN attention, and with the model's other convolution and max-pool formulations
-  (``VARIANTS``: 2D convolutions over the frames, max pools without scatter), alone, together and at 32 clips;
+  (``VARIANTS``: 2D convolutions over the frames, max pools without scatter), alone, together and at 32 clips,
+  and native convolutions compiled channels-last (``XLA_VARIANTS``);
 - the non-local block at the paper's shapes (res3 4×28×28×512, res4 4×14×14×1024, 8×28×28 and 16×28×28 at
   C=512; batch 8) for the embedded Gaussian and the dot product: every exact implementation, cuDNN's where the
   backend takes it, float32 and bfloat16, forward and forward+backward time (median of --repeats after
@@ -74,6 +75,10 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # 'pool=slices' (max pools of strided slices) test whether each goes away, alone and together.
 # Model settings that a plan entry's variant may change: its short name -> the config.model field.
 VARIANTS = {'conv': 'conv_implementation', 'pool': 'pool_implementation'}
+# XLA options a variant may set for the step's compilation ('xla=nhwc'): XLA's GPU layout assignment hands cuDNN
+# 3D convolutions channels-first on Hopper; this forces channels-last for every convolution (users set it with
+# XLA_FLAGS=--xla_gpu_force_conv_nhwc=true), against folding the frames into 2D convolutions.
+XLA_VARIANTS = {'nhwc': {'xla_gpu_force_conv_nhwc': True}}
 _BOTH = 'conv=folded,pool=slices'
 _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
                ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
@@ -84,6 +89,8 @@ _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'e
                ('profile', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
                ('train', 'c2d_nl', 'bfloat16', 'auto', 32, _BOTH),
                ('train', 'i3d_nl', 'bfloat16', 'auto', None, _BOTH),
+               ('train', 'i3d_nl', 'bfloat16', 'auto', None, 'pool=slices,xla=nhwc'),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'pool=slices,xla=nhwc'),
                ('train', 'c2d', 'bfloat16', 'auto'), ('train', 'i3d_nl', 'bfloat16', 'auto'),
                ('train', 'c2d_nl', 'float32', 'auto'), ('train', 'c2d', 'float32', 'auto'),
                ('train', 'i3d_nl', 'float32', 'auto'),
@@ -162,12 +169,31 @@ def network_config(key, dtype, tiny, implementation='auto', batch=None, variant=
   config.model.nonlocal_block.implementation = implementation
   if batch:
     config.data.global_batch_size = config.train.base_batch_size = batch
+  for name, value in _settings(variant):
+    if name in VARIANTS:
+      config.model[VARIANTS[name]] = value
+  return config
+
+
+def _settings(variant):
+  """[(name, value)] of a variant 'conv=folded,pool=slices,xla=nhwc', each checked."""
+  out = []
   for setting in filter(None, (variant or '').split(',')):
     name, _, value = setting.partition('=')
-    if name not in VARIANTS or not value:
-      raise ValueError(f'variant {variant!r}: each setting is NAME=VALUE with NAME one of {tuple(VARIANTS)}.')
-    config.model[VARIANTS[name]] = value
-  return config
+    if not value or (name not in VARIANTS and not (name == 'xla' and value in XLA_VARIANTS)):
+      raise ValueError(f'variant {variant!r}: each setting is NAME=VALUE with NAME one of '
+                       f"{tuple(VARIANTS) + ('xla',)} (xla: one of {tuple(XLA_VARIANTS)}).")
+    out.append((name, value))
+  return out
+
+
+def compiler_options(variant) -> dict:
+  """The XLA options of a variant's compilation ({} for none)."""
+  options = {}
+  for name, value in _settings(variant):
+    if name == 'xla':
+      options.update(XLA_VARIANTS[value])
+  return options
 
 
 def _compiled_step(key, dtype, implementation, batch, variant, tiny):
@@ -181,7 +207,7 @@ def _compiled_step(key, dtype, implementation, batch, variant, tiny):
   state = trainer.init_state()
   start = time.perf_counter()
   with _attention_fallbacks() as fallbacks:
-    compiled = trainer.train_step.lower(state, clips).compile()
+    compiled = trainer.train_step.lower(state, clips).compile(compiler_options=compiler_options(variant) or None)
   return config, trainer, compiled, state, clips, time.perf_counter() - start, fallbacks
 
 

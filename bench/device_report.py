@@ -12,7 +12,8 @@ def _f(value, digits=1):
 def _settings(row) -> str:
   """A train row's convolution and pool implementations; rows measured before they were recorded ran the
   defaults of then, which on an accelerator were native convolutions and reduce_window pools."""
-  return f"{row.get('convs', 'native')}, {row.get('pools', 'window')}"
+  xla = [s.partition('=')[2] for s in (row.get('variant') or '').split(',') if s.startswith('xla=')]
+  return f"{row.get('convs', 'native')}, {row.get('pools', 'window')}" + ''.join(f', XLA {x}' for x in xla)
 
 
 def to_markdown(p, labels):

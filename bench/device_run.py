@@ -25,7 +25,9 @@ def formulations(train_rows) -> dict:
   reduce_window pools."""
   rates = {}
   for r in train_rows:
-    if r.get('status') == 'ok' and all(r.get(k) == v for k, v in FORMULATION_CASE.items()):
+    # A step compiled with its own XLA options ('xla=' variants) is not something 'auto' can choose.
+    if (r.get('status') == 'ok' and all(r.get(k) == v for k, v in FORMULATION_CASE.items())
+        and 'xla=' not in (r.get('variant') or '')):
       rates[(r.get('convs', 'native'), r.get('pools', 'window'))] = r['clips_per_s']
   if len(rates) < 2:
     return {}

@@ -120,8 +120,12 @@ def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
     assert (m.depth, m.temporal, m.nonlocal_locations, m.stem, m.dtype) == (50, temporal, blocks, '8x8', dtype)
   variant = device.network_config(key, 'bfloat16', False, variant='conv=folded,pool=slices')
   assert (variant.model.conv_implementation, variant.model.pool_implementation) == ('folded', 'slices')
-  with pytest.raises(ValueError, match="each setting is NAME=VALUE with NAME one of \\('conv', 'pool'\\)"):
+  with pytest.raises(ValueError, match="each setting is NAME=VALUE with NAME one of \\('conv', 'pool', 'xla'\\)"):
     device.network_config(key, 'bfloat16', False, variant='convs=folded')
+  assert device.compiler_options('pool=slices,xla=nhwc') == {'xla_gpu_force_conv_nhwc': True}
+  assert device.compiler_options('pool=slices') == {}
+  with pytest.raises(ValueError, match='xla: one of'):
+    device.compiler_options('xla=fast')
   cudnn = device.network_config(key, 'bfloat16', False, 'cudnn')
   assert cudnn.model.nonlocal_block.implementation == 'cudnn'
   checks.check_config(cudnn)  # Ranges (the dtype, the implementation) and the model's input size: it can start.
@@ -156,6 +160,7 @@ def test_the_formulations_are_the_fastest_issue_step_among_two_or_more():
   rows = [old, row(500.0, convs='folded', pools='window'), row(650.0, convs='folded', pools='slices'),
           row(900.0, convs='native', pools='slices', batch=32),  # Another batch: not the issue's step.
           row(990.0, convs='native', pools='slices', network='c2d'),  # Another network.
+          row(995.0, convs='native', pools='slices', variant='pool=slices,xla=nhwc'),  # XLA options: not 'auto's.
           dict(row(0.0, convs='native', pools='slices'), status='failed')]
   chosen = device_run.formulations(rows)
   assert (chosen['conv_implementation'], chosen['pool_implementation']) == ('folded', 'slices')
