@@ -11,8 +11,10 @@ never the package's). It measures:
   and donated as in training), with the compile time and the fraction of the bfloat16 matmul rate that the step
   reaches (a train step is ~3× the forward multiply-adds of ``nonlocal_jax.models.summary``); C2D + 5 NL in bf16
   also with the blocks' cuDNN attention, and with the model's other convolution and max-pool formulations
-  (``VARIANTS``: 2D convolutions over the frames, max pools without scatter), alone, together and at 32 clips,
-  and native convolutions compiled channels-last (``XLA_VARIANTS``);
+  (``VARIANTS``: 2D convolutions over the frames, max pools without scatter), alone, together and at 32 clips
+  (and I3D + 5 NL with both), and native convolutions compiled channels-last (``XLA_VARIANTS``); the fastest
+  formulation per kind of network, C2D or I3D, goes into the table for the models' 'auto'
+  (``device_run.formulations``);
 - the non-local block at the paper's shapes (res3 4×28×28×512, res4 4×14×14×1024, 8×28×28 and 16×28×28 at
   C=512; batch 8) for the embedded Gaussian and the dot product: every exact implementation, cuDNN's where the
   backend takes it, float32 and bfloat16, forward and forward+backward time (median of --repeats after
@@ -53,6 +55,7 @@ from nonlocal_jax import config_files
 from nonlocal_jax.data import fake
 from nonlocal_jax.layers import attention, attention_auto, pooling
 from nonlocal_jax.models import blocks
+from nonlocal_jax.models.resnet_video import formulation_network
 from nonlocal_jax.models.summary import analyse
 from nonlocal_jax.training import parallel
 from nonlocal_jax.training.trainer import Trainer
@@ -225,13 +228,14 @@ def train_piece(key, dtype, implementation, batch, variant, steps, tiny):
   jax.block_until_ready((state, metrics))
   step_s = (time.perf_counter() - start) / steps
   macs = analyse(trainer.model, (1, d.num_frames, d.crop_size, d.crop_size, 3)).macs
+  kind = formulation_network(config.model.temporal)
   hlo_flops, hlo_bytes = _hlo_cost(compiled)
   return dict(hlo_tflops=hlo_flops / step_s / 1e12 if hlo_flops else None,
               hlo_gb_per_s=hlo_bytes / step_s / 1e9 if hlo_bytes else None,
               hlo_gb_per_step=hlo_bytes / 1e9 if hlo_bytes else None,
               network=key, dtype=dtype, attention=implementation, variant=variant or '',
-              convs=blocks.resolve_conv_implementation(config.model.conv_implementation),
-              pools=pooling.resolve(config.model.pool_implementation),
+              convs=blocks.resolve_conv_implementation(config.model.conv_implementation, kind),
+              pools=pooling.resolve(config.model.pool_implementation, kind),
               input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²',
               batch=d.global_batch_size, compile_s=compile_s, step_ms=1e3 * step_s,
               clips_per_s=d.global_batch_size / step_s, gmacs_per_clip=macs / 1e9,

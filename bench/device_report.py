@@ -84,13 +84,12 @@ def to_markdown(p, labels):
                                       'fwd+bwd ms', 'temp MiB', 'device peak MiB', 'note'], table))
   lines += ['', f"Table for implementation='auto' ({len(p.get('auto_entries', []))} cases, fastest first): "
             f"`{p.get('table_path')}`.", '']
-  chosen = p.get('formulations')
-  if chosen:
+  for kind, chosen in (p.get('formulations') or {}).items():
     rates = ', '.join(f'{k}: {v:.0f}' for k, v in chosen['clips_per_s'].items())
-    lines += [f"The table's formulations, which the models' 'auto' takes on this device kind: "
-              f"conv_implementation='{chosen['conv_implementation']}', pool_implementation="
-              f"'{chosen['pool_implementation']}' (bf16 R50 C2D + 5 NL at 8 clips, clips/s by convolutions, pools: "
-              f'{rates}).', '']
+    lines += [f"The table's formulations for {kind.upper()} networks, which the models' 'auto' takes on this device "
+              f"kind: conv_implementation='{chosen['conv_implementation']}', pool_implementation="
+              f"'{chosen['pool_implementation']}' (bf16 R50 {kind.upper()} + 5 NL at 8 clips, clips/s by "
+              f'convolutions, pools: {rates}).', '']
   for piece, result in p.get('pieces', {}).items():
     if result.get('status') != 'ok':
       lines.append(f"- {piece}: {result['status']} ({result.get('error') or result.get('reason')})")

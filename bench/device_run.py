@@ -14,26 +14,29 @@ from bench import common
 from bench import device_report
 
 
-# The train steps that choose the network formulations 'auto' takes on a device kind: the issue's network.
-FORMULATION_CASE = dict(network='c2d_nl', dtype='bfloat16', attention='auto', batch=8)
+# The train steps that choose the formulations 'auto' takes on a device kind, per kind of network: bf16 R50 + 5 NL
+# at 8 clips with the attention's 'auto' (the issue's step for C2D).
+FORMULATION_CASES = {'c2d': dict(network='c2d_nl', dtype='bfloat16', attention='auto', batch=8),
+                     'i3d': dict(network='i3d_nl', dtype='bfloat16', attention='auto', batch=8)}
 
 
 def formulations(train_rows) -> dict:
-  """{'conv_implementation': ..., 'pool_implementation': ..., 'clips_per_s': {'conv, pool': clips/s}}: the
-  formulation of the fastest bf16 R50 C2D + 5 NL step at 8 clips, once steps of at least two formulations have
-  been measured; else {}. Rows measured before the formulations were recorded ran native convolutions and
-  reduce_window pools."""
-  rates = {}
-  for r in train_rows:
-    # A step compiled with its own XLA options ('xla=' variants) is not something 'auto' can choose.
-    if (r.get('status') == 'ok' and all(r.get(k) == v for k, v in FORMULATION_CASE.items())
-        and 'xla=' not in (r.get('variant') or '')):
-      rates[(r.get('convs', 'native'), r.get('pools', 'window'))] = r['clips_per_s']
-  if len(rates) < 2:
-    return {}
-  conv, pool = max(rates, key=rates.get)
-  return {'conv_implementation': conv, 'pool_implementation': pool,
-          'clips_per_s': {f'{c}, {p}': round(v, 1) for (c, p), v in sorted(rates.items())}}
+  """{kind: {'conv_implementation': ..., 'pool_implementation': ..., 'clips_per_s': {'conv, pool': clips/s}}}
+  for each kind of network ('c2d', 'i3d') whose step was measured in at least two formulations: the fastest.
+  Rows measured before the formulations were recorded ran native convolutions and reduce_window pools; a step
+  compiled with its own XLA options ('xla=' variants) is not something 'auto' can choose."""
+  out = {}
+  for kind, case in FORMULATION_CASES.items():
+    rates = {}
+    for r in train_rows:
+      if (r.get('status') == 'ok' and all(r.get(k) == v for k, v in case.items())
+          and 'xla=' not in (r.get('variant') or '')):
+        rates[(r.get('convs', 'native'), r.get('pools', 'window'))] = r['clips_per_s']
+    if len(rates) >= 2:
+      conv, pool = max(rates, key=rates.get)
+      out[kind] = {'conv_implementation': conv, 'pool_implementation': pool,
+                   'clips_per_s': {f'{c}, {p}': round(v, 1) for (c, p), v in sorted(rates.items())}}
+  return out
 
 
 def error_line(e: BaseException) -> str:

@@ -6,9 +6,9 @@ package: ``nonlocal_jax/layers/attention_tables/<device slug>.json`` (the slug o
 'NVIDIA H200' -> ``nvidia-h200.json``), found beside this file, so an installed package carries them. Each entry
 is one measured case (pairwise function, compute dtype, groups × queries × keys, C') with the implementations
 ranked by their forward+backward time. A device with no table keeps the size rule of ``attention``. The same
-file may name the network formulations that were fastest there (``formulations``: the convolutions' and the max
-pools' implementation, from the benchmark's bf16 R50 C2D + 5 NL train steps), which the models' 'auto' takes
-(``measured_formulation``).
+file may name the network formulations that were fastest there (``formulations``: per kind of network, 'c2d' or
+'i3d', the convolutions' and the max pools' implementation, from the benchmark's bf16 R50 C2D / I3D + 5 NL train
+steps), which the video models' 'auto' takes (``measured_formulation``).
 
 cuDNN's fused attention (``jax.nn.dot_product_attention(implementation='cudnn')``) runs only on CUDA GPUs, in
 bfloat16 or float16, with one head size (the padded max of C'q and C'v) of at most 256 and a multiple of 8:
@@ -67,10 +67,13 @@ def current_table() -> Optional[dict]:
   return _table_of(current_slug())
 
 
-def measured_formulation(field: str) -> Optional[str]:
+def measured_formulation(field: str, network: Optional[str]) -> Optional[str]:
   """What the default device's table measured fastest for the model field ``field`` ('conv_implementation' or
-  'pool_implementation'), or None where it measured nothing (no table, or no such comparison)."""
-  return ((current_table() or {}).get('formulations') or {}).get(field)
+  'pool_implementation') in networks of kind ``network`` ('c2d' or 'i3d'), or None where it measured nothing (no
+  table, no such comparison, or no network kind: a layer used on its own)."""
+  if network is None:
+    return None
+  return (((current_table() or {}).get('formulations') or {}).get(network) or {}).get(field)
 
 
 def dtype_name(dtype) -> str:

@@ -20,7 +20,7 @@ input bit for bit alike in both passes, which fusion does not promise.
 from __future__ import annotations
 
 import functools
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -28,9 +28,9 @@ import jax.numpy as jnp
 
 from nonlocal_jax.layers import attention_auto
 
-# 'window': XLA's reduce_window (flax.linen.max_pool); 'slices': strided slices, one axis at a time; 'auto': what
-# the device's table measured fastest (``attention_auto.measured_formulation``, written by bench/device.py), else
-# 'window'. On the CPU (no table) the R50 + 5 NL train steps take the same time either way (within 4 %,
+# 'window': XLA's reduce_window (flax.linen.max_pool); 'slices': strided slices, one axis at a time; 'auto': in a
+# video network, what the device's table measured fastest for its kind (``attention_auto.measured_formulation``,
+# written by bench/device.py), else 'window'. On the CPU (no table) the R50 + 5 NL train steps take the same time either way (within 4 %,
 # bench/results/models_pools.md), so 'window' keeps the CPU's runs (and the README's figures) bit for bit.
 POOL_IMPLEMENTATIONS = ('auto', 'window', 'slices')
 
@@ -42,11 +42,12 @@ def check(implementation: str) -> None:
     raise ValueError(f'pool_implementation must be one of {POOL_IMPLEMENTATIONS}, got {implementation!r}.')
 
 
-def resolve(implementation: str) -> str:
-  """The concrete implementation ('window' or 'slices') that ``implementation`` stands for on the default device."""
+def resolve(implementation: str, network: Optional[str] = None) -> str:
+  """The concrete implementation ('window' or 'slices') that ``implementation`` stands for on the default device,
+  in a network of kind ``network`` ('c2d', 'i3d'; None for a layer on its own)."""
   check(implementation)
   if implementation == 'auto':
-    return attention_auto.measured_formulation('pool_implementation') or 'window'
+    return attention_auto.measured_formulation('pool_implementation', network) or 'window'
   return implementation
 
 

@@ -128,8 +128,20 @@ class ResNetBase(nn.Module):
     self.placement()
 
   # --- building pieces ---------------------------------------------------------------------------------------
+  @nn.nowrap
+  def formulation_network(self) -> Optional[str]:
+    """The kind of network ('c2d', 'i3d') whose measured formulations 'auto' takes on a device with a table
+    (``layers.attention_auto.measured_formulation``); None: the backend's defaults."""
+    return None
+
   def _conv(self):
-    return blocks.conv_factory(self.dtype, self.conv_implementation)
+    implementation = blocks.resolve_conv_implementation(self.conv_implementation, self.formulation_network())
+    return blocks.conv_factory(self.dtype, implementation)
+
+  def _pool_implementation(self) -> str:
+    """The max pools' implementation, 'auto' resolved for this device and this kind of network (when the
+    network is built: resolving reads the device, which a config check must not)."""
+    return pooling.resolve(self.pool_implementation, self.formulation_network())
 
   def _norm(self, train: bool):
     return blocks.norm_factory(self.norm, train=train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
@@ -209,7 +221,10 @@ class ResNetBase(nn.Module):
     if self.remat in ('nonlocal', 'all'):
       # Argument 2 of __call__ (self, x, train) is the Python bool ``train``: static, not traced.
       cls = nn.remat(cls, policy=REMAT_POLICY, static_argnums=(2,))
-    return cls(**self.nonlocal_kwargs(**overrides), name=f'nonlocal_conv{stage}_{index}')
+    kwargs = self.nonlocal_kwargs(**overrides)
+    if 'pool_implementation' in kwargs:
+      kwargs['pool_implementation'] = self._pool_implementation()
+    return cls(**kwargs, name=f'nonlocal_conv{stage}_{index}')
 
   @nn.nowrap
   def residual_block_class(self, cls: type) -> type:

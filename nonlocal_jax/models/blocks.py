@@ -72,12 +72,13 @@ class Conv(nn.Module):
     return _folded_conv3d(x, kernel, strides, padding)
 
 
-def resolve_conv_implementation(implementation: str) -> str:
+def resolve_conv_implementation(implementation: str, network: Optional[str] = None) -> str:
   """The concrete implementation ('native' or 'folded') that ``implementation`` stands for: for 'auto', what the
-  device's table measured fastest (``attention_auto.measured_formulation``), else 'folded' on CPU (XLA:CPU runs
-  2D convolutions several times faster) and 'native' elsewhere."""
+  device's table measured fastest for networks of kind ``network`` ('c2d', 'i3d'; None for a layer on its own;
+  ``attention_auto.measured_formulation``), else 'folded' on CPU (XLA:CPU runs 2D convolutions several times
+  faster) and 'native' elsewhere."""
   if implementation == 'auto':
-    measured = attention_auto.measured_formulation('conv_implementation')
+    measured = attention_auto.measured_formulation('conv_implementation', network)
     return measured or ('folded' if jax.default_backend() == 'cpu' else 'native')
   return implementation
 

@@ -129,7 +129,7 @@ class ResNetImage(ResNetBase):
       x = conv(width, (7, 7), (2, 2), name='conv1')(x)
       x = nn.relu(norm(name='res_conv1_bn')(x))
       self.sow('intermediates', 'conv1_out', x)
-      x = pooling.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)), self.pool_implementation)
+      x = pooling.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)), self._pool_implementation())
       self.sow('intermediates', 'pool1_out', x)
     else:
       x = conv(width, (3, 3), name='conv1')(x)

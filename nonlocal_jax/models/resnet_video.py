@@ -29,10 +29,9 @@ names and no batch_stats. The stage outputs are sown as 'intermediates' (``conv1
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from nonlocal_jax.layers import pooling
 from nonlocal_jax.models import blocks
@@ -65,6 +64,12 @@ STEMS = {
     'table1': StemSpec((2, 2, 2), (3, 3, 3), (2, 2, 2), ((1, 1), (1, 1), (1, 1)), (3, 1, 1), (2, 1, 1),
                        ((1, 1), (0, 0), (0, 0))),
 }
+
+
+def formulation_network(temporal: str) -> str:
+  """The kind of network whose formulations a device table measures for this ``temporal`` setting: 'c2d', or
+  'i3d' for the inflated ones (their temporal kernels are what folding costs more for)."""
+  return 'c2d' if temporal == 'c2d' else 'i3d'
 
 
 def official_temporal_pattern(stage_sizes: Sequence[int]) -> Tuple[Tuple[int, ...], ...]:
@@ -149,6 +154,11 @@ class ResNetVideo(ResNetBase):
 
   NONLOCAL_DEFAULTS = {'subsample': (1, 2, 2)}
   NONLOCAL_RANK = 3
+
+  @nn.nowrap
+  def formulation_network(self) -> str:
+    """'c2d' or 'i3d': whose measured convolution and pool formulations 'auto' takes (see ResNetBase)."""
+    return formulation_network(self.temporal)
 
   @nn.nowrap
   def stem_spec(self) -> StemSpec:
@@ -307,13 +317,13 @@ class ResNetVideo(ResNetBase):
     x = conv(width, (5 if i3d else 1, 7, 7), stem.conv1_strides, name='conv1')(x)
     x = nn.relu(norm(name='res_conv1_bn')(x))
     self.sow('intermediates', 'conv1_out', x)
-    x = pooling.max_pool(x, stem.pool1_window, stem.pool1_strides, stem.pool1_padding, self.pool_implementation)
+    pools = self._pool_implementation()
+    x = pooling.max_pool(x, stem.pool1_window, stem.pool1_strides, stem.pool1_padding, pools)
     self.sow('intermediates', 'pool1_out', x)
 
     for k in (2, 3, 4, 5):
       if k == 3:
-        x = pooling.max_pool(x, stem.pool2_window, stem.pool2_strides, stem.pool2_padding,
-                             self.pool_implementation)
+        x = pooling.max_pool(x, stem.pool2_window, stem.pool2_strides, stem.pool2_padding, pools)
         self.sow('intermediates', 'pool2_out', x)
       inner = width * 2 ** (k - 2)
       strides = (1, 1, 1) if k == 2 else (1, 2, 2)

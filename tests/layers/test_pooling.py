@@ -117,11 +117,22 @@ def test_only_window_differentiates_through_a_scatter(implementation, scatters):
   assert ('select_and_scatter' in hlo) == scatters
 
 
-def test_auto_takes_the_device_tables_measured_pools(monkeypatch):
+def test_auto_takes_the_device_tables_measured_pools_for_its_kind_of_network(monkeypatch):
   from nonlocal_jax.layers import attention_auto, pooling  # pylint: disable=g-import-not-at-top
-  assert pooling.resolve('auto') == 'window'  # The CPU has no table.
-  table = {'entries': [], 'formulations': {'conv_implementation': 'folded', 'pool_implementation': 'slices'}}
+  assert pooling.resolve('auto', 'c2d') == 'window'  # The CPU has no table.
+  table = {'entries': [], 'formulations': {'c2d': {'conv_implementation': 'folded', 'pool_implementation': 'slices'}}}
   monkeypatch.setattr(attention_auto, 'current_table', lambda: table)
-  assert pooling.resolve('auto') == 'slices' and pooling.resolve('window') == 'window'
+  assert pooling.resolve('auto', 'c2d') == 'slices' and pooling.resolve('window', 'c2d') == 'window'
+  assert pooling.resolve('auto', 'i3d') == 'window'  # Not measured for I3D networks.
+  assert pooling.resolve('auto') == 'window'  # A layer on its own: no kind of network.
+
+  # The network hands its stem and its blocks the measured pools: the HLO of a C2D step has no scatter left.
+  model = ResNetVideo(num_classes=5, stage_sizes=(1, 1, 1, 1), width=4, stem='8x8', dropout_rate=0.0,
+                      nonlocal_locations='res3:0', nonlocal_block={'subsample': (1, 2, 2)})
+  x = jax.ShapeDtypeStruct((1, 2, 32, 32, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+  loss = lambda p, v, x: jnp.sum(model.apply({**v, 'params': p}, x, train=True, mutable=['batch_stats'])[0])
+  hlo = lambda: jax.jit(jax.grad(loss)).lower(variables['params'], variables, x).as_text()
+  assert 'select_and_scatter' not in hlo()
   monkeypatch.setattr(attention_auto, 'current_table', lambda: {'entries': []})  # A table of attention only.
-  assert pooling.resolve('auto') == 'window'
+  assert pooling.resolve('auto', 'c2d') == 'window' and 'select_and_scatter' in hlo()

@@ -56,11 +56,20 @@ def test_folded_network_has_only_2d_convolutions(implementation, rank):
   assert windows and {len(w.split('x')) for w in windows} == {rank}
 
 
-def test_auto_takes_the_device_tables_measured_convolutions(monkeypatch):
+def test_auto_takes_the_device_tables_measured_convolutions_for_its_kind_of_network(monkeypatch):
   from nonlocal_jax.layers import attention_auto  # pylint: disable=g-import-not-at-top
   from nonlocal_jax.models import blocks  # pylint: disable=g-import-not-at-top
-  assert blocks.resolve_conv_implementation('auto') == 'folded'  # The CPU's rule (no table).
-  table = {'entries': [], 'formulations': {'conv_implementation': 'native', 'pool_implementation': 'window'}}
+  assert blocks.resolve_conv_implementation('auto', 'i3d') == 'folded'  # The CPU's rule (no table).
+  table = {'entries': [], 'formulations': {'i3d': {'conv_implementation': 'native', 'pool_implementation': 'window'}}}
   monkeypatch.setattr(attention_auto, 'current_table', lambda: table)
-  assert blocks.resolve_conv_implementation('auto') == 'native'
-  assert blocks.resolve_conv_implementation('folded') == 'folded'
+  assert blocks.resolve_conv_implementation('auto', 'i3d') == 'native'
+  assert blocks.resolve_conv_implementation('auto', 'c2d') == 'folded'  # Not measured for C2D networks.
+  assert blocks.resolve_conv_implementation('folded', 'i3d') == 'folded'
+  # An I3D network builds native 3D convolutions, a C2D one keeps the CPU's 2D ones.
+  x = jax.ShapeDtypeStruct((1, 4, 32, 32, 3), jnp.float32)
+  for temporal, rank in (('i3d_3x1x1', 3), ('c2d', 2)):
+    model = ResNetVideo(num_classes=5, stage_sizes=(1, 1, 1, 1), width=4, stem='8x8', temporal=temporal)
+    variables = jax.eval_shape(lambda x, model=model: model.init(jax.random.key(0), x), x)
+    hlo = jax.jit(lambda v, x, model=model: model.apply(v, x)).lower(variables, x).as_text(dialect='hlo')
+    windows = re.findall(r'convolution\(.*?window=\{size=([0-9x]+)', hlo)
+    assert windows and {len(w.split('x')) for w in windows} == {rank}, temporal
