@@ -30,7 +30,8 @@ from nonlocal_jax.layers import attention_auto
 
 # 'window': XLA's reduce_window (flax.linen.max_pool); 'slices': strided slices, one axis at a time; 'auto': in a
 # video network, what the device's table measured fastest for its kind (``attention_auto.measured_formulation``,
-# written by bench/device.py), else 'window'. On the CPU (no table) the R50 + 5 NL train steps take the same time either way (within 4 %,
+# written by bench/device.py), else 'window'. On the CPU (no table) the pools alone are 2.5-17x faster as 'slices'
+# (bench/results/pooling.md) but the R50 + 5 NL train steps take the same time either way (within 4 %,
 # bench/results/models_pools.md), so 'window' keeps the CPU's runs (and the README's figures) bit for bit.
 POOL_IMPLEMENTATIONS = ('auto', 'window', 'slices')
 
