@@ -98,7 +98,8 @@ _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'e
                ('train', 'c2d_nl', 'float32', 'auto'), ('train', 'c2d', 'float32', 'auto'),
                ('train', 'i3d_nl', 'float32', 'auto'),
                ('block', 'float32', 'embedded_gaussian'), ('block', 'float32', 'dot_product')]
-FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5, block_shapes={k: block_bench.SHAPES[k] for k in ('res3', 'res4', 'clip8', 'clip16')},
+FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5,
+            block_shapes={k: block_bench.SHAPES[k] for k in ('res3', 'res4', 'clip8', 'clip16')},
             block_batch=8, train_steps=20, plan=_BF16_FIRST)
 # Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
 TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,

@@ -71,7 +71,8 @@ def to_markdown(p, labels):
   for key in sorted(k for k in p if k.startswith('profile') and p[k]):
     r = p[key]
     conv = f", {key[len('profile '):]}" if key != 'profile' else ''
-    lines += ['', f"Where the time goes: {label(r.get('network', 'c2d_nl'))}, {r.get('dtype')}{conv}, {r.get('batch', 8)} clips "
+    lines += ['', f"Where the time goes: {label(r.get('network', 'c2d_nl'))}, {r.get('dtype')}{conv}, "
+              f"{r.get('batch', 8)} clips "
               f"(`python -m bench.device_profile {r.get('trace', '')} --steps={r.get('steps')}`):", '']
     lines += device_profile.to_markdown(r)
   lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
