@@ -9,11 +9,16 @@ def _f(value, digits=1):
   return '-' if value is None else f'{value:.{digits}f}'
 
 
-def _settings(row) -> str:
-  """A train row's convolution and pool implementations; rows measured before they were recorded ran the
-  defaults of then, which on an accelerator were native convolutions and reduce_window pools."""
+def row_formulation(row) -> tuple:
+  """(convolutions, pools) a train row ran; rows measured before they were recorded ran the defaults of then,
+  which on an accelerator were native convolutions and reduce_window pools."""
+  return row.get('convs', 'native'), row.get('pools', 'window')
+
+
+def _formulation_label(row) -> str:
+  """'folded, slices' (+ ', XLA nhwc' for a step compiled with XLA options)."""
   xla = [s.partition('=')[2] for s in (row.get('variant') or '').split(',') if s.startswith('xla=')]
-  return f"{row.get('convs', 'native')}, {row.get('pools', 'window')}" + ''.join(f', XLA {x}' for x in xla)
+  return ', '.join(row_formulation(row)) + ''.join(f', XLA {x}' for x in xla)
 
 
 def to_markdown(p, labels):
@@ -44,7 +49,7 @@ def to_markdown(p, labels):
     fraction = f"{100 * r['train_tflops'] * 1e12 / 2 / rate:.0f} %" if rate else '-'
     memory = (f"{_f(r.get('hlo_gb_per_step'), 2)} GB, {100 * r['hlo_gb_per_s'] / copy:.0f} %"
               if r.get('hlo_gb_per_s') and copy else '-')
-    table.append([label(r['network']), r['dtype'], r['attention'], _settings(r), r['input'],
+    table.append([label(r['network']), r['dtype'], r['attention'], _formulation_label(r), r['input'],
                   f"{r['clips_per_s']:.1f}",
                   f"{r['step_ms']:.1f}", f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction,
                   memory, _f(r['temp_mib'], 0)])

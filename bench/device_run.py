@@ -23,15 +23,14 @@ FORMULATION_CASES = {'c2d': dict(network='c2d_nl', dtype='bfloat16', attention='
 def formulations(train_rows) -> dict:
   """{kind: {'conv_implementation': ..., 'pool_implementation': ..., 'clips_per_s': {'conv, pool': clips/s}}}
   for each kind of network ('c2d', 'i3d') whose step was measured in at least two formulations: the fastest.
-  Rows measured before the formulations were recorded ran native convolutions and reduce_window pools; a step
-  compiled with its own XLA options ('xla=' variants) is not something 'auto' can choose."""
+  A step compiled with its own XLA options ('xla=' variants) is not something 'auto' can choose."""
   out = {}
   for kind, case in FORMULATION_CASES.items():
     rates = {}
     for r in train_rows:
       if (r.get('status') == 'ok' and all(r.get(k) == v for k, v in case.items())
           and 'xla=' not in (r.get('variant') or '')):
-        rates[(r.get('convs', 'native'), r.get('pools', 'window'))] = r['clips_per_s']
+        rates[device_report.row_formulation(r)] = r['clips_per_s']
     if len(rates) >= 2:
       conv, pool = max(rates, key=rates.get)
       out[kind] = {'conv_implementation': conv, 'pool_implementation': pool,

@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from tests.once import shared_root
+
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # The tests' programs are tiny and run a few steps, so compiling is most of their time, and LLVM's optimisation
@@ -22,7 +24,7 @@ def compilation_cache(tmp_path_factory):
   a program compiled once is loaded after. A loaded executable is the one compiled before, so runs compared bit
   for bit stay comparable."""
   import jax  # pylint: disable=g-import-not-at-top  # After the environment above is set.
-  path = str(tmp_path_factory.getbasetemp().parent / 'jax_compilation_cache')
+  path = str(shared_root(tmp_path_factory) / 'jax_compilation_cache')
   os.makedirs(path, exist_ok=True)
   before = {k: os.environ.get(k) for k in ('JAX_COMPILATION_CACHE_DIR', 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')}
   os.environ.update(JAX_COMPILATION_CACHE_DIR=path, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')

@@ -109,7 +109,7 @@ class ResNetBase(nn.Module):
       raise ValueError(f'width must be a positive integer, got {self.width!r}.')
     check_one_of('norm', self.norm, blocks.NORMS)
     check_one_of('conv_implementation', self.conv_implementation, blocks.CONV_IMPLEMENTATIONS)
-    check_one_of('pool_implementation', self.pool_implementation, pooling.POOL_IMPLEMENTATIONS)
+    pooling.check(self.pool_implementation)
     check_one_of('remat', self.remat, REMAT)
     self.check_nonlocal_block()
     if not 0.0 <= self.dropout_rate < 1.0:

@@ -39,11 +39,8 @@ def stage_shapes(variables):
           if k.endswith('_out')}
 
 
-# XLA CPU's optimisation passes dominate the compile time of the tiny test networks (their random initialisers
-# especially: ~20 s per init with the defaults, ~2 s without); the run time is negligible either way.
-FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
-
-
 def run(fn, *args):
-  """fn(*args), jitted and compiled with cheap XLA options."""
-  return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
+  """fn(*args), jitted: one program for the whole test function, compiled with the cheap XLA options that
+  tests/conftest.py sets for every test (XLA:CPU's optimisation passes dominated the tiny networks' compile time:
+  ~20 s per init with the defaults, ~2 s without)."""
+  return jax.jit(fn)(*args)
