@@ -3,7 +3,7 @@
 Each implementation ('naive', 'chunked', 'reassociated', 'fused') is checked against the float64 NumPy
 reference in ``tests/layers/reference.py`` on raw (q, k, v) with Nq ≠ Nk and Dq ≠ Dv, their gradients against
 each other, the choice that 'auto' makes, the errors, and that the frugal paths really hold no N×N array in the
-forward or the backward pass. The block-level versions of these checks are in ``test_nonlocal_block.py``.
+forward or the backward pass. The block-level versions of these checks are in ``test_nonlocal_block_paths.py``.
 """
 
 from __future__ import annotations
