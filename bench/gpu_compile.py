@@ -1,0 +1,190 @@
+"""What XLA's GPU compiler makes of the bf16 train step, on a machine without a GPU: ``python -m bench.gpu_compile``.
+
+JAX compiles ahead of time for a GPU it does not have (a topology described by a ``GpuTargetConfig``; here an
+NVIDIA H200, sm_90). For each network formulation below, the train step (``Trainer.train_step`` at the device
+benchmark's 8 clips × 8×224², bf16) is compiled for that GPU and its optimised HLO read (``bench.hlo_facts``):
+how many cuDNN convolutions, in which layout; the transposes XLA adds; the max pools' scatters; the kernel-level
+fusions; the bytes XLA's own fusions read and write (XLA's cost analysis of the GPU module; cuDNN's and cuBLAS's
+calls are not counted, as in ``bench.device``'s traffic column) and the step's temporary memory. Nothing is timed:
+this says what a formulation changes in the program, and ``bash bench/device.sh`` on a GPU says what it costs.
+
+Limits: no autotuning (it needs the device; the convolution algorithms and some fusion decisions differ on one),
+Triton GEMM fusion off (without autotuning it cannot pick tiles), and the blocks' attention is chosen as on a
+machine without a table (the size rule), as in the first H200 run. The JAX here must have its CUDA plugin, in an
+environment of its own (several GB), for example::
+
+  python -m venv .gpu-venv && .gpu-venv/bin/pip install -e . \
+      "jax-cuda13-plugin[with-cuda]==$(python -c 'import jaxlib; print(jaxlib.__version__)')" \
+      "jax-cuda13-pjrt==$(python -c 'import jaxlib; print(jaxlib.__version__)')"
+  .gpu-venv/bin/python -m bench.gpu_compile
+
+Writes ``bench/results/<target>/compiled.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before JAX starts: the CPU stays the default backend (no CUDA client is made, so no driver is needed), the
+# plugin skips its check of the driver's libraries, and XLA neither autotunes nor asks Triton for GEMM tiles.
+os.environ['JAX_PLATFORMS'] = 'cpu'
+os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')
+os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', ''), '--xla_gpu_autotune_level=0',
+                                    '--xla_gpu_enable_triton_gemm=false']).strip()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import argparse
+import re
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import topologies
+from jax.sharding import NamedSharding, PartitionSpec
+
+from bench import common
+from bench import device
+from bench import hlo_facts
+from nonlocal_jax.models import build_model
+from nonlocal_jax.training.trainer import Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# An H200 as XLA's GPU compiler sees it: compute capability 9.0 (what picks the convolutions' layouts), 132 SMs,
+# 4.8 TB/s, 141 GB, and the cuDNN / CUDA versions the compiler may assume.
+TARGETS = {'nvidia-h200': """
+gpu_device_info {
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: 233472 threads_per_core_limit: 2048 core_count: 132 fpus_per_core: 128
+  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
+  memory_bandwidth: 4800000000000 l2_cache_size: 52428800 clock_rate_ghz: 1.98
+  device_memory_size: 150110011392 shared_memory_per_block_optin: 232448
+  cuda_compute_capability { major: 9 minor: 0 }
+  registers_per_core_limit: 65536 registers_per_block_limit: 65536
+}
+platform_name: "CUDA"
+dnn_version_info { major: 9 minor: 28 }
+runtime_version { major: 13 minor: 0 }
+device_description_str: "NVIDIA H200"
+"""}
+# (network, variant of bench.device): today's defaults on the H200, each change alone and together, and XLA's
+# channels-last 3D convolutions; for I3D (three 2D convolutions per 3×1×1 kernel when folded) the same ends.
+PLAN = (('c2d_nl', 'conv=native,pool=window'), ('c2d_nl', 'conv=folded,pool=window'),
+        ('c2d_nl', 'conv=native,pool=slices'), ('c2d_nl', 'conv=folded,pool=slices'),
+        ('c2d_nl', 'conv=native,pool=window,xla=nhwc'), ('c2d_nl', 'conv=native,pool=slices,xla=nhwc'),
+        ('i3d_nl', 'conv=native,pool=window'), ('i3d_nl', 'conv=folded,pool=slices'),
+        ('i3d_nl', 'conv=native,pool=slices,xla=nhwc'))
+INSTALL = ('install the CUDA plugin of this jaxlib in its own environment (see `python -m bench.gpu_compile '
+           '--help`), then rerun')
+
+
+def device_name(target: str) -> str:
+  """'NVIDIA H200, sm_90': the GPU a target describes."""
+  config = TARGETS[target]
+  name = re.search(r'device_description_str: "([^"]+)"', config).group(1)
+  major, minor = re.search(r'cuda_compute_capability \{ major: (\d+) minor: (\d+)', config).groups()
+  return f'{name}, sm_{major}{minor}'
+
+
+def target_mesh(target: str):
+  """A one-device mesh (axis 'batch', as ``parallel.make_mesh``) on the GPU ``target``, with no GPU here."""
+  try:
+    topology = topologies.get_topology_desc(platform='cuda', target_config=TARGETS[target], topology='1x1x1')
+  except Exception as e:  # pylint: disable=broad-except
+    raise SystemExit(f'JAX cannot describe a CUDA GPU here ({type(e).__name__}: {str(e)[:200]}): {INSTALL}.')
+  return topologies.make_mesh(topology, (1,), ('batch',))
+
+
+def _xla_cost(compiled) -> dict:
+  """XLA's cost analysis of the compiled GPU module ({'flops', 'bytes accessed'}), run through the CPU client:
+  the compile-only executable has none of its own. Private JAX API: {} where it moved."""
+  try:
+    from jax._src import xla_bridge
+    from jax._src.lib import _jax
+    module = compiled.runtime_executable().hlo_modules()[0]
+    return dict(_jax.hlo_module_cost_analysis(xla_bridge.get_backend('cpu'), module))
+  except Exception:  # pylint: disable=broad-except
+    return {}
+
+
+def compile_piece(mesh, network: str, variant: str) -> dict:
+  """The facts of one formulation's compiled train step."""
+  config = device.network_config(network, 'bfloat16', tiny=False, variant=variant)
+  trainer = Trainer(config, mesh)
+  replicated, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec('batch'))
+  state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                       jax.eval_shape(trainer.init_state))
+  d = config.data
+  batch = {'clips': jax.ShapeDtypeStruct((d.global_batch_size, d.num_frames, d.crop_size, d.crop_size, 3),
+                                         jnp.float32, sharding=split),
+           'label': jax.ShapeDtypeStruct((d.global_batch_size,), jnp.int32, sharding=split)}
+  start = time.perf_counter()
+  compiled = trainer.train_step.lower(state, batch).compile(compiler_options=device.compiler_options(variant) or None)
+  seconds = time.perf_counter() - start
+  cost, memory = _xla_cost(compiled), compiled.memory_analysis()
+  return dict(network=network, variant=variant, compile_s=seconds, **hlo_facts.facts(compiled.as_text()),
+              xla_gb=cost['bytes accessed'] / 1e9 if cost.get('bytes accessed') else None,
+              temp_gib=memory.temp_size_in_bytes / 2**30 if memory is not None else None,
+              input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²')
+
+
+def to_markdown(payload: dict) -> str:
+  """The pieces as a markdown table with how they were made."""
+  labels = {key: label for key, label, *_ in device.NETWORKS}
+  rows = []
+  for p in payload['pieces']:
+    if 'error' in p:
+      rows.append([labels[p['network']], p['variant'], f"failed: {p['error']}"] + [''] * 6)
+      continue
+    layouts = ', '.join(f'{n} {k}' for k, n in p['convolution_layouts'].items())
+    gb = '-' if p['xla_gb'] is None else f"{p['xla_gb']:.2f}"
+    rows.append([labels[p['network']], p['variant'], f"{p['convolutions']}: {layouts}",
+                 f"{p['activation_transposes']} ({p['activation_transpose_gb']:.2f} GB)",
+                 f"{p['max_pool_scatters']} / {p['reduce_windows']}", p['fusions'], gb, f"{p['temp_gib']:.2f}",
+                 f"{p['compile_s']:.0f}"])
+  table = common.markdown_table(['network', 'variant', 'cuDNN convolutions: layout', 'activation transposes',
+                                 'max-pool scatters / reduce-windows', 'fusions', 'XLA GB/step', 'temp GiB',
+                                 'compile s'], rows)
+  return '\n'.join([
+      f"Compiled by `python -m bench.gpu_compile` for an {device_name(payload['target'])} (no GPU here: "
+      f"{payload['machine']}, jax {payload['jax']}, {payload['date']}), bf16 train step at "
+      f"{payload['pieces'][0].get('input', '')} clips, no autotuning, Triton GEMM off, attention by the size rule.",
+      '', table, '',
+      'Activation transposes: XLA transposes of tensors that are not parameters or optimiser state (those it '
+      're-lays-out every step are left out); channels-first convolutions also cost cuDNN the transposes inside '
+      'each call, which no HLO shows. XLA GB/step: the bytes XLA\'s own fusions read and write (cuDNN and cuBLAS '
+      'calls not counted).'])
+
+
+def main(argv=None) -> None:
+  """Compiles every piece of ``PLAN`` (or those named) and writes the results."""
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  parser.add_argument('--target', default='nvidia-h200', choices=sorted(TARGETS), help='the GPU to compile for')
+  parser.add_argument('--only', default='', help="pieces 'network:variant' separated by ';' (default: the plan)")
+  parser.add_argument('--out_dir', default=None, help='default: bench/results/<target>')
+  args = parser.parse_args(argv)
+  plan = [tuple(p.split(':', 1)) for p in args.only.split(';') if p] or PLAN
+  networks = [n[0] for n in device.NETWORKS]
+  for piece in plan:
+    if len(piece) != 2 or piece[0] not in networks:
+      raise SystemExit(f"--only: {':'.join(piece)!r} is not 'network:variant' with a network of {networks}.")
+    try:  # The variant's settings and the model values it names, before anything compiles.
+      build_model(device.network_config(piece[0], 'bfloat16', tiny=False, variant=piece[1]).model)
+    except ValueError as e:
+      raise SystemExit(f'--only: {e}') from None
+  mesh = target_mesh(args.target)
+  machine = common.machine_description()
+  payload = dict(target=args.target, machine=machine['cpu'], jax=jax.__version__, date=machine['date'], pieces=[])
+  for network, variant in plan:
+    print(f'compiling {network} {variant} for {args.target} ...', flush=True)
+    try:
+      payload['pieces'].append(compile_piece(mesh, network, variant))
+    except Exception as e:  # pylint: disable=broad-except  # One failed piece leaves the others' facts.
+      payload['pieces'].append(dict(network=network, variant=variant, error=f'{type(e).__name__}: {str(e)[:300]}'))
+  common.write_results('compiled', payload, to_markdown(payload),
+                       args.out_dir or os.path.join(ROOT, 'bench', 'results', args.target))
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])
