@@ -51,7 +51,7 @@ from nonlocal_jax.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # An H200 as XLA's GPU compiler sees it: compute capability 9.0 (what picks the convolutions' layouts), 132 SMs,
-# 4.8 TB/s, 141 GB, and the cuDNN / CUDA versions the compiler may assume.
+# 4.8 TB/s, about 139 GiB, and the cuDNN / CUDA versions the compiler may assume.
 TARGETS = {'nvidia-h200': """
 gpu_device_info {
   threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
