@@ -9,9 +9,9 @@ calls are not counted, as in ``bench.device``'s traffic column) and the step's t
 this says what a formulation changes in the program, and ``bash bench/device.sh`` on a GPU says what it costs.
 
 Limits: no autotuning (it needs the device; the convolution algorithms and some fusion decisions differ on one),
-Triton GEMM fusion off (without autotuning it cannot pick tiles), and the blocks' attention is chosen as on a
-machine without a table (the size rule), as in the first H200 run. The JAX here must have its CUDA plugin, in an
-environment of its own (several GB), for example::
+Triton GEMM fusion off (without autotuning it cannot pick tiles), and the blocks' attention is chosen by the
+H200's table except cuDNN's (JAX checks the local GPU when it traces it; the next path in the table's ranking
+is taken). The JAX here must have its CUDA plugin, in an environment of its own (several GB), for example::
 
   python -m venv .gpu-venv && .gpu-venv/bin/pip install -e . \
       "jax-cuda13-plugin[with-cuda]==$(python -c 'import jaxlib; print(jaxlib.__version__)')" \
@@ -36,18 +36,15 @@ os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', ''), '--xla_gpu_
 import argparse
 import re
 import sys
-import time
 
 import jax
-import jax.numpy as jnp
 from jax.experimental import topologies
-from jax.sharding import NamedSharding, PartitionSpec
 
+from bench import aot
 from bench import common
 from bench import device
 from bench import hlo_facts
 from nonlocal_jax.models import build_model
-from nonlocal_jax.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # An H200 as XLA's GPU compiler sees it: compute capability 9.0 (what picks the convolutions' layouts), 132 SMs,
@@ -95,36 +92,14 @@ def target_mesh(target: str):
   return topologies.make_mesh(topology, (1,), ('batch',))
 
 
-def _xla_cost(compiled) -> dict:
-  """XLA's cost analysis of the compiled GPU module ({'flops', 'bytes accessed'}), run through the CPU client:
-  the compile-only executable has none of its own. Private JAX API: {} where it moved."""
-  try:
-    from jax._src import xla_bridge
-    from jax._src.lib import _jax
-    module = compiled.runtime_executable().hlo_modules()[0]
-    return dict(_jax.hlo_module_cost_analysis(xla_bridge.get_backend('cpu'), module))
-  except Exception:  # pylint: disable=broad-except
-    return {}
-
-
 def compile_piece(mesh, network: str, variant: str) -> dict:
   """The facts of one formulation's compiled train step."""
   config = device.network_config(network, 'bfloat16', tiny=False, variant=variant)
-  trainer = Trainer(config, mesh)
-  replicated, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec('batch'))
-  state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                       jax.eval_shape(trainer.init_state))
-  d = config.data
-  batch = {'clips': jax.ShapeDtypeStruct((d.global_batch_size, d.num_frames, d.crop_size, d.crop_size, 3),
-                                         jnp.float32, sharding=split),
-           'label': jax.ShapeDtypeStruct((d.global_batch_size,), jnp.int32, sharding=split)}
-  start = time.perf_counter()
-  compiled = trainer.train_step.lower(state, batch).compile(compiler_options=device.compiler_options(variant) or None)
-  seconds = time.perf_counter() - start
-  cost, memory = _xla_cost(compiled), compiled.memory_analysis()
+  compiled, seconds = aot.compile_train_step(config, mesh, device.compiler_options(variant))
+  cost, d = aot.xla_cost(compiled), config.data
   return dict(network=network, variant=variant, compile_s=seconds, **hlo_facts.facts(compiled.as_text()),
               xla_gb=cost['bytes accessed'] / 1e9 if cost.get('bytes accessed') else None,
-              temp_gib=memory.temp_size_in_bytes / 2**30 if memory is not None else None,
+              temp_gib=aot.memory_gib(compiled).get('temp_gib'),
               input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²')
 
 
@@ -148,7 +123,7 @@ def to_markdown(payload: dict) -> str:
   return '\n'.join([
       f"Compiled by `python -m bench.gpu_compile` for an {device_name(payload['target'])} (no GPU here: "
       f"{payload['machine']}, jax {payload['jax']}, {payload['date']}), bf16 train step at "
-      f"{payload['pieces'][0].get('input', '')} clips, no autotuning, Triton GEMM off, attention by the size rule.",
+      f"{payload['pieces'][0].get('input', '')} clips, no autotuning, Triton GEMM off, attention by the H200's table without cuDNN's.",
       '', table, '',
       'Activation transposes: XLA transposes of tensors that are not parameters or optimiser state (those it '
       're-lays-out every step are left out); channels-first convolutions also cost cuDNN the transposes inside '

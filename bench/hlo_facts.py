@@ -13,6 +13,7 @@ operations a step's profile blames for time.
 - Max pools' backward passes: ``select-and-scatter`` and ``scatter`` ops (this XLA rewrites the former into the
   latter), and ``reduce-window`` ops.
 - Kernel-level fusions (each one GPU kernel launch) and the other custom calls (cuBLAS, cuDNN attention).
+- Collectives (all-reduce, all-gather, ...: what a sharded step exchanges between devices) and their bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _ARRAY = re.compile(r'\b([a-z]+[0-9]*)\[([0-9,]*)\]')
 _CALLS = re.compile(r'calls=%?([\w.\-]+)')
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _DIM_LABELS = re.compile(r'dim_labels=(\w+)_\w+->\w+')
+COLLECTIVES = ('all-reduce', 'all-reduce-start', 'reduce-scatter', 'all-gather', 'all-gather-start', 'all-to-all',
+               'collective-permute', 'collective-permute-start')
 
 
 class Instruction(NamedTuple):
@@ -125,4 +128,7 @@ def facts(text: str) -> dict:
       'max_pool_scatters': sum(i.opcode in ('scatter', 'select-and-scatter') and 'select_and_scatter' in i.line
                                for i in everywhere),
       'reduce_windows': opcodes['reduce-window'],
+      'collectives': {op: opcodes[op] for op in COLLECTIVES if opcodes[op]},
+      'collective_mib': sum(sum(math.prod(d) * BYTES[t] for t, d in arrays(i.shape)) for i in everywhere
+                            if i.opcode in COLLECTIVES) / 2**20,
   }

@@ -13,11 +13,16 @@ steps), which the video models' 'auto' takes (``measured_formulation``).
 cuDNN's fused attention (``jax.nn.dot_product_attention(implementation='cudnn')``) runs only on CUDA GPUs, in
 bfloat16 or float16, with one head size (the padded max of C'q and C'v) of at most 256 and a multiple of 8:
 ``cudnn_refusal`` says why a case is refused, before anything is traced.
+
+"The device" is the one jit compiles for: the default device, or, inside ``compiling_for(device)``, a device of
+another machine that a program is compiled for ahead of time (a TPU or GPU topology described on a CPU host), so
+that 'auto' picks what it would pick there.
 """
 
 from __future__ import annotations
 
 import functools
+import contextlib
 import json
 import math
 import os
@@ -39,9 +44,36 @@ def device_slug(device_kind: str) -> str:
   return re.sub(r'[^a-z0-9]+', '-', device_kind.lower()).strip('-') or 'unknown'
 
 
+# The device of another machine that programs are being compiled for (``compiling_for``), or None.
+_TARGET = []
+
+
+@contextlib.contextmanager
+def compiling_for(device):
+  """Within the block, 'auto' choices (tables, formulations, cuDNN's acceptance) follow ``device`` (a
+  ``jax.Device``, e.g. of ``jax.experimental.topologies``), not the default device: for ahead-of-time compilation
+  for a machine this is not."""
+  _TARGET.append(device)
+  try:
+    yield device
+  finally:
+    _TARGET.pop()
+
+
+def target_device():
+  """The device programs are compiled for: the innermost ``compiling_for``'s, else the default device."""
+  return _TARGET[-1] if _TARGET else jax.devices()[0]
+
+
+def target_backend() -> str:
+  """'cpu', 'gpu' or 'tpu': the platform of ``target_device`` (CUDA and ROCm devices are 'gpu')."""
+  platform = target_device().platform
+  return 'gpu' if platform in ('cuda', 'rocm', 'gpu') else platform
+
+
 def current_slug() -> str:
-  """The slug of the default device (the one jit compiles for)."""
-  return device_slug(jax.devices()[0].device_kind)
+  """The slug of the device programs are compiled for (``target_device``)."""
+  return device_slug(target_device().device_kind)
 
 
 def table_path(slug: str) -> str:
@@ -82,8 +114,12 @@ def dtype_name(dtype) -> str:
 
 
 def cudnn_refusal(dtype, head_dim: int, backend: Optional[str] = None) -> Optional[str]:
-  """Why cuDNN's fused attention cannot run this case here (a clause for a log line), or None if it can."""
-  backend = backend or jax.default_backend()
+  """Why cuDNN's fused attention cannot run this case here (a clause for a log line), or None if it can; by the
+  rules of ``backend`` if given, else of the device compiled for (``target_backend``)."""
+  if backend is None:
+    backend = target_backend()
+    if backend == 'gpu' and jax.default_backend() != 'gpu':
+      return 'JAX checks the local GPU when it traces it, and this program is compiled here for a GPU elsewhere'
   if backend != 'gpu':
     return f'it runs on CUDA GPUs only and this backend is {backend}'
   if dtype_name(dtype) not in ('bfloat16', 'float16'):
@@ -118,5 +154,6 @@ def make_entry(pairwise: str, dtype, n_groups: int, n_query: int, n_key: int, in
               fwd_bwd_ms={k: round(v, 4) for k, v in times_ms.items()})
 
 
-__all__ = ['CUDNN_MAX_HEAD_DIM', 'MATERIALISING', 'TABLE_DIR', 'cudnn_refusal', 'current_slug', 'current_table',
-           'device_slug', 'dtype_name', 'load_table', 'make_entry', 'measured_formulation', 'ranking', 'table_path']
+__all__ = ['CUDNN_MAX_HEAD_DIM', 'MATERIALISING', 'TABLE_DIR', 'compiling_for', 'cudnn_refusal', 'current_slug',
+           'current_table', 'device_slug', 'dtype_name', 'load_table', 'make_entry', 'measured_formulation', 'ranking',
+           'table_path', 'target_backend', 'target_device']

@@ -76,10 +76,10 @@ def resolve_conv_implementation(implementation: str, network: Optional[str] = No
   """The concrete implementation ('native' or 'folded') that ``implementation`` stands for: for 'auto', what the
   device's table measured fastest for networks of kind ``network`` ('c2d', 'i3d'; None for a layer on its own;
   ``attention_auto.measured_formulation``), else 'folded' on CPU (XLA:CPU runs 2D convolutions several times
-  faster) and 'native' elsewhere."""
+  faster) and 'native' elsewhere (the device compiled for: ``attention_auto.target_backend``)."""
   if implementation == 'auto':
     measured = attention_auto.measured_formulation('conv_implementation', network)
-    return measured or ('folded' if jax.default_backend() == 'cpu' else 'native')
+    return measured or ('folded' if attention_auto.target_backend() == 'cpu' else 'native')
   return implementation
 
 

@@ -4,7 +4,7 @@ from bench import hlo_facts
 
 # Entry parameters: a 3×3×64×64 kernel (36,864 elements), a batch of 8×56×56×64 activations and indices. Kernel-level: four
 # fusions (a kernel transpose, an activation transpose, a max pool's backward scatter, a reduce-window) and a
-# loss scatter-add fusion, two cuDNN convolutions and one cuBLAS call. The reduction computations (%add, %max)
+# loss scatter-add fusion, two cuDNN convolutions, one cuBLAS call and one all-reduce. The reduction computations (%add, %max)
 # are applied by other ops and are not kernels.
 MODULE = """HloModule jit_step, is_scheduled=true, entry_computation_layout={(f32[3,3,64,64]{3,2,1,0})->f32[]}
 
@@ -64,7 +64,9 @@ ENTRY %main.9 (kernel.1: f32[3,3,64,64], clips.1: bf16[8,56,56,64], /*index=2*/i
   %pool_grad = bf16[8,58,58,64]{3,2,1,0} fusion(%clips.1, %idx.1, %clips.1), kind=kInput, calls=%fused_pool_backward
   %loss_grad = f32[8,400]{1,0} fusion(%clips.1, %idx.1, %clips.1), kind=kInput, calls=%fused_loss_scatter
   %zero = f32[] constant(0)
-  ROOT %r = f32[] reduce(%loss_grad, %zero), dimensions={0,1}, to_apply=%add
+  %summed = (f32[8,400]{1,0}, f32[3,3,64,64]{3,2,1,0}) all-reduce(%loss_grad, %kernel.1), replica_groups={}, to_apply=%add
+  %summed_loss = f32[8,400]{1,0} get-tuple-element(%summed), index=0
+  ROOT %r = f32[] reduce(%summed_loss, %zero), dimensions={0,1}, to_apply=%add
 }
 """
 
@@ -81,6 +83,9 @@ def test_facts_of_a_hand_counted_module():
   assert facts['activation_transpose_gb'] == 8 * 64 * 28 * 28 * 2 / 1e9
   assert facts['scatters'] == 2 and facts['max_pool_scatters'] == 1
   assert facts['reduce_windows'] == 1
+  # One all-reduce of a tuple: the loss gradient (8·400 f32) and the kernel (36,864 f32).
+  assert facts['collectives'] == {'all-reduce': 1}
+  assert facts['collective_mib'] == (8 * 400 + 36864) * 4 / 2**20
 
 
 def test_conv_layout_reads_the_input_labels():

@@ -129,3 +129,27 @@ def test_the_block_reads_the_device_table(monkeypatch):
   table = {'entries': [_entry('dot_product', ['naive', 'reassociated'], groups=1, n_query=128, n_key=32, inter=2)]}
   monkeypatch.setattr(attention_auto, 'current_table', lambda: table)
   assert _largest(apply(), variables, x) >= affinity
+
+
+class _Elsewhere:
+  """A device of another machine, as a topology describes it (only what 'auto' reads)."""
+
+  def __init__(self, platform, device_kind):
+    self.platform, self.device_kind = platform, device_kind
+
+
+def test_auto_follows_the_device_compiled_for():
+  from nonlocal_jax.models import blocks  # pylint: disable=g-import-not-at-top
+  assert blocks.resolve_conv_implementation('auto', 'c2d') == 'folded'  # This CPU, no table.
+  with attention_auto.compiling_for(_Elsewhere('tpu', 'TPU v5 lite')):
+    assert attention_auto.target_backend() == 'tpu' and attention_auto.current_slug() == 'tpu-v5-lite'
+    assert blocks.resolve_conv_implementation('auto', 'c2d') == 'native'  # No table there: not the CPU's rule.
+    assert 'this backend is tpu' in attention_auto.cudnn_refusal(jnp.bfloat16, 256)
+  with attention_auto.compiling_for(_Elsewhere('cuda', 'NVIDIA H200')):
+    # The committed H200 table is the one read; cuDNN's attention cannot be traced for a GPU this host lacks.
+    assert attention_auto.current_table() == attention_auto.load_table(attention_auto.table_path('nvidia-h200'))
+    assert 'compiled here for a GPU elsewhere' in attention_auto.cudnn_refusal(jnp.bfloat16, 256)
+    # At 8×28×28 the table ranks cuDNN first, then fused.
+    assert attention.resolve_implementation('auto', 'embedded_gaussian', 8, 6272, 1568, 256, 2**40,
+                                            dtype=jnp.bfloat16) == 'fused'
+  assert attention_auto.target_device() is jax.devices()[0] and attention_auto.current_slug() == 'cpu'

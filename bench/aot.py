@@ -1,0 +1,62 @@
+"""The train step compiled ahead of time for devices this machine does not have (a GPU or TPU topology described
+on a CPU host; ``bench.gpu_compile``, ``bench.tpu_compile``): the compiled program, its memory and XLA's counts."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from nonlocal_jax.layers import attention_auto
+from nonlocal_jax.training.trainer import Trainer
+
+
+def compile_train_step(config, mesh, compiler_options=None):
+  """(compiled ``Trainer.train_step``, seconds) for ``config`` on ``mesh`` (axis 'batch'), from abstract state and
+  batch; the models' 'auto' choices are made for the mesh's devices (``attention_auto.compiling_for``)."""
+  trainer = Trainer(config, mesh)
+  replicated, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec('batch'))
+  d = config.data
+  batch = {'clips': jax.ShapeDtypeStruct((d.global_batch_size, d.num_frames, d.crop_size, d.crop_size, 3),
+                                         jnp.float32, sharding=split),
+           'label': jax.ShapeDtypeStruct((d.global_batch_size,), jnp.int32, sharding=split)}
+  start = time.perf_counter()
+  with attention_auto.compiling_for(mesh.devices.flat[0]):
+    state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                         jax.eval_shape(trainer.init_state))
+    lowered = trainer.train_step.lower(state, batch)
+  compiled = lowered.compile(compiler_options=compiler_options or None)
+  return compiled, time.perf_counter() - start
+
+
+def xla_cost(compiled) -> dict:
+  """XLA's cost analysis of the compiled module ({'flops', 'bytes accessed', ...}; {} if none can be had). A GPU
+  compile-only executable has none of its own: XLA's generic analysis of its module is run through the CPU
+  client (a private JAX API, hence the fallback)."""
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    if cost:
+      return dict(cost)
+  except Exception:  # pylint: disable=broad-except
+    pass
+  try:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
+    module = compiled.runtime_executable().hlo_modules()[0]
+    return dict(_jax.hlo_module_cost_analysis(xla_bridge.get_backend('cpu'), module))
+  except Exception:  # pylint: disable=broad-except
+    return {}
+
+
+def memory_gib(compiled) -> dict:
+  """Per device, in GiB: the step's temporaries, and the total it holds (arguments + outputs + temporaries +
+  code, less the donated arguments that outputs reuse)."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+           + m.generated_code_size_in_bytes - m.alias_size_in_bytes)
+  return {'temp_gib': m.temp_size_in_bytes / 2**30, 'total_gib': total / 2**30}
