@@ -2,9 +2,9 @@
 
 JAX compiles ahead of time for a TPU topology it does not have (``jax.experimental.topologies`` with libtpu
 installed): the step, sharded over the topology's chips as ``main.py`` shards it (mesh axis 'batch'), is compiled
-for a v5e-8 and a v5e-1 (Colab's) slice and a v4-8 (four megacore chips), and the compiled program read: each
-chip's memory against its HBM, XLA's flop and byte counts of one step, and the collectives that reduce the
-gradients. The models' 'auto' choices are those of a TPU (``attention_auto.compiling_for``). Nothing is timed.
+for a v5e-8 and a v5e-1 (Colab's) slice, a v4-8 (four megacore chips) and a v2-8 (Colab's older TPU: eight
+cores of 8 GiB), and the compiled program read: each chip's (core's) memory against its HBM, XLA's flop and byte
+counts of one step, and the collectives that reduce the gradients. The models' 'auto' choices are those of a TPU (``attention_auto.compiling_for``). Nothing is timed.
 
 Networks: R50 C2D + 5 NL in bf16 at 8 clips of 8×224² per chip (``bench.device``'s network), and the Kinetics
 recipe (``configs/kinetics_nl.py``: float32, 32-frame clips, 64 a step) on fake data, with gradient accumulation
@@ -39,8 +39,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Name -> (libtpu's topology name, its options): one v5e chip needs its own host bounds; a v4 chip is two cores
 # that libtpu describes as two devices unless they are joined (megacore, as Cloud TPU v4 runs them).
 TARGETS = {'v5e-8': ('v5e:2x4', {}), 'v5e-1': ('v5e:1x1', {'chips_per_host_bounds': (1, 1, 1)}),
-           'v4-8': ('v4:2x2x1', {'chip_config_name': 'megacore'})}
-HBM_GIB = {'TPU v5 lite': 16, 'TPU v4': 32}
+           'v4-8': ('v4:2x2x1', {'chip_config_name': 'megacore'}), 'v2-8': ('v2:2x2', {})}
+# HBM per device: a v2 chip's 16 GiB are two cores' 8 (JAX sees the cores).
+HBM_GIB = {'TPU v5 lite': 16, 'TPU v4': 32, 'TPU v2': 8}
 CLIPS_PER_CHIP = 8
 NETWORKS = {'c2d_nl': 'R50 C2D + 5 NL, bf16, 8×224²', 'kinetics': 'configs/kinetics_nl.py (float32, 32×224²)'}
 
