@@ -21,8 +21,8 @@ that 'auto' picks what it would pick there.
 
 from __future__ import annotations
 
-import functools
 import contextlib
+import functools
 import json
 import math
 import os
@@ -44,7 +44,7 @@ def device_slug(device_kind: str) -> str:
   return re.sub(r'[^a-z0-9]+', '-', device_kind.lower()).strip('-') or 'unknown'
 
 
-# The device of another machine that programs are being compiled for (``compiling_for``), or None.
+# The devices of other machines that programs are being compiled for (``compiling_for``), innermost last.
 _TARGET = []
 
 
