@@ -40,8 +40,10 @@ class Conv(nn.Module):
 
   For video (rank 5) it can run as 2D convolutions with time folded into the batch ('folded'): a kT×kH×kW
   kernel becomes the sum over its kT temporal taps of kH×kW convolutions of the strided frame slices (for a
-  thin input such as RGB, one kH×kW convolution of the taps stacked along channels). The result is the same
-  convolution; XLA:CPU runs 2D convolutions several times faster than 3D ones (bench/models.py).
+  thin input such as RGB, one kH×kW convolution of the taps stacked along channels), and a temporal kT×1×1
+  kernel one kT×1 convolution over (frames, positions). The result is the same convolution; XLA:CPU runs 2D
+  convolutions several times faster than 3D ones (bench/models.py), and XLA gives cuDNN 2D convolutions
+  channels-last on Hopper GPUs, 3D ones channels-first (bench/gpu_compile.py).
 
   Attributes:
     features: output channels.
@@ -96,6 +98,13 @@ def _folded_conv3d(x, kernel, strides, padding):
   st = strides[0]
   x = jnp.pad(x, ((0, 0), padding[0], (0, 0), (0, 0), (0, 0))) if padding[0] != (0, 0) else x
   b, t = x.shape[:2]
+  if kt > 1 and kh == kw == 1:
+    # A temporal kernel (I3D's kT×1×1): one 2D convolution over (frames, positions) with a kT×1 kernel, rather than
+    # kT convolutions of folded frames. A 1×1 kernel's spatial stride only subsamples (and it has no padding).
+    x = x[:, :, ::strides[1], ::strides[2]]
+    h, w = x.shape[2:4]
+    y = _conv(x.reshape(b, t, h * w, c_in), kernel.reshape(kt, 1, c_in, c_out), (st, 1), ((0, 0), (0, 0)))
+    return y.reshape(b, y.shape[1], h, w, c_out)
   t_out = (t - kt) // st + 1
   taps = [x[:, d:d + st * (t_out - 1) + 1:st] for d in range(kt)]  # (B, T_out, H, W, C_in) each
   fold = lambda v: v.reshape((b * t_out,) + v.shape[2:])

@@ -14,7 +14,8 @@ from tests.models.helpers import run
 
 @pytest.mark.parametrize('kernel,strides,channels', [
     ((1, 3, 3), (1, 2, 2), 6),    # C2D 3×3 with spatial stride: one 2D conv
-    ((3, 1, 1), (1, 1, 1), 20),   # I3D 3×1×1: a sum over the 3 temporal taps
+    ((3, 1, 1), (1, 1, 1), 20),   # I3D 3×1×1: one 3×1 convolution over (frames, positions)
+    ((3, 1, 1), (2, 2, 2), 20),   # the same with strides (stride_in_1x1): subsampled positions, strided frames
     ((3, 3, 3), (1, 1, 1), 20),   # I3D 3×3×3
     ((5, 7, 7), (2, 2, 2), 3),    # the I3D stem on RGB: stacked taps, temporal stride 2
     ((1, 7, 7), (2, 2, 2), 3),    # the C2D stem of the 32x2 models: temporal stride with a 1-frame kernel
