@@ -123,7 +123,8 @@ def to_markdown(payload: dict) -> str:
   return '\n'.join([
       f"Compiled by `python -m bench.gpu_compile` for an {device_name(payload['target'])} (no GPU here: "
       f"{payload['machine']}, jax {payload['jax']}, {payload['date']}), bf16 train step at "
-      f"{payload['pieces'][0].get('input', '')} clips, no autotuning, Triton GEMM off, attention by the H200's table without cuDNN's.",
+      f"{payload['pieces'][0].get('input', '')} clips, no autotuning, Triton GEMM off, attention by the H200's "
+      "table without cuDNN's.",
       '', table, '',
       'Activation transposes: XLA transposes of tensors that are not parameters or optimiser state (those it '
       're-lays-out every step are left out); channels-first convolutions also cost cuDNN the transposes inside '

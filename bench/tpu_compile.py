@@ -4,7 +4,8 @@ JAX compiles ahead of time for a TPU topology it does not have (``jax.experiment
 installed): the step, sharded over the topology's chips as ``main.py`` shards it (mesh axis 'batch'), is compiled
 for a v5e-8 and a v5e-1 (Colab's) slice, a v4-8 (four megacore chips) and a v2-8 (Colab's older TPU: eight
 cores of 8 GiB), and the compiled program read: each chip's (core's) memory against its HBM, XLA's flop and byte
-counts of one step, and the collectives that reduce the gradients. The models' 'auto' choices are those of a TPU (``attention_auto.compiling_for``). Nothing is timed.
+counts of one step, and the collectives that reduce the gradients. The models' 'auto' choices are those of a
+TPU (``attention_auto.compiling_for``). Nothing is timed.
 
 Networks: R50 C2D + 5 NL in bf16 at 8 clips of 8×224² per chip (``bench.device``'s network), and the Kinetics
 recipe (``configs/kinetics_nl.py``: float32, 32-frame clips, 64 a step) on fake data, with gradient accumulation

@@ -2,10 +2,10 @@
 
 from bench import hlo_facts
 
-# Entry parameters: a 3×3×64×64 kernel (36,864 elements), a batch of 8×56×56×64 activations and indices. Kernel-level: four
-# fusions (a kernel transpose, an activation transpose, a max pool's backward scatter, a reduce-window) and a
-# loss scatter-add fusion, two cuDNN convolutions, one cuBLAS call and one all-reduce. The reduction computations (%add, %max)
-# are applied by other ops and are not kernels.
+# Entry parameters: a 3×3×64×64 kernel (36,864 elements), a batch of 8×56×56×64 activations and indices.
+# Kernel-level: four fusions (a kernel transpose, an activation transpose, a max pool's backward scatter, a
+# reduce-window) and a loss scatter-add fusion, two cuDNN convolutions, one cuBLAS call and one all-reduce. The
+# reduction computations (%add, %max) are applied by other ops and are not kernels. (HLO lines stay whole.)
 MODULE = """HloModule jit_step, is_scheduled=true, entry_computation_layout={(f32[3,3,64,64]{3,2,1,0})->f32[]}
 
 %add (a: f32[], b: f32[]) -> f32[] {
