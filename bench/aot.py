@@ -37,11 +37,11 @@ def xla_cost(compiled) -> dict:
   client (a private JAX API, hence the fallback)."""
   try:
     cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    if cost:
-      return dict(cost)
-  except Exception:  # pylint: disable=broad-except
-    pass
+  except Exception:  # pylint: disable=broad-except  # A GPU compile-only executable raises UNIMPLEMENTED.
+    cost = None
+  cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+  if cost:
+    return dict(cost)
   try:
     from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
     from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
@@ -60,3 +60,16 @@ def memory_gib(compiled) -> dict:
   total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
            + m.generated_code_size_in_bytes - m.alias_size_in_bytes)
   return {'temp_gib': m.temp_size_in_bytes / 2**30, 'total_gib': total / 2**30}
+
+
+def compile_pieces(pieces, compile_piece) -> list:
+  """``compile_piece(**piece)`` for each piece (a dict of names), in order, printing progress; a piece that fails
+  is kept as the piece with its ``error``, so one failure leaves the others' facts."""
+  results = []
+  for piece in pieces:
+    print(f"compiling {' '.join(map(str, piece.values()))} ...", flush=True)
+    try:
+      results.append(compile_piece(**piece))
+    except Exception as e:  # pylint: disable=broad-except
+      results.append(dict(piece, error=f'{type(e).__name__}: {str(e)[:300]}'))
+  return results

@@ -92,7 +92,7 @@ def target_mesh(target: str):
   return topologies.make_mesh(topology, (1,), ('batch',))
 
 
-def compile_piece(mesh, network: str, variant: str) -> dict:
+def compile_piece(network: str, variant: str, mesh) -> dict:
   """The facts of one formulation's compiled train step."""
   config = device.network_config(network, 'bfloat16', tiny=False, variant=variant)
   compiled, seconds = aot.compile_train_step(config, mesh, device.compiler_options(variant))
@@ -151,13 +151,10 @@ def main(argv=None) -> None:
       raise SystemExit(f'--only: {e}') from None
   mesh = target_mesh(args.target)
   machine = common.machine_description()
-  payload = dict(target=args.target, machine=machine['cpu'], jax=jax.__version__, date=machine['date'], pieces=[])
-  for network, variant in plan:
-    print(f'compiling {network} {variant} for {args.target} ...', flush=True)
-    try:
-      payload['pieces'].append(compile_piece(mesh, network, variant))
-    except Exception as e:  # pylint: disable=broad-except  # One failed piece leaves the others' facts.
-      payload['pieces'].append(dict(network=network, variant=variant, error=f'{type(e).__name__}: {str(e)[:300]}'))
+  pieces = aot.compile_pieces([dict(network=n, variant=v) for n, v in plan],
+                              lambda network, variant: compile_piece(network, variant, mesh))
+  payload = dict(target=args.target, machine=machine['cpu'], jax=jax.__version__, date=machine['date'],
+                 pieces=pieces)
   common.write_results('compiled', payload, to_markdown(payload),
                        args.out_dir or os.path.join(ROOT, 'bench', 'results', args.target))
 

@@ -68,9 +68,8 @@ def network_config(network: str, chips: int):
   return config
 
 
-def compile_piece(target: str, network: str) -> dict:
-  """The facts of one network's compiled train step on one slice."""
-  mesh = target_mesh(target)
+def compile_piece(target: str, network: str, mesh) -> dict:
+  """The facts of one network's compiled train step on the slice ``target`` (its ``mesh``)."""
   chips, kind = mesh.devices.size, mesh.devices.flat[0].device_kind
   config = network_config(network, chips)
   compiled, seconds = aot.compile_train_step(config, mesh)
@@ -123,17 +122,11 @@ def main(argv=None) -> None:
     if unknown:
       raise SystemExit(f'{flag}: {unknown} unknown; use some of {tuple(known)}.')
   machine = common.machine_description()
-  payload = dict(machine=machine['cpu'], jax=jax.__version__, date=machine['date'], pieces=[],
+  meshes = {target: target_mesh(target) for target in targets}  # A slice JAX cannot describe stops here.
+  pieces = aot.compile_pieces([dict(target=t, network=n) for t in targets for n in networks],
+                              lambda target, network: compile_piece(target, network, meshes[target]))
+  payload = dict(machine=machine['cpu'], jax=jax.__version__, date=machine['date'], pieces=pieces,
                  libtpu=importlib.metadata.version('libtpu') if importlib.util.find_spec('libtpu') else None)
-  for target in targets:
-    for network in networks:
-      print(f'compiling {network} for {target} ...', flush=True)
-      try:
-        payload['pieces'].append(compile_piece(target, network))
-      except SystemExit:
-        raise
-      except Exception as e:  # pylint: disable=broad-except  # One failed piece leaves the others' facts.
-        payload['pieces'].append(dict(target=target, network=network, error=f'{type(e).__name__}: {str(e)[:300]}'))
   common.write_results('compiled', payload, to_markdown(payload), args.out_dir)
 
 
