@@ -26,6 +26,7 @@ from nonlocal_jax.training import checkpoint as ckpt_lib
 from nonlocal_jax.training import metric_writer
 from nonlocal_jax.training import parallel
 from nonlocal_jax.training import steps
+from nonlocal_jax.training import tree_reductions
 from nonlocal_jax.training.checks import startup
 from nonlocal_jax.training.errors import ConfigError
 from nonlocal_jax.training.state import TrainState
@@ -37,7 +38,7 @@ class NonFiniteLossError(RuntimeError):
   or a checkpoint to resume or evaluate holds one; the message names what, where, and what to change."""
 
 
-_all_finite = jax.jit(steps.all_finite)
+_all_finite = jax.jit(tree_reductions.all_finite)
 
 # How many steps the host may queue before it waits (reading nothing) for one to finish: as many batches are
 # held on the device at once, however rarely the host reads the metrics.

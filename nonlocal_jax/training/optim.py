@@ -11,7 +11,6 @@ from typing import Any, Callable
 
 import flax
 import jax
-import jax.numpy as jnp
 import optax
 
 
@@ -89,8 +88,3 @@ def create_optimizer(train_config: Any, params: Any, global_batch_size: int
         lambda _: optax.EmptyState(),
         lambda updates, state, _=None: (jax.tree.map(lambda u, m: u * m, updates, scale), state)))
   return tx, schedule
-
-
-def global_norm(tree: Any) -> jax.Array:
-  """The L2 norm of all leaves together (logged to catch exploding gradients early)."""
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))

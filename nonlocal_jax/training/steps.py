@@ -16,7 +16,7 @@ import optax
 from jax import lax
 
 from nonlocal_jax.evaluation.metrics import top_k_correct, top_k_hit
-from nonlocal_jax.training import optim
+from nonlocal_jax.training import tree_reductions
 from nonlocal_jax.training.parallel import AXIS
 from nonlocal_jax.training.state import TrainState
 
@@ -25,15 +25,10 @@ from nonlocal_jax.training.state import TrainState
 NONFINITE_PARTS = ('loss', 'gradient norm', 'parameters', 'BatchNorm statistics', 'optimiser state')
 
 
-def all_finite(tree: Any) -> jax.Array:
-  """A boolean scalar: every floating-point value in ``tree`` is finite (integer leaves are ignored)."""
-  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
-
-
 def nonfinite_code(*parts: Any) -> jax.Array:
   """The int32 bitmask of ``parts`` (in the order of NONFINITE_PARTS) that hold a non-finite value; 0: all finite."""
-  return sum(jnp.where(all_finite(part), 0, 1 << i) for i, part in enumerate(parts)).astype(jnp.int32)
+  flags = [jnp.where(tree_reductions.all_finite(part), 0, 1 << i) for i, part in enumerate(parts)]
+  return sum(flags).astype(jnp.int32)
 
 
 def nonfinite_names(code: int) -> list[str]:
@@ -85,7 +80,6 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
   average, the loop keeps it out of the logged means). ``network_input`` makes the network's input from a batch
   (``nonlocal_jax.data.device_input.network_input``: resize the views, normalise).
   """
-  key = _input_key(batch)
   n = accumulation_steps
   micro = jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
   has_stats = bool(jax.tree.leaves(state.batch_stats))
@@ -126,7 +120,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx, sch
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = lax.pmean({k: v / n for k, v in sums.items()}, AXIS)
-  metrics['grad_norm'] = optim.global_norm(grads)
+  metrics['grad_norm'] = tree_reductions.global_norm(grads)
   metrics['learning_rate'] = schedule(state.step)
   # Checked here, on the device, so that the host reads it only where it reads anyway (logging, checkpoints).
   metrics['nonfinite'] = nonfinite_code(metrics['loss'], metrics['grad_norm'], params, batch_stats, opt_state)

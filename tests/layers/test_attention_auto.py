@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from nonlocal_jax.layers import NonLocalBlock, attention, attention_auto
+from nonlocal_jax.training import tree_reductions
 
 
 def _entry(pairwise, ranking, dtype='float32', groups=8, n_query=3136, n_key=784, inter=256):
@@ -145,10 +146,12 @@ def test_auto_follows_the_device_compiled_for():
     assert attention_auto.target_backend() == 'tpu' and attention_auto.current_slug() == 'tpu-v5-lite'
     assert blocks.resolve_conv_implementation('auto', 'c2d') == 'native'  # No table there: not the CPU's rule.
     assert 'this backend is tpu' in attention_auto.cudnn_refusal(jnp.bfloat16, 256)
+    assert tree_reductions.leaves_per_reduction() == 1
   with attention_auto.compiling_for(_Elsewhere('cuda', 'NVIDIA H200')):
     # The committed H200 table is the one read; cuDNN's attention cannot be traced for a GPU this host lacks.
     assert attention_auto.current_table() == attention_auto.load_table(attention_auto.table_path('nvidia-h200'))
     assert 'compiled here for a GPU elsewhere' in attention_auto.cudnn_refusal(jnp.bfloat16, 256)
+    assert tree_reductions.leaves_per_reduction() == tree_reductions.LEAVES_PER_REDUCTION['gpu'] > 1
     # At 8×28×28 the table ranks cuDNN first, then fused.
     assert attention.resolve_implementation('auto', 'embedded_gaussian', 8, 6272, 1568, 256, 2**40,
                                             dtype=jnp.bfloat16) == 'fused'
