@@ -120,7 +120,9 @@ def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
     assert (m.depth, m.temporal, m.nonlocal_locations, m.stem, m.dtype) == (50, temporal, blocks, '8x8', dtype)
   variant = device.network_config(key, 'bfloat16', False, variant='conv=folded,pool=slices')
   assert (variant.model.conv_implementation, variant.model.pool_implementation) == ('folded', 'slices')
-  with pytest.raises(ValueError, match="each setting is NAME=VALUE with NAME one of \\('conv', 'pool', 'xla'\\)"):
+  frozen = device.network_config(key, 'bfloat16', False, variant='conv=folded,pool=slices,norm=affine')
+  assert frozen.model.norm == 'affine' and variant.model.norm == 'batch'
+  with pytest.raises(ValueError, match="with NAME one of \\('conv', 'pool', 'norm', 'xla'\\)"):
     device.network_config(key, 'bfloat16', False, variant='convs=folded')
   assert device.compiler_options('pool=slices,xla=nhwc') == {'xla_gpu_force_conv_nhwc': True}
   assert device.compiler_options('pool=slices') == {}
