@@ -77,8 +77,9 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # max pools' select_and_scatter backward at 14 %: 'conv=folded' (2D convolutions over the frames) and
 # 'pool=slices' (max pools of strided slices) test whether each goes away, alone and together.
 # Model settings that a plan entry's variant may change: its short name -> the config.model field ('norm=affine':
-# frozen BatchNorm, which bench.gpu_compile uses to weigh what BatchNorm's statistics cost a step).
-VARIANTS = {'conv': 'conv_implementation', 'pool': 'pool_implementation', 'norm': 'norm'}
+# frozen BatchNorm, which bench.gpu_compile uses to weigh what BatchNorm's statistics cost a step; 'bn=flax':
+# BatchNorm differentiated automatically, against the written-out backward pass that 'auto' takes on a GPU).
+VARIANTS = {'conv': 'conv_implementation', 'pool': 'pool_implementation', 'norm': 'norm', 'bn': 'bn_implementation'}
 # XLA options a variant may set for the step's compilation ('xla=nhwc'): XLA's GPU layout assignment hands cuDNN
 # 3D convolutions channels-first on Hopper; this forces channels-last for every convolution (users set it with
 # XLA_FLAGS=--xla_gpu_force_conv_nhwc=true), against folding the frames into 2D convolutions.
@@ -90,6 +91,7 @@ _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'e
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=folded'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'pool=slices'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH + ',bn=flax'),
                ('profile', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
                ('train', 'c2d_nl', 'bfloat16', 'auto', 32, _BOTH),
                ('train', 'i3d_nl', 'bfloat16', 'auto', None, _BOTH),

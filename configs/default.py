@@ -61,6 +61,9 @@ def model_config() -> ml_collections.ConfigDict:
   # Max pools: 'auto' (the device table's choice, else 'window'), 'window' (reduce_window) or 'slices' (same
   # values, a backward pass without scatter).
   model.pool_implementation = 'auto'
+  # BatchNorm's backward pass: 'auto' ('fused' on a GPU with per-device statistics, else 'flax'), 'flax'
+  # (nn.BatchNorm, differentiated automatically) or 'fused' (same values, written out in fewer passes).
+  model.bn_implementation = 'auto'
   model.remat = 'none'  # Recompute in the backward pass to fit long clips: 'none', 'nonlocal', 'stages', 'all'.
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   return model

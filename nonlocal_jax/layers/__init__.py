@@ -7,11 +7,13 @@ cudnn), ``attention_auto`` (the device's measured table that 'auto' reads, which
 ``geometry`` (``PositionSets``: which positions attend to each other), ``family`` (``BLOCK_KINDS``: the blocks by
 name), ``gc_block`` (``GCBlock``), ``asymmetric_block`` (``AsymmetricPyramidBlock``), ``criss_cross_block``
 (``CrissCrossBlock``), ``cgnl_block`` (``CGNLBlock``), ``double_attention_block`` (``DoubleAttentionBlock``),
-``block_common`` (what they share), ``pooling`` (max pooling whose backward pass needs no scatter).
+``block_common`` (what they share), ``pooling`` (max pooling whose backward pass needs no scatter),
+``batch_norm`` (``FusedBatchNorm``: flax's BatchNorm, optionally with ReLU, with its backward pass written out).
 """
 
 from nonlocal_jax.layers.asymmetric_block import AsymmetricPyramidBlock
 from nonlocal_jax.layers.attention import IMPLEMENTATIONS, nonlocal_attention
+from nonlocal_jax.layers.batch_norm import FusedBatchNorm
 from nonlocal_jax.layers.cgnl_block import CGNLBlock
 from nonlocal_jax.layers.criss_cross_block import CrissCrossBlock
 from nonlocal_jax.layers.double_attention_block import DoubleAttentionBlock
@@ -22,5 +24,6 @@ from nonlocal_jax.layers.nonlocal_block import Affine, ConcatProjection, NonLoca
 from nonlocal_jax.layers.pairwise import PAIRWISE, PAIRWISE_FUNCTIONS, PairwiseFunction, pairwise_weights
 
 __all__ = ['Affine', 'AsymmetricPyramidBlock', 'BLOCK_KINDS', 'CGNLBlock', 'ConcatProjection', 'CrissCrossBlock',
-           'DoubleAttentionBlock', 'GCBlock', 'IMPLEMENTATIONS', 'NonLocalBlock', 'PAIRWISE', 'PAIRWISE_FUNCTIONS',
-           'POSITION_SETS', 'PairwiseFunction', 'PositionSets', 'nonlocal_attention', 'pairwise_weights']
+           'DoubleAttentionBlock', 'FusedBatchNorm', 'GCBlock', 'IMPLEMENTATIONS', 'NonLocalBlock', 'PAIRWISE',
+           'PAIRWISE_FUNCTIONS', 'POSITION_SETS', 'PairwiseFunction', 'PositionSets', 'nonlocal_attention',
+           'pairwise_weights']

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nonlocal_jax.layers import batch_norm
 from nonlocal_jax.layers import family
 from nonlocal_jax.layers import pooling
 from nonlocal_jax.models import blocks
@@ -68,6 +69,7 @@ class ResNetBase(nn.Module):
   dropout_rate: float = 0.5
   conv_implementation: str = 'auto'
   pool_implementation: str = 'auto'
+  bn_implementation: str = 'auto'
   remat: str = 'none'
   dtype: Any = jnp.float32
 
@@ -110,6 +112,7 @@ class ResNetBase(nn.Module):
     check_one_of('norm', self.norm, blocks.NORMS)
     check_one_of('conv_implementation', self.conv_implementation, blocks.CONV_IMPLEMENTATIONS)
     pooling.check(self.pool_implementation)
+    batch_norm.check(self.bn_implementation, self.bn_axis_name)
     check_one_of('remat', self.remat, REMAT)
     self.check_nonlocal_block()
     if not 0.0 <= self.dropout_rate < 1.0:
@@ -145,7 +148,7 @@ class ResNetBase(nn.Module):
 
   def _norm(self, train: bool):
     return blocks.norm_factory(self.norm, train=train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               axis_name=self.bn_axis_name, dtype=self.dtype)
+                               axis_name=self.bn_axis_name, dtype=self.dtype, implementation=self.bn_implementation)
 
   @nn.nowrap
   def nonlocal_kind(self) -> str:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from nonlocal_jax.layers import Affine
 from nonlocal_jax.layers import attention_auto
+from nonlocal_jax.layers import batch_norm
 
 NORMS = ('batch', 'affine')
 
@@ -128,18 +129,30 @@ def conv_factory(dtype: Any, implementation: str = 'auto') -> Callable[..., Conv
 
 
 def norm_factory(norm: str, *, train: bool, momentum: float, epsilon: float, axis_name: Optional[str],
-                 dtype: Any) -> Callable[..., nn.Module]:
-  """Returns ``norm(name=..., scale_init=...)``: a BatchNorm (norm='batch') or a frozen per-channel affine.
+                 dtype: Any, implementation: str = 'auto') -> Callable[..., Callable]:
+  """Returns ``norm(name=..., scale_init=..., relu=False)``: a BatchNorm (norm='batch') or a frozen per-channel
+  affine, followed by ReLU when ``relu``.
 
   With norm='batch', ``train`` selects batch statistics (and running-average updates) or the running averages;
-  ``axis_name`` averages the batch statistics over a mapped device axis (synchronised BN).
+  ``axis_name`` averages the batch statistics over a mapped device axis (synchronised BN); ``implementation``
+  ('auto', 'flax', 'fused'; ``layers.batch_norm.resolve``) says whose backward pass BatchNorm has. The fused one
+  takes the ReLU in; otherwise it is applied after the module.
   """
   if norm == 'batch':
-    return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum, epsilon=epsilon,
-                             axis_name=axis_name, dtype=dtype, param_dtype=jnp.float32)
-  if norm == 'affine':
-    return functools.partial(Affine, dtype=dtype)
-  raise ValueError(f'norm must be one of {NORMS}, got {norm!r}.')
+    if batch_norm.resolve(implementation, axis_name) == 'fused':
+      return functools.partial(batch_norm.FusedBatchNorm, use_running_average=not train, momentum=momentum,
+                               epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32)
+    module = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum, epsilon=epsilon,
+                               axis_name=axis_name, dtype=dtype, param_dtype=jnp.float32)
+  elif norm == 'affine':
+    module = functools.partial(Affine, dtype=dtype)
+  else:
+    raise ValueError(f'norm must be one of {NORMS}, got {norm!r}.')
+
+  def make(*, relu: bool = False, **kwargs):
+    layer = module(**kwargs)
+    return (lambda x: nn.relu(layer(x))) if relu else layer
+  return make
 
 
 class ResidualBlock(nn.Module):
@@ -178,9 +191,9 @@ class Bottleneck(ResidualBlock):
     ones = (1,) * len(self.strides)
     stride_a, stride_b = (self.strides, ones) if self.stride_in_1x1 else (ones, self.strides)
     y = self.conv(self.inner_features, self.kernel_a, stride_a, name='branch2a')(x)
-    y = nn.relu(self.norm(name='branch2a_bn')(y))
+    y = self.norm(name='branch2a_bn', relu=True)(y)
     y = self.conv(self.inner_features, self.kernel_b, stride_b, name='branch2b')(y)
-    y = nn.relu(self.norm(name='branch2b_bn')(y))
+    y = self.norm(name='branch2b_bn', relu=True)(y)
     y = self.conv(self.out_features, ones, name='branch2c')(y)
     y = self.norm(name='branch2c_bn', scale_init=nn.initializers.constant(self.residual_bn_init))(y)
     return nn.relu(y + _shortcut(self, x))
@@ -204,7 +217,7 @@ class BasicBlock(ResidualBlock):
   def __call__(self, x):
     """Applies the block to channels-last ``x``."""
     y = self.conv(self.inner_features, self.kernel_a, self.strides, name='branch2a')(x)
-    y = nn.relu(self.norm(name='branch2a_bn')(y))
+    y = self.norm(name='branch2a_bn', relu=True)(y)
     y = self.conv(self.out_features, self.kernel_b, name='branch2b')(y)
     y = self.norm(name='branch2b_bn', scale_init=nn.initializers.constant(self.residual_bn_init))(y)
     return nn.relu(y + _shortcut(self, x))

@@ -44,7 +44,7 @@ class ResNetImage(ResNetBase):
     stride_in_1x1: stride on branch2a (original MSRA ResNet) instead of branch2b (torchvision "v1.5").
     nonlocal_locations, nonlocal_block: as ``ResNetVideo``, with 2D blocks (the default subsample is (2, 2)).
     norm, bn_axis_name, bn_momentum, bn_epsilon, residual_bn_init, conv_implementation, pool_implementation,
-      remat, dtype: as ``ResNetVideo`` (2D convolutions are always native).
+      bn_implementation, remat, dtype: as ``ResNetVideo`` (2D convolutions are always native).
     dropout_rate: dropout before the classifier (0 by default for images).
   """
   num_classes: int = 1000
@@ -127,13 +127,13 @@ class ResNetImage(ResNetBase):
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
       x = conv(width, (7, 7), (2, 2), name='conv1')(x)
-      x = nn.relu(norm(name='res_conv1_bn')(x))
+      x = norm(name='res_conv1_bn', relu=True)(x)
       self.sow('intermediates', 'conv1_out', x)
       x = pooling.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)), self._pool_implementation())
       self.sow('intermediates', 'pool1_out', x)
     else:
       x = conv(width, (3, 3), name='conv1')(x)
-      x = nn.relu(norm(name='res_conv1_bn')(x))
+      x = norm(name='res_conv1_bn', relu=True)(x)
       self.sow('intermediates', 'conv1_out', x)
 
     for k, after in enumerate(self.placement()):

@@ -134,6 +134,9 @@ class ResNetVideo(ResNetBase):
     pool_implementation: how every max pool runs (the stem's and the non-local blocks' subsampling): 'auto'
       (the device table's choice, else 'window'), 'window' (XLA's reduce_window) or 'slices' (strided slices:
       the same values, a backward pass without scatter; see ``nonlocal_jax.layers.pooling``).
+    bn_implementation: whose backward pass the residual network's BatchNorms have: 'auto' ('fused' on a GPU
+      with per-device statistics, else 'flax'), 'flax' (``nn.BatchNorm``, differentiated automatically) or
+      'fused' (the same values, the backward pass written out in fewer passes; ``nonlocal_jax.layers.batch_norm``).
     head_window: spatial window (H, W) of the average pool in fully-convolutional mode, the res5 map of a
       training crop (7, 7) as in the official test net; None applies the classifier at every res5 position.
     remat: what the backward pass recomputes instead of keeping from the forward pass, to fit long clips
@@ -315,7 +318,7 @@ class ResNetVideo(ResNetBase):
 
     x = x.astype(self.dtype)
     x = conv(width, (5 if i3d else 1, 7, 7), stem.conv1_strides, name='conv1')(x)
-    x = nn.relu(norm(name='res_conv1_bn')(x))
+    x = norm(name='res_conv1_bn', relu=True)(x)
     self.sow('intermediates', 'conv1_out', x)
     pools = self._pool_implementation()
     x = pooling.max_pool(x, stem.pool1_window, stem.pool1_strides, stem.pool1_padding, pools)

@@ -122,7 +122,7 @@ def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
   assert (variant.model.conv_implementation, variant.model.pool_implementation) == ('folded', 'slices')
   frozen = device.network_config(key, 'bfloat16', False, variant='conv=folded,pool=slices,norm=affine')
   assert frozen.model.norm == 'affine' and variant.model.norm == 'batch'
-  with pytest.raises(ValueError, match="with NAME one of \\('conv', 'pool', 'norm', 'xla'\\)"):
+  with pytest.raises(ValueError, match="with NAME one of \\('conv', 'pool', 'norm', 'bn', 'xla'\\)"):
     device.network_config(key, 'bfloat16', False, variant='convs=folded')
   assert device.compiler_options('pool=slices,xla=nhwc') == {'xla_gpu_force_conv_nhwc': True}
   assert device.compiler_options('pool=slices') == {}
