@@ -123,8 +123,8 @@ def to_markdown(payload: dict) -> str:
   return '\n'.join([
       f"The train step of R50 C2D + 5 NL (8×224²) with the two formulations of its whole-tree reductions; "
       f"`python -m bench.tree_reductions`, {payload['machine']}, load {payload['load']} at start. The H200 and "
-      "v5e rows are compiled here without the device (`bench.gpu_compile`: folded convolutions, sliced pools, no "
-      "autotuning; `bench.tpu_compile`); only the CPU is timed.", '',
+      "v5e rows are compiled here without the device (`bench.gpu_compile`: folded convolutions, sliced pools, "
+      "BatchNorm as 'auto' picks it, no autotuning; `bench.tpu_compile`); only the CPU is timed.", '',
       common.markdown_table(['target', 'formulation', 'step', 'kernels', 'fusions', 'copies', 'XLA GB/step',
                              's/step (median)'], table)])
 
