@@ -15,10 +15,15 @@ def row_formulation(row) -> tuple:
   return row.get('convs', 'native'), row.get('pools', 'window')
 
 
+_SETTING_LABELS = {'xla': 'XLA', 'bn': 'BN', 'norm': 'norm'}
+
+
 def _formulation_label(row) -> str:
-  """'folded, slices' (+ ', XLA nhwc' for a step compiled with XLA options)."""
-  xla = [s.partition('=')[2] for s in (row.get('variant') or '').split(',') if s.startswith('xla=')]
-  return ', '.join(row_formulation(row)) + ''.join(f', XLA {x}' for x in xla)
+  """'folded, slices', plus the variant's other settings: ', XLA nhwc' for a step compiled with XLA options,
+  ', BN flax' for flax's BatchNorm backward, ', norm affine' for frozen BatchNorm."""
+  settings = [s.partition('=') for s in (row.get('variant') or '').split(',') if s]
+  return ', '.join(row_formulation(row)) + ''.join(f', {_SETTING_LABELS[name]} {value}'
+                                                   for name, _, value in settings if name in _SETTING_LABELS)
 
 
 def to_markdown(p, labels):

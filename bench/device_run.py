@@ -23,13 +23,15 @@ FORMULATION_CASES = {'c2d': dict(network='c2d_nl', dtype='bfloat16', attention='
 def formulations(train_rows) -> dict:
   """{kind: {'conv_implementation': ..., 'pool_implementation': ..., 'clips_per_s': {'conv, pool': clips/s}}}
   for each kind of network ('c2d', 'i3d') whose step was measured in at least two formulations: the fastest.
-  A step compiled with its own XLA options ('xla=' variants) is not something 'auto' can choose."""
+  Only steps whose variant sets convolutions and pools count: one compiled with its own XLA options ('xla=') is
+  not something 'auto' can choose, and one with another model setting ('bn=flax') is a comparison of that."""
   out = {}
   for kind, case in FORMULATION_CASES.items():
     rates = {}
     for r in train_rows:
+      settings = [s.partition('=')[0] for s in (r.get('variant') or '').split(',') if s]
       if (r.get('status') == 'ok' and all(r.get(k) == v for k, v in case.items())
-          and 'xla=' not in (r.get('variant') or '')):
+          and set(settings) <= {'conv', 'pool'}):
         rates[device_report.row_formulation(r)] = r['clips_per_s']
     if len(rates) >= 2:
       conv, pool = max(rates, key=rates.get)

@@ -13,6 +13,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from bench import device
+from bench import device_report
 from bench import device_run
 from nonlocal_jax.layers import attention
 from nonlocal_jax.training import checks
@@ -164,10 +165,13 @@ def test_the_formulations_are_the_fastest_step_of_each_kind_of_network_among_two
           row(900.0, convs='native', pools='slices', batch=32),  # Another batch: not the measured step.
           row(990.0, convs='native', pools='slices', network='c2d'),  # Another network.
           row(995.0, convs='native', pools='slices', variant='conv=native,pool=slices,xla=nhwc'),  # Not 'auto's.
+          row(999.0, convs='native', pools='window', variant='conv=native,pool=window,bn=flax'),  # A comparison.
           dict(row(0.0, convs='native', pools='slices'), status='failed'),
           row(336.0, 'i3d'), row(300.0, 'i3d', convs='folded', pools='slices')]
   chosen = device_run.formulations(rows)
   assert (chosen['c2d']['conv_implementation'], chosen['c2d']['pool_implementation']) == ('folded', 'slices')
   assert chosen['c2d']['clips_per_s'] == {'folded, slices': 650.0, 'folded, window': 500.0, 'native, window': 400.0}
+  labels = [device_report._formulation_label(r) for r in rows[5:7]]  # pylint: disable=protected-access
+  assert labels == ['native, slices, XLA nhwc', 'native, window, BN flax']
   # I3D keeps its own winner: folding its 3×1×1 kernels measured slower here.
   assert (chosen['i3d']['conv_implementation'], chosen['i3d']['pool_implementation']) == ('native', 'window')
