@@ -73,7 +73,7 @@ def _forward(x, scale, bias, epsilon, axes, fast_variance, relu, dtype):
   mean, var = _statistics(x, axes, fast_variance)
   y = _pre_activation(x, mean, var, scale, bias, epsilon, axes)
   y = y.astype(dtype)
-  return (jnp.maximum(y, 0) if relu else y), mean, var
+  return (nn.relu(y) if relu else y), mean, var
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
@@ -151,7 +151,7 @@ class FusedBatchNorm(nn.Module):
     dtype = self.dtype or jnp.result_type(x, scale, bias)
     if use_running_average:
       y = _pre_activation(x, running_mean.value, running_var.value, scale, bias, self.epsilon, axes).astype(dtype)
-      return jnp.maximum(y, 0) if self.relu else y
+      return nn.relu(y) if self.relu else y  # nn.relu's gradient at 0 (0), as the flax path's.
     y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, axes, self.use_fast_variance, self.relu, dtype)
     if not self.is_initializing():
       running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
