@@ -25,8 +25,10 @@ def reductions(request, monkeypatch):
   """(all_finite, global_norm), jitted, with ``request.param`` leaves per reduction on this backend."""
   monkeypatch.setitem(tree_reductions.LEAVES_PER_REDUCTION, 'cpu', request.param)
   assert tree_reductions.leaves_per_reduction() == request.param
-  # Fresh jits: a jitted function is traced once, and the group size is read when it is.
-  return jax.jit(tree_reductions.all_finite), jax.jit(tree_reductions.global_norm)
+  # New functions, so new traces: JAX keeps a function's trace across jit wrappers, and the group size is read
+  # when it traces.
+  return (jax.jit(lambda tree: tree_reductions.all_finite(tree)),  # pylint: disable=unnecessary-lambda
+          jax.jit(lambda tree: tree_reductions.global_norm(tree)))  # pylint: disable=unnecessary-lambda
 
 
 @pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
