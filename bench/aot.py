@@ -13,9 +13,10 @@ from nonlocal_jax.layers import attention_auto
 from nonlocal_jax.training.trainer import Trainer
 
 
-def compile_train_step(config, mesh, compiler_options=None):
+def compile_train_step(config, mesh, compiler_options=None, memory_bytes=None):
   """(compiled ``Trainer.train_step``, seconds) for ``config`` on ``mesh`` (axis 'batch'), from abstract state and
-  batch; the models' 'auto' choices are made for the mesh's devices (``attention_auto.compiling_for``)."""
+  batch; the models' 'auto' choices are made for the mesh's devices (``attention_auto.compiling_for``), whose
+  memory JAX would have to allocate from is ``memory_bytes`` per device (a topology's devices report none)."""
   trainer = Trainer(config, mesh)
   replicated, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec('batch'))
   d = config.data
@@ -23,7 +24,7 @@ def compile_train_step(config, mesh, compiler_options=None):
                                          jnp.float32, sharding=split),
            'label': jax.ShapeDtypeStruct((d.global_batch_size,), jnp.int32, sharding=split)}
   start = time.perf_counter()
-  with attention_auto.compiling_for(mesh.devices.flat[0]):
+  with attention_auto.compiling_for(mesh.devices.flat[0], memory_bytes):
     state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
                          jax.eval_shape(trainer.init_state))
     lowered = trainer.train_step.lower(state, batch)

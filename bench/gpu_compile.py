@@ -74,6 +74,9 @@ PLAN = (('c2d_nl', 'conv=native,pool=window'), ('c2d_nl', 'conv=folded,pool=wind
         ('c2d_nl', 'conv=native,pool=window,xla=nhwc'), ('c2d_nl', 'conv=native,pool=slices,xla=nhwc'),
         ('i3d_nl', 'conv=native,pool=window'), ('i3d_nl', 'conv=folded,pool=slices'),
         ('i3d_nl', 'conv=native,pool=slices,xla=nhwc'))
+# JAX's GPU client lets a process allocate 75 % of the GPU's memory unless told otherwise
+# (XLA_PYTHON_CLIENT_MEM_FRACTION): the ``bytes_limit`` that 'auto' would read on the GPU itself.
+JAX_MEMORY_FRACTION = 0.75
 INSTALL = ('install the CUDA plugin of this jaxlib in its own environment (see `python -m bench.gpu_compile '
            '--help`), then rerun')
 
@@ -86,6 +89,11 @@ def device_name(target: str) -> str:
   return f'{name}, sm_{major}{minor}'
 
 
+def memory_bytes(target: str) -> int:
+  """What JAX would let a program allocate on the GPU ``target`` (its ``bytes_limit`` there)."""
+  return int(int(re.search(r'device_memory_size: (\d+)', TARGETS[target]).group(1)) * JAX_MEMORY_FRACTION)
+
+
 def target_mesh(target: str):
   """A one-device mesh (axis 'batch', as ``parallel.make_mesh``) on the GPU ``target``, with no GPU here."""
   try:
@@ -95,10 +103,10 @@ def target_mesh(target: str):
   return topologies.make_mesh(topology, (1,), ('batch',))
 
 
-def compile_piece(network: str, variant: str, mesh) -> dict:
-  """The facts of one formulation's compiled train step."""
+def compile_piece(network: str, variant: str, mesh, target: str) -> dict:
+  """The facts of one formulation's compiled train step for the GPU ``target`` (its ``mesh``)."""
   config = device.network_config(network, 'bfloat16', tiny=False, variant=variant)
-  compiled, seconds = aot.compile_train_step(config, mesh, device.compiler_options(variant))
+  compiled, seconds = aot.compile_train_step(config, mesh, device.compiler_options(variant), memory_bytes(target))
   cost, d = aot.xla_cost(compiled), config.data
   return dict(network=network, variant=variant, compile_s=seconds, **hlo_facts.facts(compiled.as_text()),
               xla_gb=cost['bytes accessed'] / 1e9 if cost.get('bytes accessed') else None,
@@ -155,7 +163,7 @@ def main(argv=None) -> None:
   mesh = target_mesh(args.target)
   machine = common.machine_description()
   pieces = aot.compile_pieces([dict(network=n, variant=v) for n, v in plan],
-                              lambda network, variant: compile_piece(network, variant, mesh))
+                              lambda network, variant: compile_piece(network, variant, mesh, args.target))
   payload = dict(target=args.target, machine=machine['cpu'], jax=jax.__version__, date=machine['date'],
                  pieces=pieces)
   common.write_results('compiled', payload, to_markdown(payload),

@@ -76,7 +76,7 @@ def compile_piece(target: str, network: str, mesh) -> dict:
   """The facts of one network's compiled train step on the slice ``target`` (its ``mesh``)."""
   chips, kind = mesh.devices.size, mesh.devices.flat[0].device_kind
   config = network_config(network, chips)
-  compiled, seconds = aot.compile_train_step(config, mesh)
+  compiled, seconds = aot.compile_train_step(config, mesh, memory_bytes=HBM_GIB[kind] * 2**30)
   cost, facts, d = aot.xla_cost(compiled), hlo_facts.facts(compiled.as_text()), config.data
   return dict(target=target, network=network, chips=chips, device_kind=kind, hbm_gib=HBM_GIB.get(kind),
               clips_per_chip=d.global_batch_size // chips, accumulation=config.train.accumulation_steps,

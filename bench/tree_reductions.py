@@ -65,8 +65,9 @@ def kernels(compiled) -> dict:
   return {'kernels': len(ops), 'fusions': ops.count('fusion'), 'copies': ops.count('copy')}
 
 
-def compiled_rows(target: str, mesh_fn, config) -> list:
-  """Each formulation's step compiled for ``target`` (its mesh from ``mesh_fn``), or one row saying why not."""
+def compiled_rows(target: str, mesh_fn, config, memory_bytes: int) -> list:
+  """Each formulation's step compiled for ``target`` (its mesh from ``mesh_fn``, ``memory_bytes`` per device), or
+  one row saying why not."""
   try:
     mesh = mesh_fn()
   except SystemExit as e:
@@ -74,7 +75,7 @@ def compiled_rows(target: str, mesh_fn, config) -> list:
   rows = []
   for size in SIZES:
     with leaves_per_reduction(size):
-      compiled, _ = aot.compile_train_step(config, mesh)
+      compiled, _ = aot.compile_train_step(config, mesh, memory_bytes=memory_bytes)
     rows.append(dict(target=target, formulation=label(size), clips=config.data.global_batch_size,
                      dtype=config.model.dtype, xla_gb=aot.xla_cost(compiled).get('bytes accessed', 0) / 1e9,
                      **kernels(compiled)))
@@ -138,8 +139,10 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
   rows = (compiled_rows('nvidia-h200', lambda: gpu_compile.target_mesh('nvidia-h200'),
-                        device.network_config('c2d_nl', 'bfloat16', tiny=False, variant='conv=folded,pool=slices'))
-          + compiled_rows('v5e-1', lambda: tpu_compile.target_mesh('v5e-1'), tpu_compile.network_config('c2d_nl', 1))
+                        device.network_config('c2d_nl', 'bfloat16', tiny=False, variant='conv=folded,pool=slices'),
+                        gpu_compile.memory_bytes('nvidia-h200'))
+          + compiled_rows('v5e-1', lambda: tpu_compile.target_mesh('v5e-1'), tpu_compile.network_config('c2d_nl', 1),
+                          tpu_compile.HBM_GIB['TPU v5 lite'] * 2**30)
           + cpu_rows(args.batch, args.repeats))
   payload = dict(machine=common.machine_line(common.machine_description()), load=load, rows=rows)
   common.write_results('tree_reductions', payload, to_markdown(payload), args.out_dir)

@@ -156,6 +156,7 @@ def test_fields_that_disagree_fail_before_the_model(no_model, changes, message):
     ({'model.residual_bn_init': float('nan')}, 'residual_bn_init must be a finite number, got nan'),
     ({'model.head_window': (0, 7)}, r'head_window must be an \(H, W\) window'),
     ({'model.nonlocal_block.chunk_size': 0}, 'nonlocal_block.chunk_size must be a positive integer'),
+    ({'model.nonlocal_block.max_affinity_bytes': -1}, 'nonlocal_block.max_affinity_bytes must be a positive integer'),
     ({'model.nonlocal_block.inter_channels': -4}, 'nonlocal_block.inter_channels must be a positive integer'),
 ])
 def test_model_fields_fail_in_one_sentence_at_start_up(changes, message):

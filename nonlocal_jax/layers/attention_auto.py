@@ -34,9 +34,19 @@ import jax.numpy as jnp
 
 TABLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'attention_tables')
 # The paths that hold the whole (groups, Nq, Nk) affinity (the fused path is XLA's unless cuDNN is asked for):
-# 'auto' takes them only when that fits the block's max_affinity_bytes, whatever the table ranks first.
+# 'auto' takes them only when that fits the block's max_affinity_bytes (or ``affinity_budget``), whatever the table
+# ranks first.
 MATERIALISING = ('naive', 'fused')
 CUDNN_MAX_HEAD_DIM = 256
+# The float32 affinity a materialising path may hold when a block leaves ``max_affinity_bytes`` at None
+# (``affinity_budget``). On a CPU 32 MiB, the size rule's threshold since the first version. On an accelerator a
+# 1/128 share of what JAX may allocate there: a train step keeps each block's affinity and softmax for the
+# backward pass, so even ten blocks at the budget hold under a sixth of the device. A fixed 32 MiB sent the H200's
+# res3 blocks at 8 clips (75 MiB affinities) to the chunked path, which its table measured 1.7x slower than the
+# fused one (1.93 against 1.15 ms forward+backward). An accelerator whose memory nobody states or reports keeps
+# the CPU's 32 MiB.
+CPU_AFFINITY_BYTES = 32 * 2**20
+ACCELERATOR_MEMORY_SHARE = 128
 
 
 def device_slug(device_kind: str) -> str:
@@ -44,16 +54,18 @@ def device_slug(device_kind: str) -> str:
   return re.sub(r'[^a-z0-9]+', '-', device_kind.lower()).strip('-') or 'unknown'
 
 
-# The devices of other machines that programs are being compiled for (``compiling_for``), innermost last.
+# (device, its memory in bytes or None) of other machines that programs are being compiled for
+# (``compiling_for``), innermost last.
 _TARGET = []
 
 
 @contextlib.contextmanager
-def compiling_for(device):
-  """Within the block, 'auto' choices (tables, formulations, cuDNN's acceptance) follow ``device`` (a
-  ``jax.Device``, e.g. of ``jax.experimental.topologies``), not the default device: for ahead-of-time compilation
-  for a machine this is not."""
-  _TARGET.append(device)
+def compiling_for(device, memory_bytes: Optional[int] = None):
+  """Within the block, 'auto' choices (tables, formulations, cuDNN's acceptance, the affinity budget) follow
+  ``device`` (a ``jax.Device``, e.g. of ``jax.experimental.topologies``), not the default device: for
+  ahead-of-time compilation for a machine this is not. ``memory_bytes``: what JAX could allocate on that device,
+  which a device of another machine does not report (None: what it reports, if anything)."""
+  _TARGET.append((device, memory_bytes))
   try:
     yield device
   finally:
@@ -62,13 +74,31 @@ def compiling_for(device):
 
 def target_device():
   """The device programs are compiled for: the innermost ``compiling_for``'s, else the default device."""
-  return _TARGET[-1] if _TARGET else jax.devices()[0]
+  return _TARGET[-1][0] if _TARGET else jax.devices()[0]
 
 
 def target_backend() -> str:
   """'cpu', 'gpu' or 'tpu': the platform of ``target_device`` (CUDA and ROCm devices are 'gpu')."""
   platform = target_device().platform
   return 'gpu' if platform in ('cuda', 'rocm', 'gpu') else platform
+
+
+def target_memory_bytes() -> Optional[int]:
+  """What JAX may allocate on ``target_device``: the memory ``compiling_for`` states, else the device's own
+  ``bytes_limit``; None where neither is known (a topology's device, a backend without statistics)."""
+  if _TARGET and _TARGET[-1][1] is not None:
+    return int(_TARGET[-1][1])
+  try:
+    return (target_device().memory_stats() or {}).get('bytes_limit')
+  except Exception:  # pylint: disable=broad-except  # A device of another machine has no statistics to read.
+    return None
+
+
+def affinity_budget() -> int:
+  """The bytes of float32 affinity 'auto' lets a materialising path hold on ``target_device`` (see
+  ``CPU_AFFINITY_BYTES``): 32 MiB on a CPU, 1/128 of an accelerator's memory where that is known."""
+  memory = None if target_backend() == 'cpu' else target_memory_bytes()
+  return memory // ACCELERATOR_MEMORY_SHARE if memory else CPU_AFFINITY_BYTES
 
 
 def current_slug() -> str:
@@ -154,6 +184,7 @@ def make_entry(pairwise: str, dtype, n_groups: int, n_query: int, n_key: int, in
               fwd_bwd_ms={k: round(v, 4) for k, v in times_ms.items()})
 
 
-__all__ = ['CUDNN_MAX_HEAD_DIM', 'MATERIALISING', 'TABLE_DIR', 'compiling_for', 'cudnn_refusal', 'current_slug',
+__all__ = ['ACCELERATOR_MEMORY_SHARE', 'CPU_AFFINITY_BYTES', 'CUDNN_MAX_HEAD_DIM', 'MATERIALISING', 'TABLE_DIR',
+           'affinity_budget', 'compiling_for', 'cudnn_refusal', 'current_slug',
            'current_table', 'device_slug', 'dtype_name', 'load_table', 'make_entry', 'measured_formulation', 'ranking',
-           'table_path', 'target_backend', 'target_device']
+           'table_path', 'target_backend', 'target_device', 'target_memory_bytes']

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from nonlocal_jax.layers import attention
+from nonlocal_jax.layers import attention_auto
 from nonlocal_jax.layers import pairwise as pairwise_lib
 from nonlocal_jax.layers import pooling
 from nonlocal_jax.layers.geometry import POSITION_SETS, PositionSets
@@ -139,7 +140,9 @@ class NonLocalBlock(nn.Module):
     chunk_size: queries per block for the chunked implementation.
     pool_implementation: how ``subsample`` max-pools: 'auto', 'window' or 'slices' (``layers.pooling``: the same
       values; 'slices' differentiates without a scatter). In a network it follows the network's setting.
-    max_affinity_bytes: 'auto' takes no path that holds the whole float32 affinity when it would exceed this.
+    max_affinity_bytes: 'auto' takes no path that holds the whole float32 affinity when it would exceed this many
+      bytes; None: the device's budget (``attention_auto.affinity_budget``: 32 MiB on a CPU, 1/128 of an
+      accelerator's memory).
     sow_attention: sow the (B·groups, N_query, N_key) attention weights into 'intermediates' when that
       collection is mutable; False keeps other layers' intermediates from paying for the N×N array.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32 and the softmax runs in float32.
@@ -162,7 +165,7 @@ class NonLocalBlock(nn.Module):
   implementation: str = 'auto'
   chunk_size: int = 256
   pool_implementation: str = 'auto'
-  max_affinity_bytes: int = 32 * 2**20
+  max_affinity_bytes: Optional[int] = None
   sow_attention: bool = True
   dtype: Any = None
 
@@ -190,6 +193,10 @@ class NonLocalBlock(nn.Module):
       raise ValueError(f'inter_channels must be a positive integer or None, got {self.inter_channels!r}.')
     if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
       raise ValueError(f'chunk_size must be a positive integer, got {self.chunk_size!r}.')
+    if self.max_affinity_bytes is not None and (not isinstance(self.max_affinity_bytes, int)
+                                                or self.max_affinity_bytes < 1):
+      raise ValueError(f'max_affinity_bytes must be a positive integer (bytes) or None (the device\'s budget), got '
+                       f'{self.max_affinity_bytes!r}.')
     pooling.check(self.pool_implementation)
     window = self._window()
     if any(w < 1 for w in window):
@@ -283,9 +290,9 @@ class NonLocalBlock(nn.Module):
       weights = pairwise_lib.pairwise_weights(self.pairwise, qg, kg, logit_scale=logit_scale, concat_kernel=w_f)
       self.sow('intermediates', 'attention', weights)
 
+    budget = attention_auto.affinity_budget() if self.max_affinity_bytes is None else self.max_affinity_bytes
     impl = attention.resolve_implementation(self.implementation, self.pairwise, qg.shape[0], qg.shape[1],
-                                            kg.shape[1], inter, self.max_affinity_bytes, dtype=qg.dtype,
-                                            query_dim=qg.shape[-1])
+                                            kg.shape[1], inter, budget, dtype=qg.dtype, query_dim=qg.shape[-1])
     y = attention.nonlocal_attention(self.pairwise, qg, kg, vg, implementation=impl, logit_scale=logit_scale,
                                      concat_kernel=w_f, chunk_size=self.chunk_size)
     y = sets.unfold(y, q_shape)

@@ -133,10 +133,51 @@ def test_the_block_reads_the_device_table(monkeypatch):
 
 
 class _Elsewhere:
-  """A device of another machine, as a topology describes it (only what 'auto' reads)."""
+  """A device of another machine, as a topology describes it (only what 'auto' reads): no memory statistics
+  unless ``bytes_limit`` is given (as an addressable accelerator reports them)."""
 
-  def __init__(self, platform, device_kind):
-    self.platform, self.device_kind = platform, device_kind
+  def __init__(self, platform, device_kind, bytes_limit=None):
+    self.platform, self.device_kind, self._bytes_limit = platform, device_kind, bytes_limit
+
+  def memory_stats(self):
+    if self._bytes_limit is None:
+      raise RuntimeError('MemoryStats is only supported for addressable PjRt devices.')
+    return {'bytes_limit': self._bytes_limit, 'bytes_in_use': 0}
+
+
+def test_affinity_budget_follows_the_device():
+  assert attention_auto.affinity_budget() == 32 * 2**20  # This CPU: the size rule's threshold, unchanged.
+  h200 = _Elsewhere('cuda', 'NVIDIA H200')
+  with attention_auto.compiling_for(h200):
+    assert attention_auto.affinity_budget() == 32 * 2**20  # Memory neither stated nor reported: the CPU's.
+  # The H200 table's res3 case at 8 clips (8 × 3136 queries × 784 keys, float32: 75 MiB) ranks fused first and
+  # cuDNN (refused here) second: with JAX's 105 GiB of an H200 the fused path fits; with 32 MiB it went chunked.
+  resolve = lambda: attention.resolve_implementation('auto', 'embedded_gaussian', 8, 3136, 784, 256,
+                                                     attention_auto.affinity_budget(), dtype=jnp.bfloat16)
+  with attention_auto.compiling_for(h200, memory_bytes=105 * 2**30):
+    assert attention_auto.affinity_budget() == 105 * 2**30 // 128 and resolve() == 'fused'
+  with attention_auto.compiling_for(h200):
+    assert resolve() == 'chunked'
+  # A device's own statistics, where it reports them; a stated memory wins over them.
+  with attention_auto.compiling_for(_Elsewhere('tpu', 'TPU v4', bytes_limit=32 * 2**30)):
+    assert attention_auto.affinity_budget() == 2**28
+  with attention_auto.compiling_for(_Elsewhere('tpu', 'TPU v4', bytes_limit=32 * 2**30), memory_bytes=2**30):
+    assert attention_auto.affinity_budget() == 2**23
+
+
+def test_the_block_holds_the_affinity_the_device_can_afford():
+  # 128 queries × 32 keys (2 frames × 8×8, keys subsampled 2×2): a float32 affinity of 16 KiB. On a device whose
+  # 1/128 share holds it the size rule forms it whole; on one with a byte less, the block computes it in chunks of
+  # 32 queries (no device table for these made-up GPUs).
+  x = jax.random.normal(jax.random.key(0), (1, 2, 8, 8, 4), jnp.float32)
+  block = NonLocalBlock(subsample=(1, 2, 2), implementation='auto', chunk_size=32, sow_attention=False)
+  variables = block.init(jax.random.key(1), x, False)
+  affinity = 128 * 32
+  largest = {}
+  for name, limit in (('holds', 128 * 4 * affinity), ('short', 128 * 4 * affinity - 128)):
+    with attention_auto.compiling_for(_Elsewhere('cuda', f'Made-up GPU {name}', bytes_limit=limit)):
+      largest[name] = _largest(lambda v, x: block.apply(v, x, False), variables, x)
+  assert largest['holds'] >= affinity > largest['short']
 
 
 def test_auto_follows_the_device_compiled_for():

@@ -143,6 +143,7 @@ BAD_ARGUMENTS = [
     ('norm', {'norm': 'layer'}, VIDEO, r'norm.*affine'),
     ('weight-init', {'weight_init': 'xavier'}, VIDEO, r'weight_init.*he'),
     ('chunk-size', {'chunk_size': 0}, VIDEO, r'chunk_size'),
+    ('affinity-budget', {'max_affinity_bytes': 0}, VIDEO, r'max_affinity_bytes must be a positive integer'),
     ('inter-channels', {'inter_channels': 0}, VIDEO, r'inter_channels'),
 ]
 
