@@ -63,7 +63,8 @@ def to_markdown(p, labels):
                                       'TFLOP/s', 'of bf16 matmul', 'XLA traffic/step, of copy rate', 'temp MiB'],
                                      table))
   lines += ['', "XLA traffic: the bytes the compiled step's own fusions read and write (`cost_analysis`; cuDNN's "
-            "convolutions and attention are custom calls it does not count, so this is a floor) at the measured step "
+            "convolutions and attention are custom calls it does not count, and it counts a loop's body once, as in "
+            "the chunked attention: so this is a floor) at the measured step "
             'time, against the copy rate above; the JSON also keeps its flop count (`hlo_tflops`), which leaves '
             'the same custom calls out.']
   goal_rows = [r for r in p.get('train', []) if r['status'] == 'ok' and r['batch'] == 8 and

@@ -140,7 +140,14 @@ def to_markdown(payload: dict) -> str:
       'Activation transposes: XLA transposes of tensors that are not parameters or optimiser state (those it '
       're-lays-out every step are left out); channels-first convolutions also cost cuDNN the transposes inside '
       'each call, which no HLO shows. XLA GB/step: the bytes XLA\'s own fusions read and write (cuDNN and cuBLAS '
-      'calls not counted).'])
+      'calls not counted; a loop\'s body, such as the chunked attention\'s, counted once: '
+      + _loops_line(payload['pieces']) + ').'])
+
+
+def _loops_line(pieces) -> str:
+  """Which pieces have loops, whose bodies the XLA GB/step column counts once."""
+  looped = [f"{p['network']} {p['variant']} ({p['loops']})" for p in pieces if p.get('loops')]
+  return 'loops in ' + ', '.join(looped) if looped else 'none of these steps has one'
 
 
 def main(argv=None) -> None:

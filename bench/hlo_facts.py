@@ -10,9 +10,11 @@ operations a step's profile blames for time.
   (a tensor with as many elements as an entry parameter, or as one temporal tap of one: kernels re-laid-out for
   cuDNN) and the rest (activations), with the bytes the latter write. A transpose of the input batch itself
   would count as state: the rule knows sizes, not names.
+- Loops (``while``: the chunked attention's), whose bodies XLA's cost analysis counts once.
 - Max pools' backward passes: ``select-and-scatter`` and ``scatter`` ops (this XLA rewrites the former into the
   latter), and ``reduce-window`` ops.
-- Kernel-level fusions (each one GPU kernel launch) and the other custom calls (cuBLAS, cuDNN attention).
+- Kernel-level fusions (each one GPU kernel launch; those of a loop's body are not counted) and the other custom
+  calls (cuBLAS, cuDNN attention).
 - Collectives (all-reduce, all-gather, ...: what a sharded step exchanges between devices) and their bytes.
 """
 
@@ -128,6 +130,7 @@ def facts(text: str) -> dict:
       'max_pool_scatters': sum(i.opcode in ('scatter', 'select-and-scatter') and 'select_and_scatter' in i.line
                                for i in everywhere),
       'reduce_windows': opcodes['reduce-window'],
+      'loops': opcodes['while'],
       'collectives': {op: opcodes[op] for op in COLLECTIVES if opcodes[op]},
       'collective_mib': sum(sum(math.prod(d) * BYTES[t] for t, d in arrays(i.shape)) for i in everywhere
                             if i.opcode in COLLECTIVES) / 2**20,

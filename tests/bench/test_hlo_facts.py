@@ -92,3 +92,42 @@ def test_conv_layout_reads_the_input_labels():
   assert hlo_facts.conv_layout('dim_labels=b01f_o01i->b01f,') == '2D channels-last'
   assert hlo_facts.conv_layout('dim_labels=bf012_oi012->bf012,') == '3D channels-first'
   assert hlo_facts.conv_layout('window={size=1x1}') == 'unknown'
+
+
+# A loop of 12 passes (the chunked attention's shape of program), whose body XLA's cost analysis counts once.
+LOOP = """HloModule jit_loop, is_scheduled=true
+
+%body (p: (s32[], f32[8,256])) -> (s32[], f32[8,256]) {
+  %p = (s32[], f32[8,256]{1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%p), index=0
+  %x = f32[8,256]{1,0} get-tuple-element(%p), index=1
+  %one = s32[] constant(1)
+  %next = s32[] add(%i, %one)
+  %y = f32[8,256]{1,0} fusion(%x), kind=kLoop, calls=%fused_sine
+  ROOT %t = (s32[], f32[8,256]{1,0}) tuple(%next, %y)
+}
+
+%fused_sine (param_0: f32[8,256]) -> f32[8,256] {
+  %param_0 = f32[8,256]{1,0} parameter(0)
+  ROOT %s = f32[8,256]{1,0} sine(%param_0)
+}
+
+%cond (q: (s32[], f32[8,256])) -> pred[] {
+  %q = (s32[], f32[8,256]{1,0}) parameter(0)
+  %j = s32[] get-tuple-element(%q), index=0
+  %n = s32[] constant(12)
+  ROOT %lt = pred[] compare(%j, %n), direction=LT
+}
+
+ENTRY %main (a: f32[8,256]) -> (s32[], f32[8,256]) {
+  %a = f32[8,256]{1,0} parameter(0)
+  %zero = s32[] constant(0)
+  %init = (s32[], f32[8,256]{1,0}) tuple(%zero, %a)
+  ROOT %w = (s32[], f32[8,256]{1,0}) while(%init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"12"}}
+}
+"""
+
+
+def test_loops_are_counted():
+  assert hlo_facts.facts(LOOP)['loops'] == 1
+  assert hlo_facts.facts(MODULE)['loops'] == 0
