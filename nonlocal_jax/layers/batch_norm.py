@@ -47,7 +47,7 @@ def check(implementation: str, axis_name: Optional[str]) -> None:
 def resolve(implementation: str, axis_name: Optional[str]) -> str:
   """'flax' or 'fused' for a checked ``implementation``: 'auto' is 'fused' on a GPU (the backend compiled for)
   with per-device statistics, else 'flax' (on a CPU the figures stay those of ``nn.BatchNorm``; compiled for a
-  v5e, the fused one moves 2 % more bytes a step)."""
+  v5e, the fused one moves 1 % more bytes a step)."""
   check(implementation, axis_name)
   if implementation == 'auto':
     return 'fused' if axis_name is None and attention_auto.target_backend() == 'gpu' else 'flax'
