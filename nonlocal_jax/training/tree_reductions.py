@@ -21,7 +21,7 @@ from nonlocal_jax.layers import attention_auto
 
 # Leaves concatenated into one reduction, by the backend compiled for (``attention_auto.target_backend``); 1 on
 # any other. XLA:GPU splits a fused kernel of more than about 90 operands and then writes part of the concatenation
-# out; 24 stays well within that (H200 compile: 16.05 GB a step at 24, 16.11 at 48, 16.25 for all ~160 leaves at
+# out; 24 stays well within that (an H200 compile while this was written: 16.05 GB a step at 24, 16.11 at 48, 16.25 for all ~160 leaves at
 # once, against 16.44 with one reduction per leaf).
 LEAVES_PER_REDUCTION = {'gpu': 24}
 
