@@ -111,10 +111,12 @@ def test_02_train_synthetic(tmp_path):
   overrides = {'data.synthetic.num_train': 32, 'data.synthetic.num_validation': 8, 'data.synthetic.num_test': 16,
                'data.global_batch_size': 16, 'data.eval_global_batch_size': 16, 'data.num_workers': 2,
                'train.log_every_steps': 1, 'train.warmup_steps': 1, 'train.precise_bn_batches': 0}
-  tiny = (f'REPO_DIR = {str(ROOT)!r}\nNUM_STEPS = 3\nOVERRIDES = {overrides!r}\n'
+  # One run, the non-local one (the attention-map cells need it): the C2D run is the same code with blocks=none,
+  # and it made this the suite's longest test.
+  tiny = (f'REPO_DIR = {str(ROOT)!r}\nRUNS = {{"NL C2D": RUNS["NL C2D"]}}\nNUM_STEPS = 3\nOVERRIDES = {overrides!r}\n'
           f'DATA_DIR = {str(tmp_path / "data")!r}\nWORKDIR = {str(tmp_path / "runs")!r}\n')
   out = _execute('02_train_synthetic.ipynb', tiny, ['workdirs', 'final'], tmp_path)
-  assert set(out['workdirs']) == {'C2D', 'NL C2D'}
+  assert set(out['workdirs']) == {'NL C2D'}
   for name, workdir in out['workdirs'].items():
     workdir = pathlib.Path(workdir)
     assert workdir.parent == tmp_path / 'runs'
