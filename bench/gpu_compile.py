@@ -34,6 +34,7 @@ os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', ''), '--xla_gpu_
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
+import json
 import re
 import sys
 
@@ -44,7 +45,9 @@ from bench import aot
 from bench import common
 from bench import device
 from bench import hlo_facts
+from bench import hlo_roofline
 from nonlocal_jax.models import build_model
+from nonlocal_jax.models.summary import analyse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # An H200 as XLA's GPU compiler sees it: compute capability 9.0 (what picks the convolutions' layouts), 132 SMs,
@@ -103,15 +106,35 @@ def target_mesh(target: str):
   return topologies.make_mesh(topology, (1,), ('batch',))
 
 
-def compile_piece(network: str, variant: str, mesh, target: str) -> dict:
-  """The facts of one formulation's compiled train step for the GPU ``target`` (its ``mesh``)."""
+def measured_rates(target: str):
+  """{'tflops': bf16 matmul TFLOP/s, 'gb_per_s': copy rate} that ``bench.device`` measured on the GPU ``target``
+  (its committed device.json), or None where it has not run there."""
+  path = os.path.join(ROOT, 'bench', 'results', target, 'device.json')
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    matmul = json.load(f).get('matmul') or {}
+  return ({'tflops': matmul['bfloat16_tflops'], 'gb_per_s': matmul['copy_gb_per_s']}
+          if matmul.get('status') == 'ok' else None)
+
+
+def compile_piece(network: str, variant: str, mesh, target: str, rates=None) -> dict:
+  """The facts of one formulation's compiled train step for the GPU ``target`` (its ``mesh``), with its floor
+  at the measured ``rates`` (``hlo_roofline``) when given."""
   config = device.network_config(network, 'bfloat16', tiny=False, variant=variant)
   compiled, seconds = aot.compile_train_step(config, mesh, device.compiler_options(variant), memory_bytes(target))
-  cost, d = aot.xla_cost(compiled), config.data
-  return dict(network=network, variant=variant, compile_s=seconds, **hlo_facts.facts(compiled.as_text()),
-              xla_gb=cost['bytes accessed'] / 1e9 if cost.get('bytes accessed') else None,
-              temp_gib=aot.memory_gib(compiled).get('temp_gib'),
-              input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²')
+  cost, d, text = aot.xla_cost(compiled), config.data, compiled.as_text()
+  xla_bytes = cost.get('bytes accessed')
+  piece = dict(network=network, variant=variant, compile_s=seconds, **hlo_facts.facts(text),
+               xla_gb=xla_bytes / 1e9 if xla_bytes else None, temp_gib=aot.memory_gib(compiled).get('temp_gib'),
+               input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²')
+  if rates and xla_bytes:
+    # The issue's count of a step's work: 3 × the forward multiply-adds of the model summary, 2 flops each.
+    macs = analyse(build_model(config.model), (1, d.num_frames, d.crop_size, d.crop_size, 3)).macs
+    piece['train_tflop'] = 2 * 3 * macs * d.global_batch_size / 1e12
+    piece.update(hlo_roofline.floor(xla_bytes, hlo_roofline.library_calls(text), **rates))
+    piece['max_of_matmul'] = piece['train_tflop'] / (piece['floor_ms'] / 1e3 * rates['tflops'])
+  return piece
 
 
 def to_markdown(payload: dict) -> str:
@@ -120,17 +143,27 @@ def to_markdown(payload: dict) -> str:
   rows = []
   for p in payload['pieces']:
     if 'error' in p:
-      rows.append([labels[p['network']], p['variant'], f"failed: {p['error']}"] + [''] * 6)
+      rows.append([labels[p['network']], p['variant'], f"failed: {p['error']}"] + [''] * 7)
       continue
     layouts = ', '.join(f'{n} {k}' for k, n in p['convolution_layouts'].items())
     gb = '-' if p['xla_gb'] is None else f"{p['xla_gb']:.2f}"
+    floor = (f"{p['floor_ms']:.2f} ms ({p['library_gb']:.1f} GB, {p['memory_bound_calls']} of "
+             f"{p['library_calls']} bound by bytes), {100 * p['max_of_matmul']:.0f} %" if 'floor_ms' in p else '-')
     rows.append([labels[p['network']], p['variant'], f"{p['convolutions']}: {layouts}",
                  f"{p['activation_transposes']} ({p['activation_transpose_gb']:.2f} GB)",
-                 f"{p['max_pool_scatters']} / {p['reduce_windows']}", p['fusions'], gb, f"{p['temp_gib']:.2f}",
-                 f"{p['compile_s']:.0f}"])
+                 f"{p['max_pool_scatters']} / {p['reduce_windows']}", p['fusions'], gb, floor,
+                 f"{p['temp_gib']:.2f}", f"{p['compile_s']:.0f}"])
   table = common.markdown_table(['network', 'variant', 'cuDNN convolutions: layout', 'activation transposes',
-                                 'max-pool scatters / reduce-windows', 'fusions', 'XLA GB/step', 'temp GiB',
-                                 'compile s'], rows)
+                                 'max-pool scatters / reduce-windows', 'fusions', 'XLA GB/step',
+                                 'floor (library calls), at most of bf16 matmul', 'temp GiB', 'compile s'], rows)
+  rates = payload.get('rates')
+  floor_note = '' if not rates else (
+      f" Floor: the step's least time at the rates `bench.device` measured on this GPU ({rates['tflops']:.1f} TFLOP/s "
+      f"bf16 matmul, {rates['gb_per_s']:.0f} GB/s copy): XLA's bytes at the copy rate plus each cuDNN and cuBLAS "
+      "call at the slower of its bytes and its flops (`bench/hlo_roofline.py`: every byte to and from device "
+      "memory, no overlap); in brackets the calls' bytes and how many are bound by them. At most: the issue's count "
+      "of the step's work (3 × the summary's forward multiply-adds) over that floor, as a fraction of the matmul "
+      "rate.")
   return '\n'.join([
       f"Compiled by `python -m bench.gpu_compile` for an {device_name(payload['target'])} (no GPU here: "
       f"{payload['machine']}, jax {payload['jax']}, {payload['date']}), bf16 train step at "
@@ -141,7 +174,7 @@ def to_markdown(payload: dict) -> str:
       're-lays-out every step are left out); channels-first convolutions also cost cuDNN the transposes inside '
       'each call, which no HLO shows. XLA GB/step: the bytes XLA\'s own fusions read and write (cuDNN and cuBLAS '
       'calls not counted; a loop\'s body, such as the chunked attention\'s, counted once: '
-      + _loops_line(payload['pieces']) + ').'])
+      + _loops_line(payload['pieces']) + ').' + floor_note])
 
 
 def _loops_line(pieces) -> str:
@@ -167,12 +200,12 @@ def main(argv=None) -> None:
       build_model(device.network_config(piece[0], 'bfloat16', tiny=False, variant=piece[1]).model)
     except ValueError as e:
       raise SystemExit(f'--only: {e}') from None
-  mesh = target_mesh(args.target)
+  mesh, rates = target_mesh(args.target), measured_rates(args.target)
   machine = common.machine_description()
   pieces = aot.compile_pieces([dict(network=n, variant=v) for n, v in plan],
-                              lambda network, variant: compile_piece(network, variant, mesh, args.target))
+                              lambda network, variant: compile_piece(network, variant, mesh, args.target, rates))
   payload = dict(target=args.target, machine=machine['cpu'], jax=jax.__version__, date=machine['date'],
-                 pieces=pieces)
+                 pieces=pieces, rates=rates)
   common.write_results('compiled', payload, to_markdown(payload),
                        args.out_dir or os.path.join(ROOT, 'bench', 'results', args.target))
 

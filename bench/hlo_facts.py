@@ -87,20 +87,31 @@ def conv_layout(line: str) -> str:
   return f'{len(first) - 2}D {order}'
 
 
-def facts(text: str) -> dict:
-  """The facts listed in the module docstring, of one optimised HLO module."""
-  computations, entry = parse(text)
+def kernel_level(computations: Dict[str, List[Instruction]]) -> List[Instruction]:
+  """The instructions of the computations that no other instruction calls or applies (the entry's, in practice):
+  each fusion or custom call among them is one kernel launch. A loop's body and condition are applied by the
+  loop, so what runs inside them is left out."""
   called = {m for instructions in computations.values() for i in instructions for m in _CALLS.findall(i.line)}
   applied = {m for instructions in computations.values() for i in instructions
              for m in re.findall(r'(?:to_apply|select|scatter|condition|body)=%?([\w.\-]+)', i.line)}
-  kernel_level = [i for name, instructions in computations.items() if name not in called | applied
-                  for i in instructions]
+  return [i for name, instructions in computations.items() if name not in called | applied for i in instructions]
+
+
+def custom_call_target(line: str) -> str:
+  """'__cudnn$convForward', '__cublas$lt$matmul', ...: what a custom call's line calls."""
+  return _TARGET.search(line).group(1)
+
+
+def facts(text: str) -> dict:
+  """The facts listed in the module docstring, of one optimised HLO module."""
+  computations, entry = parse(text)
+  kernels = kernel_level(computations)
   everywhere = [i for instructions in computations.values() for i in instructions]
 
   convs, custom = collections.Counter(), collections.Counter()
-  for i in kernel_level:
+  for i in kernels:
     if i.opcode == 'custom-call':
-      target = _TARGET.search(i.line).group(1)
+      target = custom_call_target(i.line)
       if target.startswith('__cudnn$conv'):
         convs[conv_layout(i.line)] += 1
       else:
@@ -121,7 +132,7 @@ def facts(text: str) -> dict:
   return {
       'convolutions': sum(convs.values()),
       'convolution_layouts': dict(sorted(convs.items())),
-      'fusions': sum(i.opcode == 'fusion' for i in kernel_level),
+      'fusions': sum(i.opcode == 'fusion' for i in kernels),
       'other_custom_calls': dict(sorted(custom.items())),
       'activation_transposes': len(activation),
       'activation_transpose_gb': sum(nbytes(i.shape) for i in activation) / 1e9,
