@@ -49,6 +49,7 @@ from bench import common
 from bench import device_profile
 from bench import device_report
 from bench import device_run
+from bench import hlo_roofline
 from bench import models as models_bench
 from bench import nonlocal_block as block_bench
 from nonlocal_jax import config_files
@@ -221,9 +222,10 @@ def _compiled_step(key, dtype, implementation, batch, variant, tiny):
   return config, trainer, compiled, state, clips, time.perf_counter() - start, fallbacks
 
 
-def train_piece(key, dtype, implementation, batch, variant, steps, tiny):
-  """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices, and
-  XLA's count of the step's flops and memory traffic (what bounds it: the matrix units or the memory)."""
+def train_piece(key, dtype, implementation, batch, variant, steps, tiny, matmul=None):
+  """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices, XLA's
+  count of the step's flops and memory traffic (what bounds it: the matrix units or the memory), and, given the
+  run's ``matmul`` piece, the least time of the compiled step at its rates (``hlo_roofline.floor``)."""
   config, trainer, compiled, state, batch, compile_s, fallbacks = _compiled_step(key, dtype, implementation, batch,
                                                                                  variant, tiny)
   d = config.data
@@ -237,7 +239,11 @@ def train_piece(key, dtype, implementation, batch, variant, steps, tiny):
   macs = analyse(trainer.model, (1, d.num_frames, d.crop_size, d.crop_size, 3)).macs
   kind = formulation_network(config.model.temporal)
   hlo_flops, hlo_bytes = _hlo_cost(compiled)
-  return dict(hlo_tflops=hlo_flops / step_s / 1e12 if hlo_flops else None,
+  floor = {}
+  if hlo_bytes and (matmul or {}).get('status') == 'ok':
+    floor = hlo_roofline.floor(hlo_bytes, hlo_roofline.library_calls(compiled.as_text()),
+                               matmul[f'{dtype}_tflops'], matmul['copy_gb_per_s'])
+  return dict(floor, hlo_tflops=hlo_flops / step_s / 1e12 if hlo_flops else None,
               hlo_gb_per_s=hlo_bytes / step_s / 1e9 if hlo_bytes else None,
               hlo_gb_per_step=hlo_bytes / 1e9 if hlo_bytes else None,
               network=key, dtype=dtype, attention=implementation, variant=variant or '',
@@ -385,7 +391,7 @@ def main(argv=None):
         run.payload['profile' + (f' {variant}' if variant else '')] = row or dict(run.payload['pieces'][name])
         continue
       row = run.piece(name, train_piece, key, dtype, implementation, batch, variant, sizes['train_steps'],
-                      args.tiny)
+                      args.tiny, run.payload.get('matmul'))
       train_rows[name] = dict(row, status='ok', piece=name) if row else dict(
           run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation, variant=variant or '',
           piece=name)

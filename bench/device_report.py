@@ -49,24 +49,28 @@ def to_markdown(p, labels):
   for r in p.get('train', []):
     if r['status'] != 'ok':
       table.append([label(r['network']), r['dtype'], r['attention'], r.get('variant') or 'defaults', r['status'],
-                    r.get('error') or r.get('reason'), '', '', '', '', '', ''])
+                    r.get('error') or r.get('reason'), '', '', '', '', '', '', ''])
       continue
     fraction = f"{100 * r['train_tflops'] * 1e12 / 2 / rate:.0f} %" if rate else '-'
     memory = (f"{_f(r.get('hlo_gb_per_step'), 2)} GB, {100 * r['hlo_gb_per_s'] / copy:.0f} %"
               if r.get('hlo_gb_per_s') and copy else '-')
+    floor = f"{r['floor_ms']:.2f} ({r['step_ms'] / r['floor_ms']:.1f}×)" if r.get('floor_ms') else '-'
     table.append([label(r['network']), r['dtype'], r['attention'], _formulation_label(r), r['input'],
                   f"{r['clips_per_s']:.1f}",
                   f"{r['step_ms']:.1f}", f"{r['compile_s']:.1f}", f"{r['train_tflops']:.2f}", fraction,
-                  memory, _f(r['temp_mib'], 0)])
+                  memory, floor, _f(r['temp_mib'], 0)])
   lines.append(common.markdown_table(['network', 'dtype', 'attention', 'convs, pools', 'input', 'clips/s', 'ms/step',
                                       'compile s',
-                                      'TFLOP/s', 'of bf16 matmul', 'XLA traffic/step, of copy rate', 'temp MiB'],
+                                      'TFLOP/s', 'of bf16 matmul', 'XLA traffic/step, of copy rate',
+                                      'floor ms (step / floor)', 'temp MiB'],
                                      table))
   lines += ['', "XLA traffic: the bytes the compiled step's own fusions read and write (`cost_analysis`; cuDNN's "
             "convolutions and attention are custom calls it does not count, and it counts a loop's body once, as in "
             "the chunked attention: so this is a floor) at the measured step "
             'time, against the copy rate above; the JSON also keeps its flop count (`hlo_tflops`), which leaves '
-            'the same custom calls out.']
+            'the same custom calls out. Floor: the least time of the compiled step at the rates above (its '
+            "dtype's matmul rate), its XLA traffic at the copy rate plus each cuDNN convolution and cuBLAS product "
+            'at the slower of its bytes and its flops (`bench/hlo_roofline.py`), and the step's time as a multiple of it.']
   goal_rows = [r for r in p.get('train', []) if r['status'] == 'ok' and r['batch'] == 8 and
                (r['network'], r['dtype'], r['attention']) == ('c2d_nl', 'bfloat16', 'auto')]
   if goal_rows and rate and not p['tiny']:

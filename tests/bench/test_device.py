@@ -69,6 +69,9 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
       ('c2d_nl', 'bfloat16', 'auto', 'folded', 'window')]
   for r in payload['train']:
     assert r['loss_finite'] and r['compile_s'] > 0
+    # The floor at the run's own rates: a CPU step calls no cuDNN or cuBLAS, so it is XLA's bytes at the copy rate.
+    assert r['library_calls'] == 0
+    assert r['floor_ms'] == pytest.approx(r['hlo_gb_per_step'] * 1e9 / (payload['matmul']['copy_gb_per_s'] * 1e9) * 1e3)
     assert r['clips_per_s'] == pytest.approx(r['batch'] * 1e3 / r['step_ms'])
   by_case = {}
   for r in payload['block']:
