@@ -70,7 +70,8 @@ def to_markdown(p, labels):
             'time, against the copy rate above; the JSON also keeps its flop count (`hlo_tflops`), which leaves '
             'the same custom calls out. Floor: the least time of the compiled step at the rates above (its '
             "dtype's matmul rate), its XLA traffic at the copy rate plus each cuDNN convolution and cuBLAS product "
-            'at the slower of its bytes and its flops (`bench/hlo_roofline.py`), and the step's time as a multiple of it.']
+            'at the slower of its bytes and its flops (`bench/hlo_roofline.py`), and the step\'s time as a multiple '
+            'of it.']
   goal_rows = [r for r in p.get('train', []) if r['status'] == 'ok' and r['batch'] == 8 and
                (r['network'], r['dtype'], r['attention']) == ('c2d_nl', 'bfloat16', 'auto')]
   if goal_rows and rate and not p['tiny']:
