@@ -5,8 +5,10 @@ NVIDIA H200, sm_90). For each network formulation below, the train step (``Train
 benchmark's 8 clips × 8×224², bf16) is compiled for that GPU and its optimised HLO read (``bench.hlo_facts``):
 how many cuDNN convolutions, in which layout; the transposes XLA adds; the max pools' scatters; the kernel-level
 fusions; the bytes XLA's own fusions read and write (XLA's cost analysis of the GPU module; cuDNN's and cuBLAS's
-calls are not counted, as in ``bench.device``'s traffic column) and the step's temporary memory. Nothing is timed:
-this says what a formulation changes in the program, and ``bash bench/device.sh`` on a GPU says what it costs.
+calls are not counted, as in ``bench.device``'s traffic column) and the step's temporary memory; and, where
+``bench.device`` has measured that GPU's matmul and copy rates, the least time the program could take at them
+(``bench.hlo_roofline``). Nothing is timed: this says what a formulation changes in the program, and
+``bash bench/device.sh`` on a GPU says what it costs.
 
 Limits: no autotuning (it needs the device; the convolution algorithms and some fusion decisions differ on one),
 Triton GEMM fusion off (without autotuning it cannot pick tiles), and the blocks' attention is chosen by the
