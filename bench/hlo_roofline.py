@@ -41,8 +41,8 @@ def _dims(shape: str):
 
 def _conv_flops(target: str, line: str, operand_shapes, result_shape) -> int:
   """2 × multiply-adds of a convolution: output elements × kernel elements / output features. The forward output
-  is the result of a forward call and the first operand (dy) of a backward one; the kernel is the second operand,
-  or the result of a backward-filter call."""
+  is a forward call's result, and dy in a backward call: the first operand of a backward-input call (dy, kernel),
+  the second of a backward-filter call (x, dy), whose result is the kernel's gradient."""
   kernel_labels = _CONV_LABELS.search(line).group(2)
   if 'BackwardFilter' in target:
     kernel, output = _dims(result_shape), _dims(operand_shapes[1])
