@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -151,13 +152,14 @@ def computes(implementation: str, pairwise: str) -> bool:
 
 
 def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_query: int, n_key: int,
-                           inter_dim: int, max_affinity_bytes: int, *, dtype=None, query_dim=None,
+                           inter_dim: int, max_affinity_bytes: Optional[int], *, dtype=None, query_dim=None,
                            table=None) -> str:
   """Returns the concrete implementation that ``implementation`` stands for at this size, dtype and device.
 
   'auto' takes the fastest path of the device's measured table (``attention_auto``; ``table``: that table, None
   for the committed one of the default device, {} for none) that computes ``pairwise``, that the backend accepts,
-  and that holds the whole affinity only if it fits ``max_affinity_bytes``. Without a table (the CPU) it
+  and that holds the whole affinity only if it fits ``max_affinity_bytes`` (None: the device's budget,
+  ``attention_auto.affinity_budget``). Without a table (the CPU) it
   reassociates the dot product when that is cheaper in multiply-adds (N > 2·C'-ish), and computes the other
   functions query-block by query-block when the full float32 affinity would exceed ``max_affinity_bytes``.
   Explicit choices are validated against the pairwise function; 'cudnn' where the backend refuses it (not a CUDA
@@ -174,6 +176,8 @@ def resolve_implementation(implementation: str, pairwise: str, n_groups: int, n_
   elif implementation != 'auto':
     return implementation
   table = attention_auto.current_table() if table is None else table
+  if max_affinity_bytes is None:
+    max_affinity_bytes = attention_auto.affinity_budget()
   ranked = attention_auto.ranking(table, pairwise, dtype, n_groups, n_query, n_key, inter_dim) or ()
   fits = 4 * n_groups * n_query * n_key <= max_affinity_bytes
   usable = [i for i in ranked if i in IMPLEMENTATIONS[1:] and computes(i, pairwise)

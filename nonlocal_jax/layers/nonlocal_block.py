@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 
 from nonlocal_jax.layers import attention
-from nonlocal_jax.layers import attention_auto
 from nonlocal_jax.layers import pairwise as pairwise_lib
 from nonlocal_jax.layers import pooling
 from nonlocal_jax.layers.geometry import POSITION_SETS, PositionSets
@@ -290,9 +289,9 @@ class NonLocalBlock(nn.Module):
       weights = pairwise_lib.pairwise_weights(self.pairwise, qg, kg, logit_scale=logit_scale, concat_kernel=w_f)
       self.sow('intermediates', 'attention', weights)
 
-    budget = attention_auto.affinity_budget() if self.max_affinity_bytes is None else self.max_affinity_bytes
     impl = attention.resolve_implementation(self.implementation, self.pairwise, qg.shape[0], qg.shape[1],
-                                            kg.shape[1], inter, budget, dtype=qg.dtype, query_dim=qg.shape[-1])
+                                            kg.shape[1], inter, self.max_affinity_bytes, dtype=qg.dtype,
+                                            query_dim=qg.shape[-1])
     y = attention.nonlocal_attention(self.pairwise, qg, kg, vg, implementation=impl, logit_scale=logit_scale,
                                      concat_kernel=w_f, chunk_size=self.chunk_size)
     y = sets.unfold(y, q_shape)
