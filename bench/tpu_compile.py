@@ -49,6 +49,11 @@ NETWORKS = {'c2d_nl': 'R50 C2D + 5 NL, bf16, 8×224²', 'kinetics': 'configs/kin
 DEFAULT_NETWORKS = ('c2d_nl', 'kinetics')  # The fused BatchNorm's row is asked for by name (README, On one H200).
 
 
+def memory_bytes(device_kind: str) -> int:
+  """The HBM of one device of ``device_kind`` (what JAX may allocate there), in bytes."""
+  return HBM_GIB[device_kind] * 2**30
+
+
 def target_mesh(target: str):
   """A 1-D mesh (axis 'batch') over the chips of the TPU slice ``target``, described without one."""
   name, options = TARGETS[target]
@@ -76,7 +81,7 @@ def compile_piece(target: str, network: str, mesh) -> dict:
   """The facts of one network's compiled train step on the slice ``target`` (its ``mesh``)."""
   chips, kind = mesh.devices.size, mesh.devices.flat[0].device_kind
   config = network_config(network, chips)
-  compiled, seconds = aot.compile_train_step(config, mesh, memory_bytes=HBM_GIB[kind] * 2**30)
+  compiled, seconds = aot.compile_train_step(config, mesh, memory_bytes=memory_bytes(kind))
   cost, facts, d = aot.xla_cost(compiled), hlo_facts.facts(compiled.as_text()), config.data
   return dict(target=target, network=network, chips=chips, device_kind=kind, hbm_gib=HBM_GIB.get(kind),
               clips_per_chip=d.global_batch_size // chips, accumulation=config.train.accumulation_steps,

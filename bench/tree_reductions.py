@@ -142,7 +142,7 @@ def main(argv=None) -> None:
                         device.network_config('c2d_nl', 'bfloat16', tiny=False, variant='conv=folded,pool=slices'),
                         gpu_compile.memory_bytes('nvidia-h200'))
           + compiled_rows('v5e-1', lambda: tpu_compile.target_mesh('v5e-1'), tpu_compile.network_config('c2d_nl', 1),
-                          tpu_compile.HBM_GIB['TPU v5 lite'] * 2**30)
+                          tpu_compile.memory_bytes('TPU v5 lite'))
           + cpu_rows(args.batch, args.repeats))
   payload = dict(machine=common.machine_line(common.machine_description()), load=load, rows=rows)
   common.write_results('tree_reductions', payload, to_markdown(payload), args.out_dir)
