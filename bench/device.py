@@ -10,11 +10,9 @@ never the package's). It measures:
   bfloat16 and float32, on fake data (``Trainer.train_step`` on one batch already on the device, state threaded
   and donated as in training), with the compile time and the fraction of the bfloat16 matmul rate that the step
   reaches (a train step is ~3× the forward multiply-adds of ``nonlocal_jax.models.summary``); C2D + 5 NL in bf16
-  also with the blocks' cuDNN attention, and with the model's other convolution and max-pool formulations
-  (``VARIANTS``: 2D convolutions over the frames, max pools without scatter), alone, together and at 32 clips
-  (and I3D + 5 NL with both), and native convolutions compiled channels-last (``XLA_VARIANTS``); the fastest
-  formulation per kind of network, C2D or I3D, goes into the table for the models' 'auto'
-  (``device_run.formulations``);
+  also with the blocks' cuDNN attention, with the model's other convolution and max-pool formulations and at 32
+  and 64 clips (``bench.device_plan``); the fastest formulation per kind of network, C2D or I3D, goes into the
+  table for the models' 'auto' (``device_run.formulations``);
 - the non-local block at the paper's shapes (res3 4×28×28×512, res4 4×14×14×1024, 8×28×28 and 16×28×28 at
   C=512; batch 8) for the embedded Gaussian and the dot product: every exact implementation, cuDNN's where the
   backend takes it, float32 and bfloat16, forward and forward+backward time (median of --repeats after
@@ -22,8 +20,8 @@ never the package's). It measures:
   device's peak so far, ``memory_stats``, which JAX cannot reset between programs);
 - the input pipeline (``bench/input_pipeline.py --quick``) if TensorFlow, TFDS and PyAV import, else one line.
 
-The order is ``FULL['plan']``: what matters most first. A piece that fails is recorded with its error and the run
-goes on; results (and the table) are rewritten after every piece, and pieces that would start after
+The order is ``device_plan.FULL['plan']``: what matters most first. A piece that fails is recorded with its error
+and the run goes on; results (and the table) are rewritten after every piece, and pieces that would start after
 ``--budget_s`` are recorded as skipped, so one try on a lent device always leaves figures. ``--tiny`` shrinks
 everything (tiny network, block shape, matmul, steps) to run on a CPU: tests/bench/test_device.py runs it with
 TensorFlow made unimportable.
@@ -46,13 +44,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import common
+from bench import device_plan
 from bench import device_profile
 from bench import device_report
 from bench import device_run
 from bench import hlo_roofline
 from bench import models as models_bench
 from bench import nonlocal_block as block_bench
-from nonlocal_jax import config_files
 from nonlocal_jax.data import fake
 from nonlocal_jax.layers import attention, attention_auto, pooling
 from nonlocal_jax.models import blocks
@@ -62,58 +60,6 @@ from nonlocal_jax.training import parallel
 from nonlocal_jax.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DTYPES = ('bfloat16', 'float32')
-# (key, label, configs/benchmark.py argument, configs/test.py argument and temporal pattern for --tiny).
-NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
-            ('c2d', 'R50 C2D', 'frames=8x8,blocks=none', ('blocks=none', 'c2d')),
-            ('i3d_nl', 'R50 I3D + 5 NL', 'arch=i3d,frames=8x8', (None, 'i3d_3x1x1')))
-# What runs, most wanted first, so that a spent budget leaves the least wanted out: the issue's goal (bf16 C2D +
-# 5 NL at >= 30 % of the bf16 matmul rate), the bf16 blocks (the 'auto' table and cuDNN), the same network with
-# the cuDNN attention, the other bf16 networks, then float32 (what bf16 buys in a step, then in the block).
-# ('train', network, dtype, block implementation[, batch[, variant]]) is one train step, at the config's batch of 8
-# or the batch given (does a larger one fill the device better?), with the model's defaults or the ``VARIANTS``
-# that ``variant`` names ('conv=folded,pool=slices'); ('profile', ...) likewise a profiler trace of that step;
-# ('block', dtype, pairwise) the block at every shape. The H200 profile (bench/results/nvidia-h200) showed cuDNN
-# converting every native 3D convolution between NCDHW and NDHWC (layout transposes 23 % of kernel time) and the
-# max pools' select_and_scatter backward at 14 %: 'conv=folded' (2D convolutions over the frames) and
-# 'pool=slices' (max pools of strided slices) test whether each goes away, alone and together. The first lease's
-# 'auto' rows ran res3's blocks chunked (a fixed 32 MiB affinity budget); 'conv=native,pool=window' is that
-# formulation again with the device's budget (fused res3 attention), which a --resume run measures anew.
-# Model settings that a plan entry's variant may change: its short name -> the config.model field ('norm=affine':
-# frozen BatchNorm, which bench.gpu_compile uses to weigh what BatchNorm's statistics cost a step; 'bn=flax':
-# BatchNorm differentiated automatically, against the written-out backward pass that 'auto' takes on a GPU).
-VARIANTS = {'conv': 'conv_implementation', 'pool': 'pool_implementation', 'norm': 'norm', 'bn': 'bn_implementation'}
-# XLA options a variant may set for the step's compilation ('xla=nhwc'): XLA's GPU layout assignment hands cuDNN
-# 3D convolutions channels-first on Hopper; this forces channels-last for every convolution (users set it with
-# XLA_FLAGS=--xla_gpu_force_conv_nhwc=true), against folding the frames into 2D convolutions.
-XLA_VARIANTS = {'nhwc': {'xla_gpu_force_conv_nhwc': True}}
-_BOTH = 'conv=folded,pool=slices'
-_BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
-               ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', 32), ('profile', 'c2d_nl', 'bfloat16', 'auto'),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=folded'),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'pool=slices'),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH + ',bn=flax'),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=native,pool=window'),
-               ('profile', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', 32, _BOTH),
-               ('train', 'i3d_nl', 'bfloat16', 'auto', None, _BOTH),
-               ('train', 'i3d_nl', 'bfloat16', 'auto', None, 'conv=native,pool=slices,xla=nhwc'),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=native,pool=slices,xla=nhwc'),
-               ('train', 'c2d', 'bfloat16', 'auto'), ('train', 'i3d_nl', 'bfloat16', 'auto'),
-               ('train', 'c2d_nl', 'float32', 'auto'), ('train', 'c2d', 'float32', 'auto'),
-               ('train', 'i3d_nl', 'float32', 'auto'),
-               ('block', 'float32', 'embedded_gaussian'), ('block', 'float32', 'dot_product')]
-FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5,
-            block_shapes={k: block_bench.SHAPES[k] for k in ('res3', 'res4', 'clip8', 'clip16')},
-            block_batch=8, train_steps=20, plan=_BF16_FIRST)
-# Every code path once, at a fraction of the compilations (a train step's is most of the run's time).
-TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
-            plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4, 'conv=folded,pool=window'),
-                  ('block', 'bfloat16', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
-                  ('profile', 'c2d_nl', 'bfloat16', 'auto', 4)])
-_LABELS = {key: label for key, label, *_ in NETWORKS}
 MIB = 2.0**20
 
 
@@ -149,7 +95,7 @@ def copy_rate(mib, repeats):
 
 def matmul_piece(size, copy_mib, repeats):
   """Multiply-add rates of an n×n matmul in bfloat16 and float32, and the device memory's copy rate."""
-  rates = {d: models_bench.matmul_rate(size, repeats, jnp.dtype(d)) for d in DTYPES}
+  rates = {d: models_bench.matmul_rate(size, repeats, jnp.dtype(d)) for d in device_plan.DTYPES}
   return {'n': size, **{f'{d}_tflops': 2 * r / 1e12 for d, r in rates.items()},
           **{f'{d}_macs_per_s': r for d, r in rates.items()}, 'copy_gb_per_s': copy_rate(copy_mib, 5) / 1e9}
 
@@ -166,50 +112,9 @@ def _hlo_cost(compiled):
   return cost.get('flops'), cost.get('bytes accessed')
 
 
-def network_config(key, dtype, tiny, implementation='auto', batch=None, variant=''):
-  """The fake-data config of one network: configs/benchmark.py's (8×224², batch 8), or configs/test.py's tiny one;
-  its non-local blocks computed by ``implementation``, at ``batch`` clips if given, with the model settings that
-  ``variant`` names ('conv=folded,pool=slices'; see ``VARIANTS``)."""
-  _, _, arg, (test_arg, temporal) = next(n for n in NETWORKS if n[0] == key)
-  if tiny:
-    config = config_files.load_module(os.path.join(ROOT, 'configs', 'test.py')).get_config(test_arg)
-    config.data.name, config.model.temporal = fake.NAME, temporal
-  else:
-    config = config_files.load_module(os.path.join(ROOT, 'configs', 'benchmark.py')).get_config(arg)
-  config.model.dtype = dtype
-  config.model.nonlocal_block.implementation = implementation
-  if batch:
-    config.data.global_batch_size = config.train.base_batch_size = batch
-  for name, value in _settings(variant):
-    if name in VARIANTS:
-      config.model[VARIANTS[name]] = value
-  return config
-
-
-def _settings(variant):
-  """[(name, value)] of a variant 'conv=folded,pool=slices,xla=nhwc', each checked."""
-  out = []
-  for setting in filter(None, (variant or '').split(',')):
-    name, _, value = setting.partition('=')
-    if not value or (name not in VARIANTS and not (name == 'xla' and value in XLA_VARIANTS)):
-      raise ValueError(f'variant {variant!r}: each setting is NAME=VALUE with NAME one of '
-                       f"{tuple(VARIANTS) + ('xla',)} (xla: one of {tuple(XLA_VARIANTS)}).")
-    out.append((name, value))
-  return out
-
-
-def compiler_options(variant) -> dict:
-  """The XLA options of a variant's compilation ({} for none)."""
-  options = {}
-  for name, value in _settings(variant):
-    if name == 'xla':
-      options.update(XLA_VARIANTS[value])
-  return options
-
-
 def _compiled_step(key, dtype, implementation, batch, variant, tiny):
   """(config, trainer, compiled step, state, fake batch on the devices, compile seconds, fallback lines)."""
-  config = network_config(key, dtype, tiny, implementation, batch, variant)
+  config = device_plan.network_config(key, dtype, tiny, implementation, batch, variant)
   mesh = parallel.make_mesh()
   trainer = Trainer(config, mesh)
   d = config.data
@@ -218,7 +123,7 @@ def _compiled_step(key, dtype, implementation, batch, variant, tiny):
   state = trainer.init_state()
   start = time.perf_counter()
   with _attention_fallbacks() as fallbacks:
-    compiled = trainer.train_step.lower(state, clips).compile(compiler_options=compiler_options(variant) or None)
+    compiled = trainer.train_step.lower(state, clips).compile(compiler_options=device_plan.compiler_options(variant) or None)
   return config, trainer, compiled, state, clips, time.perf_counter() - start, fallbacks
 
 
@@ -338,13 +243,6 @@ def pipeline_piece(out_dir, seconds_left, tiny):
   return {'status': 'ok', 'results': os.path.join(out_dir, 'input_pipeline.md')}
 
 
-def _piece_name(kind, key_or_dtype, *rest):
-  """A train or profile piece's name: 'train c2d_nl bfloat16 auto' (+ ' batch 32', + ' conv=folded')."""
-  dtype, implementation, batch, variant = (*rest, None, None)[:4]
-  return (f'{kind} {key_or_dtype} {dtype} {implementation}' + (f' batch {batch}' if batch else '') +
-          (f' {variant}' if variant else ''))
-
-
 def main(argv=None):
   """Parses the flags, runs every piece within the budget, writes the results and the 'auto' table."""
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -360,10 +258,10 @@ def main(argv=None):
                       'where the first stopped')
   parser.add_argument('--also_to', default='', help='also copy the files written into this folder (e.g. $OUT)')
   args = parser.parse_args(argv)
-  sizes = TINY if args.tiny else FULL
+  sizes = device_plan.TINY if args.tiny else device_plan.FULL
   args.repeats = args.repeats or (1 if args.tiny else 5)
   slug = attention_auto.current_slug()
-  run = device_run.Run(args, slug, _LABELS)
+  run = device_run.Run(args, slug, device_plan.LABELS)
   table = args.table or (os.path.join(run.dir, 'attention_auto.json') if args.tiny else attention_auto.table_path(slug))
   run.table = table
   run.payload['table_path'] = os.path.relpath(table, ROOT) if table.startswith(ROOT) else table
@@ -378,7 +276,7 @@ def main(argv=None):
   train_rows = {}
   for kind, *what in sizes['plan']:
     if kind in ('train', 'profile'):
-      name = _piece_name(kind, *what)
+      name = device_plan.piece_name(kind, *what)
       if name in done:
         if done[name] is not None:  # A kept train row (a kept profile is in the payload already).
           train_rows[name] = done[name]
@@ -411,7 +309,7 @@ def main(argv=None):
         run.save()
   run.payload['pipeline'] = pipeline_piece(run.dir, run.left(), args.tiny)
   run.save()
-  print(device_report.to_markdown(run.payload, _LABELS), flush=True)
+  print(device_report.to_markdown(run.payload, device_plan.LABELS), flush=True)
   return run.payload
 
 

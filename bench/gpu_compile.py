@@ -45,7 +45,7 @@ from jax.experimental import topologies
 
 from bench import aot
 from bench import common
-from bench import device
+from bench import device_plan
 from bench import hlo_facts
 from bench import hlo_roofline
 from nonlocal_jax.models import build_model
@@ -69,7 +69,7 @@ dnn_version_info { major: 9 minor: 28 }
 runtime_version { major: 13 minor: 0 }
 device_description_str: "NVIDIA H200"
 """}
-# (network, variant of bench.device): today's defaults on the H200, each change alone and together, the two with
+# (network, variant of bench.device_plan): today's defaults on the H200, each change alone and together, the two with
 # BatchNorm differentiated automatically (what the written-out backward pass saves) and frozen (what BN's
 # statistics cost), and XLA's channels-last 3D convolutions; for I3D (whose 3×1×1 kernels fold into 3×1
 # convolutions) the same ends.
@@ -123,8 +123,8 @@ def measured_rates(target: str):
 def compile_piece(network: str, variant: str, mesh, target: str, rates=None) -> dict:
   """The facts of one formulation's compiled train step for the GPU ``target`` (its ``mesh``), with its floor
   at the measured ``rates`` (``hlo_roofline``) when given."""
-  config = device.network_config(network, 'bfloat16', tiny=False, variant=variant)
-  compiled, seconds = aot.compile_train_step(config, mesh, device.compiler_options(variant), memory_bytes(target))
+  config = device_plan.network_config(network, 'bfloat16', tiny=False, variant=variant)
+  compiled, seconds = aot.compile_train_step(config, mesh, device_plan.compiler_options(variant), memory_bytes(target))
   cost, d, text = aot.xla_cost(compiled), config.data, compiled.as_text()
   xla_bytes = cost.get('bytes accessed')
   piece = dict(network=network, variant=variant, compile_s=seconds, **hlo_facts.facts(text),
@@ -141,7 +141,7 @@ def compile_piece(network: str, variant: str, mesh, target: str, rates=None) -> 
 
 def to_markdown(payload: dict) -> str:
   """The pieces as a markdown table with how they were made."""
-  labels = {key: label for key, label, *_ in device.NETWORKS}
+  labels = {key: label for key, label, *_ in device_plan.NETWORKS}
   rows = []
   for p in payload['pieces']:
     if 'error' in p:
@@ -194,12 +194,12 @@ def main(argv=None) -> None:
   parser.add_argument('--out_dir', default=None, help='default: bench/results/<target>')
   args = parser.parse_args(argv)
   plan = [tuple(p.split(':', 1)) for p in args.only.split(';') if p] or PLAN
-  networks = [n[0] for n in device.NETWORKS]
+  networks = [n[0] for n in device_plan.NETWORKS]
   for piece in plan:
     if len(piece) != 2 or piece[0] not in networks:
       raise SystemExit(f"--only: {':'.join(piece)!r} is not 'network:variant' with a network of {networks}.")
     try:  # The variant's settings and the model values it names, before anything compiles.
-      build_model(device.network_config(piece[0], 'bfloat16', tiny=False, variant=piece[1]).model)
+      build_model(device_plan.network_config(piece[0], 'bfloat16', tiny=False, variant=piece[1]).model)
     except ValueError as e:
       raise SystemExit(f'--only: {e}') from None
   mesh, rates = target_mesh(args.target), measured_rates(args.target)

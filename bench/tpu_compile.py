@@ -32,7 +32,7 @@ from jax.experimental import topologies
 
 from bench import aot
 from bench import common
-from bench import device
+from bench import device_plan
 from bench import hlo_facts
 from nonlocal_jax import config_files
 
@@ -68,7 +68,7 @@ def target_mesh(target: str):
 def network_config(network: str, chips: int):
   """The config of ``network`` on ``chips`` chips: 8 clips a chip, accumulated where the recipe's batch needs it."""
   if network.startswith('c2d_nl'):
-    config = device.network_config('c2d_nl', 'bfloat16', tiny=False, batch=CLIPS_PER_CHIP * chips)
+    config = device_plan.network_config('c2d_nl', 'bfloat16', tiny=False, batch=CLIPS_PER_CHIP * chips)
     config.model.bn_implementation = 'fused' if network == 'c2d_nl_fused_bn' else 'auto'
     return config
   config = config_files.load_module(os.path.join(ROOT, 'configs', 'kinetics_nl.py')).get_config(None)

@@ -27,7 +27,7 @@ import jax
 
 from bench import aot
 from bench import common
-from bench import device
+from bench import device_plan
 from bench import hlo_facts
 from bench import tpu_compile
 from nonlocal_jax.data import fake
@@ -84,7 +84,7 @@ def compiled_rows(target: str, mesh_fn, config, memory_bytes: int) -> list:
 
 def cpu_rows(batch: int, repeats: int) -> list:
   """Each formulation's step on this CPU: kernels, XLA's bytes and the median step time, interleaved."""
-  config = device.network_config('c2d_nl', 'float32', tiny=False, batch=batch)
+  config = device_plan.network_config('c2d_nl', 'float32', tiny=False, batch=batch)
   mesh = parallel.make_mesh()
   clips = fake.batch_fn(config.data, kind='video', num_classes=config.model.num_classes,
                         sharding=parallel.batch_sharded(mesh))(0, 0)
@@ -139,7 +139,7 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
   rows = (compiled_rows('nvidia-h200', lambda: gpu_compile.target_mesh('nvidia-h200'),
-                        device.network_config('c2d_nl', 'bfloat16', tiny=False, variant='conv=folded,pool=slices'),
+                        device_plan.network_config('c2d_nl', 'bfloat16', tiny=False, variant='conv=folded,pool=slices'),
                         gpu_compile.memory_bytes('nvidia-h200'))
           + compiled_rows('v5e-1', lambda: tpu_compile.target_mesh('v5e-1'), tpu_compile.network_config('c2d_nl', 1),
                           tpu_compile.memory_bytes('TPU v5 lite'))

@@ -13,6 +13,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from bench import device
+from bench import device_plan
 from bench import device_report
 from bench import device_run
 from nonlocal_jax.layers import attention
@@ -26,11 +27,10 @@ SCRIPT = """
 import json, runpy, sys
 sys.argv = ['bench.device', '--tiny', '--out_dir={out}']
 runpy.run_module('bench.device', run_name='__main__', alter_sys=True)
-from bench import device
-from bench import device_run
+from bench import device_plan
 from nonlocal_jax import training
 # The benchmark's tiny network: its train step is compiled once (the persistent cache has it).
-config = device.network_config('c2d_nl', 'bfloat16', tiny=True)
+config = device_plan.network_config('c2d_nl', 'bfloat16', tiny=True)
 config.train.log_every_steps, config.train.checkpoint_every_steps = 3, 3
 training.train_and_evaluate(config, {work!r})
 blocked = {blocked!r}
@@ -117,26 +117,28 @@ def test_the_fake_run_without_tensorflow_writes_tensorboard_scalars(tiny_run):
 @pytest.mark.parametrize('key, temporal, blocks', [('c2d_nl', 'c2d', '5'), ('c2d', 'c2d', 'none'),
                                                    ('i3d_nl', 'i3d_3x1x1', '5')])
 def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
-  for dtype in device.DTYPES:
-    config = device.network_config(key, dtype, tiny=False)
+  for dtype in device_plan.DTYPES:
+    config = device_plan.network_config(key, dtype, tiny=False)
     d, m = config.data, config.model
     assert (d.name, d.global_batch_size, d.num_frames, d.crop_size) == ('fake', 8, 8, 224)
     assert (m.depth, m.temporal, m.nonlocal_locations, m.stem, m.dtype) == (50, temporal, blocks, '8x8', dtype)
-  variant = device.network_config(key, 'bfloat16', False, variant='conv=folded,pool=slices')
+  variant = device_plan.network_config(key, 'bfloat16', False, variant='conv=folded,pool=slices')
   assert (variant.model.conv_implementation, variant.model.pool_implementation) == ('folded', 'slices')
-  frozen = device.network_config(key, 'bfloat16', False, variant='conv=folded,pool=slices,norm=affine')
+  frozen = device_plan.network_config(key, 'bfloat16', False, variant='conv=folded,pool=slices,norm=affine')
   assert frozen.model.norm == 'affine' and variant.model.norm == 'batch'
   with pytest.raises(ValueError, match="with NAME one of \\('conv', 'pool', 'norm', 'bn', 'xla'\\)"):
-    device.network_config(key, 'bfloat16', False, variant='convs=folded')
-  assert device.compiler_options('pool=slices,xla=nhwc') == {'xla_gpu_force_conv_nhwc': True}
-  assert device.compiler_options('pool=slices') == {}
+    device_plan.network_config(key, 'bfloat16', False, variant='convs=folded')
+  assert device_plan.compiler_options('pool=slices,xla=nhwc') == {'xla_gpu_force_conv_nhwc': True}
+  assert device_plan.compiler_options('pool=slices') == {}
   with pytest.raises(ValueError, match='xla: one of'):
-    device.compiler_options('xla=fast')
-  cudnn = device.network_config(key, 'bfloat16', False, 'cudnn')
+    device_plan.compiler_options('xla=fast')
+  cudnn = device_plan.network_config(key, 'bfloat16', False, 'cudnn')
   assert cudnn.model.nonlocal_block.implementation == 'cudnn'
   checks.check_config(cudnn)  # Ranges (the dtype, the implementation) and the model's input size: it can start.
-  planned = {(w[0], w[1]) for kind, *w in device.FULL['plan'] if kind == 'train'}
-  assert {(key, d) for d in device.DTYPES} <= planned  # Every network in both dtypes.
+  planned = {(w[0], w[1]) for kind, *w in device_plan.FULL['plan'] if kind == 'train'}
+  assert {(key, d) for d in device_plan.DTYPES} <= planned  # Every network in both dtypes.
+  pieces = [device_plan.piece_name(*p) for p in device_plan.FULL['plan'] if p[0] in ('train', 'profile')]
+  assert len(set(pieces)) == len(pieces)  # --resume keeps a piece by its name.
 
 
 def test_resume_keeps_the_finished_pieces_and_reruns_the_rest(tiny_run, tmp_path):
