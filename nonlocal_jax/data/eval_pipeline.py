@@ -11,11 +11,13 @@ an uneven split.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterator, Optional
 
 import numpy as np
 
+from nonlocal_jax.data import batching
 from nonlocal_jax.data import builders
 from nonlocal_jax.data import examples
 from nonlocal_jax.data import layout as layout_lib
@@ -52,65 +54,56 @@ class EvalDataset:
   def __len__(self) -> int:
     return self.num_batches
 
-  def _views_of(self, local):
+  def _write_views(self, batches: batching.RowBatches, local: int) -> int:
+    # Example ``local``'s views, written into their rows by the worker that made them.
     views, label = self._reader.eval_views(self._first + local, self._mode)
-    return local, views, label
+    if len(views) != self.views_per_example:
+      raise RuntimeError(f'Example {self._first + local} gave {len(views)} views, not {self.views_per_example}.')
+    key, id_key = _keys(self._reader)
+    for view, pixels in enumerate(views):
+      arrays, row = batches.row(local * self.views_per_example + view)
+      arrays['view_side'][row] = transforms.place(pixels, arrays[key][row])
+      # Interleaved ids (local index × processes + process) are unique across processes without knowing offsets.
+      arrays[id_key][row] = local * self._layout.count + self._layout.index
+      arrays['label'][row], arrays['mask'][row] = label, True
+      if 'view_index' in arrays:
+        arrays['view_index'][row] = view  # clip × crops + crop
+    return local
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    jobs = range(self.num_examples)
-    is_video = self._reader.features.kind == 'video'
-    key, id_key = ('clips', 'video_id') if is_video else ('image', 'image_id')
-    rows, count = [], 0
-    template = _template(self._reader, key, id_key, is_video, self._mode)
-    for local, views, label in workers.ordered_map(self._views_of, jobs, self._workers, self._ahead):
-      for view, pixels in enumerate(views):
-        # Interleaved ids (local index × processes + process) are unique across processes without knowing offsets.
-        row = {key: pixels, id_key: local * self._layout.count + self._layout.index, 'label': label, 'mask': True}
-        if is_video:
-          row['view_index'] = view  # clip × crops + crop
-        rows.append(row)
-      while len(rows) >= self.batch_size:
+    batches = batching.RowBatches(self.batch_size, functools.partial(_empty_batch, self._reader, self._mode,
+                                                                     self.batch_size))
+    count = 0
+    # Examples come back in order, so when example ``local`` is back every view before its last is written.
+    for local in workers.ordered_map(functools.partial(self._write_views, batches), range(self.num_examples),
+                                     self._workers, self._ahead):
+      while (count + 1) * self.batch_size <= (local + 1) * self.views_per_example:
+        yield batches.take(count)
         count += 1
-        yield _stack(rows[:self.batch_size], self.batch_size, template)
-        rows = rows[self.batch_size:]
     # The last batch is padded; processes with a smaller share add fully masked batches, so all run the same steps.
     while count < self.num_batches:
+      yield batches.take(count)
       count += 1
-      yield _stack(rows, self.batch_size, template)
-      rows = []
 
 
-_INTEGER_KEYS = ('video_id', 'image_id', 'view_index')
+def _keys(reader) -> tuple[str, str]:
+  return ('clips', 'video_id') if reader.features.kind == 'video' else ('image', 'image_id')
 
 
-def _stack(rows: list[dict], size: int, template: dict) -> dict[str, np.ndarray]:
-  # Views are windows of at most the view's size, placed in the corner of a zeroed array (transforms.place).
-  key = 'clips' if 'clips' in template else 'image'
-  out = {key: np.zeros((size,) + template[key].shape, np.uint8),
-         'view_side': np.full(size, template['view_side'], np.int32)}
-  for i, row in enumerate(rows):
-    out['view_side'][i] = transforms.place(row[key], out[key][i])
-  for k, example in template.items():
-    if k in (key, 'view_side'):
-      continue
-    example = np.asarray(example)
-    integer = k in _INTEGER_KEYS or (k == 'label' and example.dtype.kind in 'iu')
-    array = np.zeros((size,) + example.shape, np.int32 if integer else example.dtype)
-    for i, row in enumerate(rows):
-      array[i] = row[k]
-    out[k] = array
+def _empty_batch(reader, mode: str, size: int) -> dict[str, np.ndarray]:
+  # Every row padding (mask False, zeros) until a worker writes it; views go in the corner (transforms.place).
+  c, features = reader.config, reader.features
+  key, id_key = _keys(reader)
+  video = features.kind == 'video'
+  side = c.test_crop_size if (video and mode == 'test') else c.crop_size
+  out = {key: np.zeros((size,) + ((c.num_frames,) if video else ()) + (side, side, 3), np.uint8),
+         'view_side': np.full(size, side, np.int32), id_key: np.zeros(size, np.int32),
+         'label': (np.zeros((size, features.num_classes), np.float32) if features.multi_label
+                   else np.zeros(size, np.int32)),
+         'mask': np.zeros(size, bool)}
+  if video:
+    out['view_index'] = np.zeros(size, np.int32)
   return out
-
-
-def _template(reader, key, id_key, is_video, mode) -> dict:
-  c = reader.config
-  size = c.test_crop_size if (is_video and mode == 'test') else c.crop_size
-  shape = ((c.num_frames,) if is_video else ()) + (size, size, 3)
-  label = np.zeros(reader.features.num_classes, np.float32) if reader.features.multi_label else 0
-  row = {key: np.zeros(shape, np.uint8), 'view_side': size, id_key: 0, 'label': label, 'mask': False}
-  if is_video:
-    row['view_index'] = 0
-  return row
 
 
 def create_eval_dataset(data_config, *, split: Optional[str] = None, mode: str = 'test',

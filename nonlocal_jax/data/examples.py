@@ -128,8 +128,9 @@ class ExampleReader:
     position = position.reshape(clips.shape)
     views = []
     for frames in position:
+      clip = _frames_of(region, frames)
       for t, l, h, w in windows:
-        crop = region[frames, t - top:t - top + h, l - left:l - left + w]
+        crop = clip[:, t - top:t - top + h, l - left:l - left + w]
         views.append(crop if h <= size else self._decoder.pixels(crop, (0, 0, int(h), int(w)), size))
     return views, example.label
 
@@ -141,3 +142,12 @@ class ExampleReader:
     if frames is None:
       frames = self._cache.setdefault(index, self._decoder.decode_all(example.frames))
     return self._decoder.pixels(frames[indices], window, size)
+
+
+def _frames_of(region: np.ndarray, positions: np.ndarray) -> np.ndarray:
+  """``region[positions]``, as a view of ``region`` (no copy) where the positions are evenly spaced, as a clip's
+  are unless its indices wrap past the video's end; the batch copies each view once."""
+  steps = np.diff(positions)
+  if len(positions) > 1 and steps[0] > 0 and np.all(steps == steps[0]):
+    return region[positions[0]:positions[-1] + 1:steps[0]]
+  return region[positions]

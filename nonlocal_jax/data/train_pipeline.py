@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from nonlocal_jax.data import batching
 from nonlocal_jax.data import builders
 from nonlocal_jax.data import examples
 from nonlocal_jax.data import layout as layout_lib
@@ -49,28 +50,33 @@ def create_train_iterator(data_config, *, seed: int, split: Optional[str] = None
                                   cache_decoded=bool(c.get('cache_decoded', False)) and features.kind == 'video')
   order = order_lib.TrainOrder(len(reader), seed)
 
-  def view(position):
-    return reader.train_view(order.example(position), order_lib.augmentation_rng(seed, position))
+  shape = ((c.num_frames,) if features.kind == 'video' else ()) + (c.crop_size, c.crop_size, 3)
+  key = 'clips' if features.kind == 'video' else 'image'
+  label_shape, label_dtype = ((features.num_classes,), np.float32) if features.multi_label else ((), np.int32)
+  batches = batching.RowBatches(batch, lambda: {key: np.zeros((batch,) + shape, np.uint8),
+                                                'view_side': np.zeros(batch, np.int32),
+                                                'view_flip': np.zeros(batch, bool),
+                                                'label': np.zeros((batch,) + label_shape, label_dtype)})
+
+  def write_view(job):
+    # Row k of this process's stream, written by the worker that made it (the consumer only hands batches out).
+    k, position = job
+    pixels, flip, label = reader.train_view(order.example(position), order_lib.augmentation_rng(seed, position))
+    arrays, row = batches.row(k)
+    arrays['view_side'][row] = transforms.place(pixels, arrays[key][row])
+    arrays['view_flip'][row], arrays['label'][row] = flip, label
+    return k
 
   positions = itertools.chain.from_iterable(order_lib.process_positions(b, c.global_batch_size, layout)
                                             for b in itertools.count(int(start_batch)))
   num_workers = c.get('num_workers', 0) or workers.default_workers()
-  views = workers.ordered_map(view, positions, num_workers, ahead=max(c.prefetch_batches, 1) * batch + num_workers)
-  shape = ((c.num_frames,) if features.kind == 'video' else ()) + (c.crop_size, c.crop_size, 3)
-  return _batches(views, batch, 'clips' if features.kind == 'video' else 'image', shape)
+  return _in_order(batches, workers.ordered_map(write_view, enumerate(positions), num_workers,
+                                                ahead=max(c.prefetch_batches, 1) * batch + num_workers))
 
 
-def _batches(views, batch: int, key: str, shape: tuple) -> Iterator[dict[str, np.ndarray]]:
-  # A generator, so the worker threads start at the first next(), not when the stream is created.
-  views = iter(views)
-  while True:
-    items = list(itertools.islice(views, batch))
-    pixels = np.zeros((batch,) + shape, np.uint8)
-    sides = np.asarray([transforms.place(view, out) for (view, _, _), out in zip(items, pixels)], np.int32)
-    yield {key: pixels, 'view_side': sides, 'view_flip': np.asarray([flip for _, flip, _ in items], bool),
-           'label': _labels([label for _, _, label in items])}
-
-
-def _labels(labels: list) -> np.ndarray:
-  # Classes as int32 (B,), multi-hot rows as float32 (B, num_classes).
-  return np.stack(labels) if isinstance(labels[0], np.ndarray) else np.asarray(labels, np.int32)
+def _in_order(batches: batching.RowBatches, written: Iterator[int]) -> Iterator[dict[str, np.ndarray]]:
+  # A generator, so the worker threads start at the first next(), not when the stream is created. Rows come back
+  # in order, so when row k is back every row before it is written.
+  for k in written:
+    if (k + 1) % batches.size == 0:
+      yield batches.take(k // batches.size)

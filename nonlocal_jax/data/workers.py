@@ -26,7 +26,8 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def ordered_map(fn: Callable[[In], Out], items: Iterable[In], workers: int, ahead: int) -> Iterator[Out]:
+def ordered_map(fn: Callable[[In], Out], items: Iterable[In], workers: int, ahead: int, *,
+                _is_finalizing: Callable[[], bool] = sys.is_finalizing) -> Iterator[Out]:
   """``fn(item)`` for each item, in order, computed by ``workers`` threads at most ``ahead`` items in advance.
 
   Memory is bounded by ``ahead`` results. An exception in ``fn`` is raised at its item's place in the stream.
@@ -52,5 +53,7 @@ def ordered_map(fn: Callable[[In], Out], items: Iterable[In], workers: int, ahea
   finally:
     for future in pending:
       future.cancel()
-    if not sys.is_finalizing():  # A stream dropped at interpreter exit: the threads end with the interpreter.
+    # A stream dropped at interpreter exit: the threads end with the interpreter. (By then the module's globals
+    # may be None, ``sys`` among them, so the check is bound when the function is defined.)
+    if not _is_finalizing():
       pool.shutdown(wait=False, cancel_futures=True)
