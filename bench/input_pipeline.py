@@ -1,6 +1,6 @@
 """Benchmark of the input pipeline against its physical floor and its previous implementation, in one run.
 
-    python bench/input_pipeline.py                 # about 5 minutes on 2 cores
+    python bench/input_pipeline.py                 # about 2 minutes on 2 cores
     python bench/input_pipeline.py --quick         # fewer videos and batches, for a smoke run
 
 Clips shaped like Kinetics are made on the spot (10 s at 30 fps, 426×240 H.264, textured moving content whose JPEGs
