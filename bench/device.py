@@ -225,6 +225,32 @@ def profile_piece(key, dtype, implementation, batch, variant, steps, tiny, out_d
               trace=os.path.basename(kept))
 
 
+def feed_piece(clips, frames, crop, repeats):
+  """The training loop's host-to-device call (``parallel.shard_batch``) on one uint8 batch of ``clips`` clips of
+  frames×crop²: the calling thread's wall and CPU time until the call returns, and the time until the batch is on
+  the devices (medians of ``repeats``, after one more). The loop makes this call on the thread that takes the
+  pipeline's batches, so its time caps the clips/s that thread can feed, as the pipeline's own share does."""
+  mesh = parallel.make_mesh()
+  batch = {'clips': np.random.default_rng(0).integers(0, 256, (clips, frames, crop, crop, 3), dtype=np.uint8),
+           'view_side': np.full(clips, crop, np.int32), 'view_flip': np.zeros(clips, bool),
+           'label': np.zeros(clips, np.int32)}
+  call, cpu, ready = [], [], []
+  for _ in range(repeats + 1):
+    wall, thread = time.perf_counter(), time.thread_time()
+    arrays = parallel.shard_batch(batch, mesh)
+    call.append(time.perf_counter() - wall)
+    cpu.append(time.thread_time() - thread)
+    jax.block_until_ready(arrays)
+    ready.append(time.perf_counter() - wall)
+    del arrays
+  median = lambda v: float(np.median(v[1:]))
+  nbytes = sum(x.nbytes for x in batch.values())
+  return dict(piece=device_plan.feed_name(clips, frames, crop), clips=clips, frames=frames, crop=crop,
+              batch_mb=nbytes / 1e6, devices=mesh.size, call_ms=1e3 * median(call), call_cpu_ms=1e3 * median(cpu),
+              ready_ms=1e3 * median(ready), call_clips_per_s=clips / median(call),
+              gb_per_s=nbytes / median(ready) / 1e9)
+
+
 def pipeline_piece(out_dir, seconds_left, tiny):
   """bench/input_pipeline.py --quick in a subprocess, or why it is skipped."""
   if tiny:
@@ -295,6 +321,13 @@ def main(argv=None):
           piece=name)
       run.payload['train'] = list(train_rows.values())
       run.save()
+      continue
+    if kind == 'feed':
+      name = device_plan.feed_name(*what)
+      if name not in done:
+        row = run.piece(name, feed_piece, *what, args.repeats)
+        run.payload['feed'] = run.payload.get('feed', []) + ([row] if row else [])
+        run.save()
       continue
     dtype, pairwise = what
     for shape_name, shape, impls, refused in block_cases(sizes['block_shapes'], dtype, pairwise):

@@ -23,7 +23,8 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # What runs, most wanted first, so that a spent budget leaves the least wanted out. ('train', network, dtype, block
 # implementation[, batch[, variant]]) is one train step, at the config's batch of 8 or the batch given, with the
 # model's defaults or the ``VARIANTS`` that ``variant`` names ('conv=folded,pool=slices'); ('profile', ...) a
-# profiler trace of that step; ('block', dtype, pairwise) the block at every shape. First what the first H200 lease
+# profiler trace of that step; ('block', dtype, pairwise) the block at every shape; ('feed', clips, frames, crop)
+# the training loop's host-to-device call on one uint8 batch (the Kinetics recipe's 64 clips of 32×224² a host). First what the first H200 lease
 # measured (a --resume run keeps it): the issue's goal (bf16 C2D + 5 NL at >= 30 % of the bf16 matmul rate), the
 # bf16 blocks (the 'auto' table and cuDNN), cuDNN attention in the network, 32 clips, the profile. That profile
 # showed cuDNN converting every native 3D convolution between NCDHW and NDHWC (layout transposes 23 % of kernel
@@ -48,7 +49,7 @@ _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'e
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
                ('profile', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
                ('train', 'c2d_nl', 'bfloat16', 'auto', 32, _BOTH),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', 64, _BOTH),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', 64, _BOTH), ('feed', 64, 32, 224),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=native,pool=window'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH + ',bn=flax'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=folded'),
@@ -67,7 +68,7 @@ FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5,
 TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
             plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4, 'conv=folded,pool=window'),
                   ('block', 'bfloat16', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
-                  ('profile', 'c2d_nl', 'bfloat16', 'auto', 4)])
+                  ('profile', 'c2d_nl', 'bfloat16', 'auto', 4), ('feed', 4, 2, 16)])
 # Each network's label in the reports.
 LABELS = {key: label for key, label, *_ in NETWORKS}
 
@@ -111,6 +112,11 @@ def compiler_options(variant) -> dict:
     if name == 'xla':
       options.update(XLA_VARIANTS[value])
   return options
+
+
+def feed_name(clips, frames, crop):
+  """A feed piece's name: 'feed 64×32×224²'."""
+  return f'feed {clips}×{frames}×{crop}²'
 
 
 def piece_name(kind, key_or_dtype, *rest):

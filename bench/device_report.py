@@ -105,6 +105,15 @@ def to_markdown(p, labels):
               f"{r.get('batch', 8)} clips "
               f"(`python -m bench.device_profile {r.get('trace', '')} --steps={r.get('steps')}`):", '']
     lines += device_profile.to_markdown(r)
+  feed = p.get('feed', [])
+  if feed:
+    lines += ['', 'Host-to-device feed (`parallel.shard_batch`, the training loop\'s call on each uint8 batch, on the '
+              'thread that takes the pipeline\'s batches; medians):', '']
+    lines += [f"- {r['clips']} clips of {r['frames']}×{r['crop']}² ({r['batch_mb']:.0f} MB, {r['devices']} "
+              f"device{'s' if r['devices'] > 1 else ''}): the call returns after {r['call_ms']:.1f} ms "
+              f"({r['call_cpu_ms']:.1f} ms of the thread's CPU; at most {r['call_clips_per_s']:,.0f} clips/s from one "
+              f"thread), the batch is on the devices after {r['ready_ms']:.1f} ms ({r['gb_per_s']:.1f} GB/s)."
+              for r in feed]
   lines += ['', 'Non-local block (subsampling (1, 2, 2), C\' = C/2), forward and forward+backward, median of '
             f"{p['repeats']}; temp: the compiled forward+backward's temporary memory; device peak: the device's "
             'high-water mark after the path first ran (GPU only; it cannot be reset between programs):', '']

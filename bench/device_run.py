@@ -73,6 +73,7 @@ class Run:
     p = self.payload
     p['pieces'] = {n: r for n, r in previous['pieces'].items() if n in finished}
     p['block'] = [r for r in previous['block'] if keep(r)]
+    p['feed'] = [r for r in previous.get('feed', []) if r['piece'] in finished]
     p['auto_entries'] = previous['auto_entries']
     p['matmul'] = previous.get('matmul', {})
     p.update({k: v for k, v in previous.items() if k.startswith('profile') and v.get('status') == 'ok'})

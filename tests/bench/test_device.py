@@ -87,8 +87,14 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
   assert profile['status'] == 'ok' and (tiny_run['out'] / profile['trace']).is_file()
   assert sum(v['share'] for v in profile['by_kind'].values()) == pytest.approx(1.0)
   assert 0 < profile['busy_ms_per_step'] <= profile['span_ms_per_step']
+  feed, = payload['feed']
+  assert (feed['piece'], feed['clips'], feed['frames'], feed['crop']) == ('feed 4×2×16²', 4, 2, 16)
+  assert feed['batch_mb'] == pytest.approx((4 * 2 * 16 * 16 * 3 + 4 * (4 + 1 + 4)) / 1e6)  # clips, side, flip, label
+  assert 0 < feed['call_ms'] <= feed['ready_ms'] and feed['call_cpu_ms'] >= 0
+  assert feed['call_clips_per_s'] == pytest.approx(4 * 1e3 / feed['call_ms'])
   markdown = (tiny_run['out'] / 'device.md').read_text()
   assert 'Matrix multiply (256²)' in markdown
+  assert '- 4 clips of 2×16² (0 MB, 1 device): the call returns after' in markdown
   assert '| c2d_nl (tiny: configs/test.py) | bfloat16 | auto | folded, window |' in markdown
   assert 'input pipeline: skipped' in markdown and 'cudnn | refused' in markdown
 
@@ -151,7 +157,7 @@ def test_resume_keeps_the_finished_pieces_and_reruns_the_rest(tiny_run, tmp_path
   (out / 'cpu' / 'device.json').write_text(json.dumps(payload))
   resumed = device.main(['--tiny', '--resume', f'--out_dir={out}'])
   assert {k: v['status'] for k, v in resumed['pieces'].items()} == {k: 'ok' for k in payload['pieces']}
-  for key in ('train', 'matmul', 'profile'):  # Kept, not measured again.
+  for key in ('train', 'matmul', 'profile', 'feed'):  # Kept, not measured again.
     assert resumed[key] == payload[key], key
   kept = [r for r in resumed['block'] if (r['dtype'], r['pairwise']) == ('bfloat16', 'embedded_gaussian')]
   assert kept == [r for r in payload['block'] if (r['dtype'], r['pairwise']) == ('bfloat16', 'embedded_gaussian')]
