@@ -1,4 +1,5 @@
-"""Helpers shared by the tests of the non-local family's blocks (GC, APNB, CC): random data, parameters, errors."""
+"""Helpers shared by the tests of the non-local block and its family (GC, APNB, CC, CGNL, A²): random data,
+parameters, errors, and gradients against a float64 reference's central differences."""
 
 from __future__ import annotations
 
@@ -81,3 +82,23 @@ def leaves_finite_and_nonzero(grads):
   flat = jax.tree_util.tree_flatten_with_path(grads)[0]
   return {'/'.join(p.key for p in path): (bool(np.isfinite(np.asarray(g)).all()), bool(np.any(np.asarray(g) != 0)))
           for path, g in flat}
+
+
+def directional_derivatives(grads, variables, x, reference_loss, rng, eps=1e-5) -> tuple[float, float]:
+  """(jax.grad's, central differences') derivative of a loss along a random direction of (params, x).
+
+  ``grads`` is jax.grad's (w.r.t. the variables, whose 'params' it holds, and w.r.t. ``x``); ``reference_loss(params,
+  x)`` computes the same loss in float64 at the given params and input. The direction is drawn from ``rng``: the
+  params' leaves in tree order, then x's.
+  """
+  direction = jax.tree_util.tree_map(lambda v: rng.normal(size=v.shape), variables['params'])
+  dx = rng.normal(size=np.shape(x))
+  analytic = sum(float(np.sum(np.asarray(g, np.float64) * d)) for g, d in
+                 zip(jax.tree_util.tree_leaves(grads[0]['params']), jax.tree_util.tree_leaves(direction)))
+  analytic += float(np.sum(np.asarray(grads[1], np.float64) * dx))
+
+  def at(step):
+    params = jax.tree_util.tree_map(lambda p, d: np.asarray(p, np.float64) + step * d, variables['params'],
+                                    direction)
+    return reference_loss(params, np.asarray(x, np.float64) + step * dx)
+  return analytic, (at(eps) - at(-eps)) / (2 * eps)

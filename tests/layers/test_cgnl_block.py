@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -18,17 +17,10 @@ import numpy as np
 import pytest
 
 from nonlocal_jax.layers.cgnl_block import CGNLBlock
+from tests.layers.family_helpers import (REL_TOL, directional_derivatives, random_input, relative_error,
+                                         seed_of)
 
-REL_TOL = 1e-4  # the issue's bound against the float64 reference
 SHAPES = {'1d': (2, 7, 8), '2d': (2, 3, 4, 8), '3d': (2, 2, 3, 2, 8)}
-
-
-def seed_of(*parts) -> int:
-  return zlib.crc32(repr(parts).encode())
-
-
-def random_input(shape, seed):
-  return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
 def randomize(variables, seed):
@@ -97,11 +89,6 @@ def apply_with_wz(block, variables, x):
   """The block's output and the output of its W_z (captured before the GroupNorm)."""
   z, state = block.apply(variables, x, capture_intermediates=lambda module, _: module.name == 'out')
   return z, state['intermediates']['out']['__call__'][0].reshape(x.shape)
-
-
-def relative_error(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.abs(a - b).max() / np.abs(b).max()
 
 
 def options(block):
@@ -198,18 +185,8 @@ def test_grad_matches_reference_finite_differences(kernel):
   weights = rng.normal(size=shape)
   loss = lambda v, x: jnp.sum(block.apply(v, x) * weights)
   grads = jax.grad(loss, argnums=(0, 1))(variables, jnp.asarray(x))
-  direction = jax.tree_util.tree_map(lambda v: rng.normal(size=v.shape), variables['params'])
-  dx = rng.normal(size=shape)
-  analytic = sum(float(np.sum(np.asarray(g, np.float64) * d)) for g, d in
-                 zip(jax.tree_util.tree_leaves(grads[0]['params']), jax.tree_util.tree_leaves(direction)))
-  analytic += float(np.sum(np.asarray(grads[1], np.float64) * dx))
-
-  def ref_loss(eps):
-    params = jax.tree_util.tree_map(lambda p, d: np.asarray(p, np.float64) + eps * d, variables['params'],
-                                    direction)
-    return float(np.sum(reference(x + eps * dx, params, **options(block))[0] * weights))
-
-  numeric = (ref_loss(1e-5) - ref_loss(-1e-5)) / 2e-5
+  reference_loss = lambda params, x: float(np.sum(reference(x, params, **options(block))[0] * weights))
+  analytic, numeric = directional_derivatives(grads, variables, x, reference_loss, rng)
   assert abs(analytic - numeric) <= 1e-4 * abs(numeric)
 
 

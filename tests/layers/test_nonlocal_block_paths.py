@@ -12,6 +12,7 @@ import pytest
 
 from nonlocal_jax.layers import NonLocalBlock
 from tests.layers import reference
+from tests.layers.family_helpers import directional_derivatives
 from tests.layers.nonlocal_helpers import (GEOMETRIES, PAIRWISE, REL_TOL, branch_error, max_abs, random_input,
                                            random_variables, reference_kwargs, relative_error, seed_of,
                                            structurally_zero_biases)
@@ -44,21 +45,11 @@ def test_grad_matches_reference_finite_differences(pairwise, train):
   weights = rng.normal(size=shape)
   grads = jax.grad(weighted_sum, argnums=(1, 2))(block, variables, jnp.asarray(x), jnp.asarray(weights), train)
 
-  direction = jax.tree_util.tree_map(lambda v: rng.normal(size=v.shape), variables['params'])
-  dx = rng.normal(size=shape)
-  analytic = sum(float(np.sum(np.asarray(g, np.float64) * d)) for g, d in
-                 zip(jax.tree_util.tree_leaves(grads[0]['params']), jax.tree_util.tree_leaves(direction)))
-  analytic += float(np.sum(np.asarray(grads[1], np.float64) * dx))
-
-  def ref_loss(eps):
-    params = jax.tree_util.tree_map(lambda p, d: np.asarray(p, np.float64) + eps * d, variables['params'],
-                                    direction)
-    z, _ = reference.nonlocal_block(x + eps * dx, params, variables['batch_stats'], **reference_kwargs(block),
-                                    train=train)
+  def reference_loss(params, x):
+    z, _ = reference.nonlocal_block(x, params, variables['batch_stats'], **reference_kwargs(block), train=train)
     return float(np.sum(z * weights))
 
-  eps = 1e-5
-  numeric = (ref_loss(eps) - ref_loss(-eps)) / (2 * eps)
+  analytic, numeric = directional_derivatives(grads, variables, x, reference_loss, rng)
   assert abs(analytic - numeric) <= 1e-4 * abs(numeric)
 
 
