@@ -18,6 +18,8 @@ never the package's). It measures:
   backend takes it, float32 and bfloat16, forward and forward+backward time (median of --repeats after
   compilation) and the compiled forward+backward's temporary memory (``memory_analysis``; on GPUs also the
   device's peak so far, ``memory_stats``, which JAX cannot reset between programs);
+- the training loop's host-to-device call on one uint8 batch (``feed_piece``): how long it holds the thread that
+  takes the pipeline's batches, and when the batch is on the device;
 - the input pipeline (``bench/input_pipeline.py --quick``) if TensorFlow, TFDS and PyAV import, else one line.
 
 The order is ``device_plan.FULL['plan']``: what matters most first. A piece that fails is recorded with its error
@@ -123,7 +125,8 @@ def _compiled_step(key, dtype, implementation, batch, variant, tiny):
   state = trainer.init_state()
   start = time.perf_counter()
   with _attention_fallbacks() as fallbacks:
-    compiled = trainer.train_step.lower(state, clips).compile(compiler_options=device_plan.compiler_options(variant) or None)
+    options = device_plan.compiler_options(variant) or None
+    compiled = trainer.train_step.lower(state, clips).compile(compiler_options=options)
   return config, trainer, compiled, state, clips, time.perf_counter() - start, fallbacks
 
 

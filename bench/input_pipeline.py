@@ -320,7 +320,8 @@ def write(results: dict, out_dir: str, batches: int, n_videos: int, cores: int) 
       f'{load["before"][0]:.1f} before, {load["after"][0]:.1f} after.', '',
       f'{n_videos} Kinetics-like videos (10 s, 30 fps, 426×240 H.264, stored as JPEG at 256 on the shorter side); '
       f'32×2 training clips, scale [256, 320], 224 crops, flip, batch 4; test: 10 clips × 3 crops of 256. '
-      f'Training: {batches} batches after 2 of warm-up; test: 50 batches (10 videos) after 10 (2 videos). Per core: a fresh process confined to one core, one worker thread '
+      f'Training: {batches} batches after 2 of warm-up; test: 50 batches (10 videos) after 10 (2 videos). '
+      'Per core: a fresh process confined to one core, one worker thread '
       f'(the floor: one thread decoding; the all-cores floor is it × {cores}).', '',
       common.markdown_table(header, rows), '',
       "The consumer's thread (all cores), CPU per example while batches are taken, and the most examples per "
