@@ -32,9 +32,9 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # res3's blocks chunked (a fixed 32 MiB affinity budget, now the device's). Then the formulations compiled since
 # (bench.gpu_compile), the one with the lowest floor first: 2D convolutions over the frames with max pools of strided
 # slices, its profile, at 32 and 64 clips (does a larger batch fill the device better?); the host-to-device feed; the
-# first lease's formulation with the device's budget; BatchNorm differentiated automatically; each change alone; I3D;
-# channels-last native convolutions; the other bf16 networks; then float32 (what bf16 buys in a step, then in the
-# block).
+# first lease's formulation with the device's budget; BatchNorm differentiated automatically; frozen BatchNorm (what
+# its statistics cost a step); each change alone; I3D; channels-last native convolutions; the other bf16 networks;
+# then float32 (what bf16 buys in a step, then in the block).
 # Model settings that a plan entry's variant may change: its short name -> the config.model field ('norm=affine':
 # frozen BatchNorm, which bench.gpu_compile uses to weigh what BatchNorm's statistics cost a step; 'bn=flax':
 # BatchNorm differentiated automatically, against the written-out backward pass that 'auto' takes on a GPU).
@@ -53,6 +53,7 @@ _BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'e
                ('train', 'c2d_nl', 'bfloat16', 'auto', 64, _BOTH), ('feed', 64, 32, 224),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=native,pool=window'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH + ',bn=flax'),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH + ',norm=affine'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=folded'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'pool=slices'),
                ('train', 'i3d_nl', 'bfloat16', 'auto', None, _BOTH),

@@ -14,8 +14,9 @@ def test_goal_line_names_the_defaults_the_best_at_8_clips_and_the_best_at_any_ba
   both = 'conv=folded,pool=slices'
   rows = [_row(62.09, 373), _row(112.9, 680, variant=both), _row(141.125, 850, batch=64, variant=both),
           _row(90.0, 500, batch=32),
-          # Not the goal's network, dtype or attention, or not measured: never counted.
+          # Not the goal's network, dtype, attention or model (frozen BatchNorm), or not measured: never counted.
           _row(300.0, 2000, network='c2d'), _row(300.0, 2000, dtype='float32'), _row(300.0, 2000, attention='cudnn'),
+          _row(300.0, 2000, variant=both + ',norm=affine'),
           dict(_row(None, None, variant='pool=slices'), status='failed')]
   # 62.09e12 / 2 / 282.25e12 = 11.0 %, 112.9e12 / 2 / 282.25e12 = 20.0 %, 141.125e12 / 2 / 282.25e12 = 25.0 %.
   assert device_report.goal_line(rows, RATE) == [
