@@ -228,29 +228,35 @@ def resume_cost(make, start_batches) -> list:
   return rows
 
 
-def peak_memory(data_dir: str, batches: int) -> dict:
+def peak_memory(data_dir: str, batches: int, mode: str = 'train') -> dict:
   """Resident memory (MiB) of a fresh process once its libraries are loaded, and its peak while it reads
-  ``batches`` batches at the Kinetics defaults (the peak is reset after the imports: Linux's clear_refs)."""
+  ``batches`` batches at the Kinetics defaults (the peak is reset after the imports: Linux's clear_refs): training
+  batches, or with ``mode='test'`` batches of test views (of the split the benchmark times them on)."""
   code = f"""
-import os, sys, json
+import itertools, os, sys, json
 sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
 from configs import default
-from nonlocal_jax.data import train_pipeline, layout
+from nonlocal_jax.data import eval_pipeline, train_pipeline, layout
 import tensorflow as tf
 c = default.data_config()
 c.name, c.data_dir = 'kinetics400', {data_dir!r}
+c.eval_split = c.train_split
 def status(key):
   with open('/proc/self/status') as f:
     return next(int(line.split()[1]) for line in f if line.startswith(key + ':')) / 1024
 with open('/proc/self/clear_refs', 'w') as f:
   f.write('5')  # Resets the peak (VmHWM) to the current resident size.
 before = status('VmRSS')
-it = train_pipeline.create_train_iterator(c, seed=0, layout=layout.ProcessLayout(0, 1, 1))
-for _ in range({batches}):
-  next(it)
+one = layout.ProcessLayout(0, 1, 1)
+if {mode!r} == 'test':
+  it, batch = iter(eval_pipeline.create_eval_dataset(c, layout=one)), c.eval_global_batch_size
+else:
+  it, batch = train_pipeline.create_train_iterator(c, seed=0, layout=one), c.global_batch_size
+for _ in itertools.islice(it, {batches}):
+  pass
 after = status('VmHWM')
-print(json.dumps({{'before_mib': before, 'peak_mib': after, 'batch': c.global_batch_size,
-                  'prefetch_batches': c.prefetch_batches, 'num_workers': c.num_workers}}))
+print(json.dumps({{'before_mib': before, 'peak_mib': after, 'batch': batch, 'mode': {mode!r},
+                  'prefetch_batches': c.prefetch_batches, 'threads': c.num_workers or len(os.sched_getaffinity(0))}}))
 """
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -301,6 +307,7 @@ def main(argv=None) -> None:
         lambda s: legacy_input.train_iterator(c, seed=0, layout=one, start_batch=s), [0, legacy_far])]
     print('peak memory ...', flush=True)
     results['memory'] = peak_memory(data_dir, 3 if args.quick else 6)
+    results['memory_test'] = peak_memory(data_dir, 3 if args.quick else 6, mode='test')
   results['load_average'] = {'before': load_before, 'after': os.getloadavg()}
   write(results, args.out_dir, batches, n_videos, cores)
 
@@ -341,7 +348,7 @@ def write(results: dict, out_dir: str, batches: int, n_videos: int, cores: int) 
   ]
   resume = '; '.join(f'batch {s:,}: {t:.2f} s, {n} examples read' for s, t, n in r['resume_new'])
   legacy_resume = '; '.join(f'batch {s}: {t:.2f} s' for s, t in r['resume_legacy'])
-  m = r['memory']
+  m, t = r['memory'], r['memory_test']
   load = r['load_average']
   markdown = '\n'.join([
       '# Input pipeline', '', f'Machine: {common.machine_line(r["machine"])}; load average '
@@ -362,7 +369,10 @@ def write(results: dict, out_dir: str, batches: int, n_videos: int, cores: int) 
       f'Peak resident memory of a fresh process reading {m["batch"]}-clip batches at the Kinetics defaults '
       f'(prefetch {m["prefetch_batches"]}, one thread per core): {m["peak_mib"]:.0f} MiB, of which '
       f'{m["before_mib"]:.0f} MiB were resident before the pipeline started (TensorFlow, JAX): the pipeline '
-      f'adds **{m["peak_mib"] - m["before_mib"]:.0f} MiB**.', '',
+      f'adds **{m["peak_mib"] - m["before_mib"]:.0f} MiB**. Reading batches of {t["batch"]} test views instead '
+      f'({t["threads"]} threads): {t["peak_mib"]:.0f} MiB, of which {t["before_mib"]:.0f} MiB before: the pipeline '
+      f'adds **{t["peak_mib"] - t["before_mib"]:.0f} MiB** (each thread\'s video holds its decoded frames and its '
+      'views until their batches go out).', '',
       'Cores to keep one GPU fed at this per-core rate: ' + ', '.join(
           f'{rate} clips/s → **{n:.0f} cores**' for rate, n in r['cores_per_gpu'].items()) + '.', ''])
   with open(os.path.join(out_dir, 'input_pipeline.md'), 'w') as f:
