@@ -117,7 +117,7 @@ def decode_floor(c, clips: int) -> float:
   return clips / (time.perf_counter() - wall)
 
 
-def test_decode_floor(c, videos: int) -> float:
+def views_decode_floor(c, videos: int) -> float:
   """Test views per second of decoding, once each and whole, the frames a video's test clips need (the ~150 of
   300 that 10 clips of 32×2 share), one thread; a video gives clips × crops views."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -187,7 +187,7 @@ def _one_core_child(data_dir: str, batches: int) -> None:
   os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   c = paper_config(data_dir)
   c.num_workers = 1
-  result = {'floor': decode_floor(c, batches * c.global_batch_size), 'test_floor': test_decode_floor(c, 10),
+  result = {'floor': decode_floor(c, batches * c.global_batch_size), 'test_floor': views_decode_floor(c, 10),
             **streams(c, batches)}
   print(json.dumps(result))
 
@@ -298,7 +298,7 @@ def main(argv=None) -> None:
     results['per_core'] = one_core(data_dir, batches)
     print(f'all {cores} cores: both pipelines ...', flush=True)
     results['all_cores'] = {'floor': decode_floor(c, batches * batch) * cores,
-                            'test_floor': test_decode_floor(c, 10) * cores, **streams(c, batches)}
+                            'test_floor': views_decode_floor(c, 10) * cores, **streams(c, batches)}
     print('resuming ...', flush=True)
     results['resume_new'] = resume_cost(
         lambda s: data.create_train_iterator(c, seed=0, layout=one, start_batch=s), [0, 10**6])
