@@ -252,10 +252,9 @@ if {mode!r} == 'test':
   it, batch = iter(eval_pipeline.create_eval_dataset(c, layout=one)), c.eval_global_batch_size
 else:
   it, batch = train_pipeline.create_train_iterator(c, seed=0, layout=one), c.global_batch_size
-for _ in itertools.islice(it, {batches}):
-  pass
+read = sum(1 for _ in itertools.islice(it, {batches}))
 after = status('VmHWM')
-print(json.dumps({{'before_mib': before, 'peak_mib': after, 'batch': batch, 'mode': {mode!r},
+print(json.dumps({{'before_mib': before, 'peak_mib': after, 'batch': batch, 'batches_read': read, 'mode': {mode!r},
                   'prefetch_batches': c.prefetch_batches, 'threads': c.num_workers or len(os.sched_getaffinity(0))}}))
 """
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
@@ -369,8 +368,8 @@ def write(results: dict, out_dir: str, batches: int, n_videos: int, cores: int) 
       f'Peak resident memory of a fresh process reading {m["batch"]}-clip batches at the Kinetics defaults '
       f'(prefetch {m["prefetch_batches"]}, one thread per core): {m["peak_mib"]:.0f} MiB, of which '
       f'{m["before_mib"]:.0f} MiB were resident before the pipeline started (TensorFlow, JAX): the pipeline '
-      f'adds **{m["peak_mib"] - m["before_mib"]:.0f} MiB**. Reading batches of {t["batch"]} test views instead '
-      f'({t["threads"]} threads): {t["peak_mib"]:.0f} MiB, of which {t["before_mib"]:.0f} MiB before: the pipeline '
+      f'adds **{m["peak_mib"] - m["before_mib"]:.0f} MiB**. Reading {t["batches_read"]} batches of {t["batch"]} test '
+      f'views instead ({t["threads"]} threads): {t["peak_mib"]:.0f} MiB, of which {t["before_mib"]:.0f} MiB before: the pipeline '
       f'adds **{t["peak_mib"] - t["before_mib"]:.0f} MiB** (each thread\'s video holds its decoded frames and its '
       'views until their batches go out).', '',
       'Cores to keep one GPU fed at this per-core rate: ' + ', '.join(
