@@ -24,7 +24,9 @@ never the package's). It measures:
 
 The order is ``device_plan.FULL['plan']``: what matters most first. A piece that fails is recorded with its error
 and the run goes on; results (and the table) are rewritten after every piece, and pieces that would start after
-``--budget_s`` are recorded as skipped, so one try on a lent device always leaves figures. ``--tiny`` shrinks
+``--budget_s`` are recorded as skipped, so one try on a lent device always leaves figures. ``--resume`` keeps an
+earlier run's finished pieces, except a block case that lacks an implementation added since (``lean``), which runs
+again whole. ``--tiny`` shrinks
 everything (tiny network, block shape, matmul, steps) to run on a CPU: tests/bench/test_device.py runs it with
 TensorFlow made unimportable.
 """
@@ -176,6 +178,21 @@ def block_cases(shapes, dtype, pairwise):
         impls.remove('cudnn')
         refused['cudnn'] = why
     yield name, (t, h, w, c), impls, refused
+
+
+def forget_block_case(payload, shape_name, shape, dtype, pairwise, covered) -> bool:
+  """After --resume: whether the kept rows of a block case name every implementation in ``covered`` (those timed
+  or refused now). If not (an implementation added since), the case's rows and table entry are dropped from
+  ``payload`` so that it runs again whole: one run's times are compared with each other, not across leases."""
+  t, h, w, c = shape
+  same = lambda r: (r['shape'], r['dtype'], r['pairwise']) == (shape_name, dtype, pairwise)
+  if set(covered) <= {r['implementation'] for r in payload['block'] if same(r)}:
+    return False
+  entry = (pairwise, attention_auto.dtype_name(jnp.dtype(dtype)), t * h * w, t * (h // 2) * (w // 2), c // 2)
+  payload['block'] = [r for r in payload['block'] if not same(r)]
+  payload['auto_entries'] = [e for e in payload['auto_entries']
+                             if (e['pairwise'], e['dtype'], e['n_query'], e['n_key'], e['inter']) != entry]
+  return True
 
 
 def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
@@ -335,7 +352,7 @@ def main(argv=None):
     dtype, pairwise = what
     for shape_name, shape, impls, refused in block_cases(sizes['block_shapes'], dtype, pairwise):
       name = f'block {shape_name} {dtype} {pairwise}'
-      if name in done:
+      if name in done and not forget_block_case(run.payload, shape_name, shape, dtype, pairwise, impls + list(refused)):
         continue
       result = run.piece(name, block_piece, shape_name, shape, dtype, pairwise, impls, refused, sizes['block_batch'],
                          args.repeats)

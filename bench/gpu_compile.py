@@ -50,6 +50,7 @@ from bench import hlo_facts
 from bench import hlo_roofline
 from nonlocal_jax.models import build_model
 from nonlocal_jax.models.summary import analyse
+from nonlocal_jax.training import checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # An H200 as XLA's GPU compiler sees it: compute capability 9.0 (what picks the convolutions' layouts), 132 SMs,
@@ -69,12 +70,14 @@ dnn_version_info { major: 9 minor: 28 }
 runtime_version { major: 13 minor: 0 }
 device_description_str: "NVIDIA H200"
 """}
-# (network, variant of bench.device_plan): today's defaults on the H200, each change alone and together, the two with
-# BatchNorm differentiated automatically (what the written-out backward pass saves) and frozen (what BN's
-# statistics cost), and XLA's channels-last 3D convolutions; for I3D (whose 3×1×1 kernels fold into 3×1
-# convolutions) the same ends.
+# (network, variant of bench.device_plan[, the blocks' attention, else 'auto']): today's defaults on the H200, each
+# change alone and together, the two with BatchNorm differentiated automatically (what the written-out backward pass
+# saves) and frozen (what BN's statistics cost), the blocks' attention 'lean' (what it saves against the path the
+# table picks), and XLA's channels-last 3D convolutions; for I3D (whose 3×1×1 kernels fold into 3×1 convolutions)
+# the same ends.
 PLAN = (('c2d_nl', 'conv=native,pool=window'), ('c2d_nl', 'conv=folded,pool=window'),
         ('c2d_nl', 'conv=native,pool=slices'), ('c2d_nl', 'conv=folded,pool=slices'),
+        ('c2d_nl', 'conv=folded,pool=slices', 'lean'),
         ('c2d_nl', 'conv=folded,pool=slices,bn=flax'), ('c2d_nl', 'conv=folded,pool=slices,norm=affine'),
         ('c2d_nl', 'conv=native,pool=window,xla=nhwc'), ('c2d_nl', 'conv=native,pool=slices,xla=nhwc'),
         ('i3d_nl', 'conv=native,pool=window'), ('i3d_nl', 'conv=folded,pool=slices'),
@@ -120,14 +123,14 @@ def measured_rates(target: str):
           if matmul.get('status') == 'ok' else None)
 
 
-def compile_piece(network: str, variant: str, mesh, target: str, rates=None) -> dict:
-  """The facts of one formulation's compiled train step for the GPU ``target`` (its ``mesh``), with its floor
-  at the measured ``rates`` (``hlo_roofline``) when given."""
-  config = device_plan.network_config(network, 'bfloat16', tiny=False, variant=variant)
+def compile_piece(network: str, variant: str, mesh, target: str, rates=None, attention: str = 'auto') -> dict:
+  """The facts of one formulation's compiled train step for the GPU ``target`` (its ``mesh``), its blocks'
+  attention computed by ``attention``, with its floor at the measured ``rates`` (``hlo_roofline``) when given."""
+  config = device_plan.network_config(network, 'bfloat16', tiny=False, implementation=attention, variant=variant)
   compiled, seconds = aot.compile_train_step(config, mesh, device_plan.compiler_options(variant), memory_bytes(target))
   cost, d, text = aot.xla_cost(compiled), config.data, compiled.as_text()
   xla_bytes = cost.get('bytes accessed')
-  piece = dict(network=network, variant=variant, compile_s=seconds, **hlo_facts.facts(text),
+  piece = dict(network=network, variant=variant, attention=attention, compile_s=seconds, **hlo_facts.facts(text),
                xla_gb=xla_bytes / 1e9 if xla_bytes else None, temp_gib=aot.memory_gib(compiled).get('temp_gib'),
                input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²')
   if rates and xla_bytes:
@@ -144,14 +147,15 @@ def to_markdown(payload: dict) -> str:
   labels = {key: label for key, label, *_ in device_plan.NETWORKS}
   rows = []
   for p in payload['pieces']:
+    variant = p['variant'] + ('' if p.get('attention', 'auto') == 'auto' else f", attention={p['attention']}")
     if 'error' in p:
-      rows.append([labels[p['network']], p['variant'], f"failed: {p['error']}"] + [''] * 7)
+      rows.append([labels[p['network']], variant, f"failed: {p['error']}"] + [''] * 7)
       continue
     layouts = ', '.join(f'{n} {k}' for k, n in p['convolution_layouts'].items())
     gb = '-' if p['xla_gb'] is None else f"{p['xla_gb']:.2f}"
     floor = (f"{p['floor_ms']:.2f} ms ({p['library_gb']:.1f} GB, {p['memory_bound_calls']} of "
              f"{p['library_calls']} bound by bytes), {100 * p['max_of_matmul']:.0f} %" if 'floor_ms' in p else '-')
-    rows.append([labels[p['network']], p['variant'], f"{p['convolutions']}: {layouts}",
+    rows.append([labels[p['network']], variant, f"{p['convolutions']}: {layouts}",
                  f"{p['activation_transposes']} ({p['activation_transpose_gb']:.2f} GB)",
                  f"{p['max_pool_scatters']} / {p['reduce_windows']}", p['fusions'], gb, floor,
                  f"{p['temp_gib']:.2f}", f"{p['compile_s']:.0f}"])
@@ -190,22 +194,27 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument('--target', default='nvidia-h200', choices=sorted(TARGETS), help='the GPU to compile for')
-  parser.add_argument('--only', default='', help="pieces 'network:variant' separated by ';' (default: the plan)")
+  parser.add_argument('--only', default='', help="pieces 'network:variant[:attention]' separated by ';' (default: "
+                      'the plan)')
   parser.add_argument('--out_dir', default=None, help='default: bench/results/<target>')
   args = parser.parse_args(argv)
-  plan = [tuple(p.split(':', 1)) for p in args.only.split(';') if p] or PLAN
+  plan = [tuple(p.split(':', 2)) for p in args.only.split(';') if p] or PLAN
   networks = [n[0] for n in device_plan.NETWORKS]
   for piece in plan:
-    if len(piece) != 2 or piece[0] not in networks:
-      raise SystemExit(f"--only: {':'.join(piece)!r} is not 'network:variant' with a network of {networks}.")
-    try:  # The variant's settings and the model values it names, before anything compiles.
-      build_model(device_plan.network_config(piece[0], 'bfloat16', tiny=False, variant=piece[1]).model)
+    if len(piece) not in (2, 3) or piece[0] not in networks:
+      raise SystemExit(f"--only: {':'.join(piece)!r} is not 'network:variant[:attention]' with a network of "
+                       f'{networks}.')
+    try:  # The variant's settings, the attention and the model values they name, before anything compiles.
+      config = device_plan.network_config(piece[0], 'bfloat16', False, *piece[2:], variant=piece[1])
+      checks.check_config(config)
+      build_model(config.model)
     except ValueError as e:
       raise SystemExit(f'--only: {e}') from None
   mesh, rates = target_mesh(args.target), measured_rates(args.target)
   machine = common.machine_description()
-  pieces = aot.compile_pieces([dict(network=n, variant=v) for n, v in plan],
-                              lambda network, variant: compile_piece(network, variant, mesh, args.target, rates))
+  pieces = aot.compile_pieces([dict(network=p[0], variant=p[1], attention=(*p[2:], 'auto')[0]) for p in plan],
+                              lambda network, variant, attention: compile_piece(network, variant, mesh, args.target,
+                                                                                rates, attention))
   payload = dict(target=args.target, machine=machine['cpu'], jax=jax.__version__, date=machine['date'],
                  pieces=pieces, rates=rates)
   common.write_results('compiled', payload, to_markdown(payload),

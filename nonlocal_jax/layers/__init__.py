@@ -2,8 +2,8 @@
 geometry of its attention, and its family of cheaper successors.
 
 Modules: ``nonlocal_block`` (``NonLocalBlock`` and its parameters), ``pairwise`` (``PAIRWISE``: the table of
-pairwise functions), ``attention`` (the exact implementations of eq. (1): naive, chunked, reassociated, fused,
-cudnn), ``attention_auto`` (the device's measured table that 'auto' reads, which paths a backend accepts),
+pairwise functions), ``attention`` (the exact implementations of eq. (1): naive, lean, chunked, reassociated,
+fused, cudnn), ``attention_auto`` (the device's measured table that 'auto' reads, which paths a backend accepts),
 ``geometry`` (``PositionSets``: which positions attend to each other), ``family`` (``BLOCK_KINDS``: the blocks by
 name), ``gc_block`` (``GCBlock``), ``asymmetric_block`` (``AsymmetricPyramidBlock``), ``criss_cross_block``
 (``CrissCrossBlock``), ``cgnl_block`` (``CGNLBlock``), ``double_attention_block`` (``DoubleAttentionBlock``),

@@ -10,6 +10,11 @@ leading axis) and returns y_i = 1/C(x) * sum_j f(x_i, x_j) g(x_j) for every quer
 The implementations compute the same function and differ only in what they keep in memory:
 
 - ``naive``: materialises the (G, Nq, Nk) affinity; autodiff keeps it (and its softmax) for the backward pass.
+- ``lean`` (softmax functions only): materialises it once too, but keeps only the probabilities, in the compute
+  dtype, for a written-out backward pass that never reads the logits again; FlashAttention's identity
+  Σ_j p_ij ∂p_ij = ∂y_i · y_i turns the softmax's backward reduction over the affinity into one over y. In bf16
+  it keeps half the bytes of 'naive' between the passes, and the compiled step reads and writes about half as many
+  bytes around the affinity (``bench/nonlocal_block.py``, ``python -m bench.gpu_compile``).
 - ``chunked``: query block by query block, with a custom VJP that keeps only q, k, v between the passes and
   recomputes each block's affinity in the backward pass (as FlashAttention does): no (Nq, Nk) array is ever
   alive, forward or backward; the memory beyond the inputs and outputs is O(block·Nk).
@@ -36,7 +41,9 @@ import jax.numpy as jnp
 from nonlocal_jax.layers import attention_auto
 from nonlocal_jax.layers import pairwise as pairwise_lib
 
-IMPLEMENTATIONS = ('auto', 'naive', 'chunked', 'reassociated', 'fused', 'cudnn')
+IMPLEMENTATIONS = ('auto', 'naive', 'lean', 'chunked', 'reassociated', 'fused', 'cudnn')
+# The implementations that need a softmax pairwise function.
+SOFTMAX_ONLY = ('lean', 'fused', 'cudnn')
 _logger = logging.getLogger(__name__)
 _logged = set()
 
@@ -50,6 +57,39 @@ def _reassociated(q, k, v):
   # (θ φᵀ) g / N == θ (φᵀ g) / N: the N×N product is never formed.
   kv = jnp.einsum('gkc,gkd->gcd', k, v, preferred_element_type=pairwise_lib.accumulation_dtype(k)) / k.shape[1]
   return jnp.einsum('gqc,gcd->gqd', q, kv.astype(q.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def _lean(pairwise, q, k, v, logit_scale):
+  return _lean_fwd(pairwise, q, k, v, logit_scale)[0]
+
+
+def _lean_fwd(pairwise, q, k, v, logit_scale):
+  # The barrier keeps XLA from recomputing p in the backward pass from the float32 logits, which would keep
+  # those (twice p's bytes in bf16) alive between the passes instead.
+  p = jax.lax.optimization_barrier(
+      pairwise_lib.pairwise_weights(pairwise, q, k, logit_scale=logit_scale).astype(v.dtype))
+  y = jnp.einsum('gqk,gkc->gqc', p, v, preferred_element_type=pairwise_lib.accumulation_dtype(v))
+  # y is kept unrounded: the backward pass's dy·y stands for a sum over the affinity, and a bf16 y's rounding,
+  # amplified where dp - dy·y cancels, would double the bf16 gradients' error (test_attention).
+  return y.astype(v.dtype), (q, k, v, p, y)
+
+
+def _lean_bwd(pairwise, logit_scale, residuals, dy):
+  del pairwise  # Both softmax functions are softmax(s · q·kᵀ); they differ in what q and k are.
+  q, k, v, p, y = residuals
+  acc = pairwise_lib.accumulation_dtype(q)
+  dp = jnp.einsum('gqc,gkc->gqk', dy, v, preferred_element_type=acc)
+  # The softmax's backward needs Σ_j p_ij dp_ij per query, which is dy_i · y_i: a sum over C' channels, not Nk keys.
+  row = jnp.sum(dy.astype(acc) * y, axis=-1, keepdims=True)
+  ds = (p.astype(acc) * (dp - row) * logit_scale).astype(q.dtype)  # ∂ of the logits q·kᵀ
+  dq = jnp.einsum('gqk,gkc->gqc', ds, k, preferred_element_type=acc).astype(q.dtype)
+  dk = jnp.einsum('gqk,gqc->gkc', ds, q, preferred_element_type=acc).astype(k.dtype)
+  dv = jnp.einsum('gqk,gqc->gkc', p, dy, preferred_element_type=acc).astype(v.dtype)
+  return dq, dk, dv
+
+
+_lean.defvjp(_lean_fwd, _lean_bwd)
 
 
 def _fused(q, k, v, logit_scale, backend=None):
@@ -136,7 +176,7 @@ def check_implementation(implementation: str, pairwise: str) -> None:
     linear = tuple(name for name, f in pairwise_lib.PAIRWISE.items() if f.linear)
     raise ValueError(f"implementation='reassociated' only applies to the pairwise functions {linear} (the others "
                      f"are not linear in φ); got pairwise={pairwise!r}.")
-  if implementation in ('fused', 'cudnn') and not function.softmax:
+  if implementation in SOFTMAX_ONLY and not function.softmax:
     softmax = tuple(name for name, f in pairwise_lib.PAIRWISE.items() if f.softmax)
     raise ValueError(f"implementation={implementation!r} supports the softmax pairwise functions {softmax}; got "
                      f"pairwise={pairwise!r}.")
@@ -218,10 +258,12 @@ def nonlocal_attention(pairwise: str, q, k, v, *, implementation: str = 'naive',
   function = pairwise_lib.get(pairwise)
   if function.concat_projection and concat_kernel is None:
     raise ValueError(f"pairwise={pairwise!r} needs concat_kernel of shape (2*C', 1).")
-  if implementation in ('reassociated', 'fused', 'cudnn'):
+  if implementation in ('reassociated',) + SOFTMAX_ONLY:
     check_implementation(implementation, pairwise)
   if implementation == 'naive':
     return _naive(pairwise, q, k, v, logit_scale, concat_kernel)
+  if implementation == 'lean':
+    return _lean(pairwise, q, k, v, float(logit_scale))
   if implementation == 'chunked':
     # A placeholder kernel keeps one custom-VJP signature for every pairwise function; it is not read.
     w = concat_kernel if concat_kernel is not None else jnp.zeros((2 * q.shape[-1], 1), jnp.float32)

@@ -36,7 +36,7 @@ TABLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'attention_
 # The paths that hold the whole (groups, Nq, Nk) affinity (the fused path is XLA's unless cuDNN is asked for):
 # 'auto' takes them only when that fits the block's max_affinity_bytes (or ``affinity_budget``), whatever the table
 # ranks first.
-MATERIALISING = ('naive', 'fused')
+MATERIALISING = ('naive', 'lean', 'fused')
 CUDNN_MAX_HEAD_DIM = 256
 # The float32 affinity a materialising path may hold when a block leaves ``max_affinity_bytes`` at None
 # (``affinity_budget``). On a CPU 32 MiB, the size rule's threshold since the first version. On an accelerator a

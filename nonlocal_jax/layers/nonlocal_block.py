@@ -134,8 +134,9 @@ class NonLocalBlock(nn.Module):
     bn_momentum: BatchNorm running-average momentum (running = m·running + (1-m)·batch).
     bn_epsilon: BatchNorm epsilon.
     bn_axis_name: mapped axis over which BatchNorm statistics are averaged (synchronised BN), or None.
-    implementation: 'auto' | 'naive' | 'chunked' | 'reassociated' | 'fused' | 'cudnn'; see ``layers.attention``
-      ('auto': the device's measured table, else by size; 'cudnn' falls back where the backend refuses it).
+    implementation: 'auto' | 'naive' | 'lean' | 'chunked' | 'reassociated' | 'fused' | 'cudnn'; see
+      ``layers.attention`` ('auto': the device's measured table, else by size; 'cudnn' falls back where the
+      backend refuses it).
     chunk_size: queries per block for the chunked implementation.
     pool_implementation: how ``subsample`` max-pools: 'auto', 'window' or 'slices' (``layers.pooling``: the same
       values; 'slices' differentiates without a scatter). In a network it follows the network's setting.

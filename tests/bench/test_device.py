@@ -78,7 +78,7 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
     by_case.setdefault((r['dtype'], r['pairwise']), {})[r['implementation']] = r
   assert set(by_case) == {('bfloat16', 'embedded_gaussian'), ('float32', 'dot_product')}
   for (dtype, pairwise), rows in by_case.items():
-    exact = {'naive', 'chunked'} | ({'fused'} if pairwise == 'embedded_gaussian' else {'reassociated'})
+    exact = {'naive', 'chunked'} | ({'lean', 'fused'} if pairwise == 'embedded_gaussian' else {'reassociated'})
     assert {i for i, r in rows.items() if r['status'] == 'ok'} == exact
     assert {i for i, r in rows.items() if r['status'] != 'ok'} == ({'cudnn'} if pairwise != 'dot_product' else set())
     assert all(r['fwd_ms'] > 0 and r['fwd_bwd_ms'] > 0 and r['temp_mib'] >= 0 for r in rows.values()
@@ -165,6 +165,21 @@ def test_resume_keeps_the_finished_pieces_and_reruns_the_rest(tiny_run, tmp_path
   assert {r['implementation'] for r in rerun} == {r['implementation'] for r in payload['block']
                                                    if (r['dtype'], r['pairwise']) == ('float32', 'dot_product')}
   assert len(resumed['earlier_runs']) == 1
+
+
+def test_resume_runs_again_a_block_case_that_lacks_an_implementation():
+  # res3 at batch 8: 3136 queries, 784 keys, C' = 256; res4: 784, 196, 512.
+  res3, res4 = (4, 28, 28, 512), (4, 14, 14, 1024)
+  row = lambda shape, impl: dict(shape=shape, dtype='bfloat16', pairwise='embedded_gaussian', implementation=impl)
+  entry = lambda n_query, n_key, inter: dict(pairwise='embedded_gaussian', dtype='bfloat16', groups=8,
+                                            n_query=n_query, n_key=n_key, inter=inter, ranking=['naive'])
+  payload = dict(block=[row('res3', 'naive'), row('res3', 'fused'), row('res4', 'naive')],
+                 auto_entries=[entry(3136, 784, 256), entry(784, 196, 512)])
+  before = json.loads(json.dumps(payload))
+  assert not device.forget_block_case(payload, 'res3', res3, 'bfloat16', 'embedded_gaussian', ['naive', 'fused'])
+  assert payload == before
+  assert device.forget_block_case(payload, 'res3', res3, 'bfloat16', 'embedded_gaussian', ['naive', 'lean', 'fused'])
+  assert payload == dict(block=[row('res4', 'naive')], auto_entries=[entry(784, 196, 512)])
 
 
 def test_the_formulations_are_the_fastest_step_of_each_kind_of_network_among_two_or_more():

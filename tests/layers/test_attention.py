@@ -1,6 +1,6 @@
 """Tests of ``nonlocal_jax.layers.attention``: the pairwise part of eq. (1) on grouped position sets.
 
-Each implementation ('naive', 'chunked', 'reassociated', 'fused') is checked against the float64 NumPy
+Each implementation ('naive', 'lean', 'chunked', 'reassociated', 'fused') is checked against the float64 NumPy
 reference in ``tests/layers/reference.py`` on raw (q, k, v) with Nq ≠ Nk and Dq ≠ Dv, their gradients against
 each other, the choice that 'auto' makes, the errors, and that the frugal paths really hold no N×N array in the
 forward or the backward pass. The block-level versions of these checks are in ``test_nonlocal_block_paths.py``.
@@ -21,7 +21,7 @@ from nonlocal_jax.layers.pairwise import PAIRWISE_FUNCTIONS, pairwise_weights
 from tests.layers import reference
 
 PAIRWISE = PAIRWISE_FUNCTIONS
-CONCRETE = ('naive', 'chunked', 'reassociated', 'fused')
+CONCRETE = ('naive', 'lean', 'chunked', 'reassociated', 'fused')
 LOGIT_SCALE = 0.7
 
 
@@ -29,7 +29,7 @@ def applicable(pairwise, implementation):
   """Whether ``implementation`` computes ``pairwise`` (the others raise, see the error tests)."""
   if implementation == 'reassociated':
     return pairwise == 'dot_product'
-  if implementation == 'fused':
+  if implementation in ('lean', 'fused'):
     return TABLE[pairwise].softmax
   return True
 
@@ -158,6 +158,47 @@ def test_bfloat16_inputs(pairwise, implementation):
   assert relative_error(y16.astype(jnp.float32), y32) <= 5e-2
 
 
+def _bf16_gradient_errors(pairwise, implementation):
+  """Relative errors of the bf16 gradients of Σ y·r against the float32 ones of 'naive', per q, k, v."""
+  q, k, v, _ = random_qkv(2, 40, 24, 8, 6, seed=8)
+  r = np.random.default_rng(9).normal(size=(2, 40, 6)).astype(np.float32)
+
+  def grads(implementation, dtype):
+    def loss(q, k, v):
+      return jnp.sum(run(pairwise, implementation, q, k, v, None).astype(jnp.float32) * r)
+    return jax.grad(loss, argnums=(0, 1, 2))(*(jnp.asarray(a, dtype) for a in (q, k, v)))
+
+  want = grads('naive', jnp.float32)
+  return [relative_error(jnp.asarray(g, jnp.float32), w) for g, w in zip(grads(implementation, jnp.bfloat16), want)]
+
+
+@pytest.mark.parametrize('pairwise', ['gaussian', 'embedded_gaussian'])
+def test_lean_bfloat16_gradients_are_as_accurate_as_naive(pairwise):
+  """'lean' keeps bf16 probabilities for its backward pass where autodiff of 'naive' keeps float32 ones: its bf16
+  gradients may differ from naive's, but must not be further from the float32 gradients than bf16 rounding of
+  the same size (twice naive's error)."""
+  naive = _bf16_gradient_errors(pairwise, 'naive')
+  lean = _bf16_gradient_errors(pairwise, 'lean')
+  assert max(naive) < 5e-2  # the bf16 baseline itself is sane
+  for name, got, baseline in zip('qkv', lean, naive):
+    assert got <= 2 * baseline, (name, got, baseline)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_lean_keeps_only_compute_dtype_probabilities_between_the_passes(dtype):
+  """What the backward pass holds (the residuals of jax.vjp): one (G, Nq, Nk) array, in the compute dtype; autodiff
+  of 'naive' holds float32 ones."""
+  groups, n_query, n_key = 2, 12, 10
+  q, k, v, _ = (jnp.asarray(a, dtype) for a in random_qkv(groups, n_query, n_key, 4, 3, seed=10))
+
+  def affinities(implementation):
+    _, backward = jax.vjp(lambda q, k, v: run('embedded_gaussian', implementation, q, k, v, None), q, k, v)
+    return [a.dtype for a in jax.tree_util.tree_leaves(backward) if a.size == groups * n_query * n_key]
+
+  assert affinities('lean') == [dtype]
+  assert jnp.float32 in affinities('naive')  # the probe sees autodiff's residuals
+
+
 # --- 'auto' and the errors -----------------------------------------------------------------------------------
 
 
@@ -191,6 +232,8 @@ def test_auto_chunks_when_the_affinity_exceeds_the_budget(pairwise):
     ('reassociated', 'concatenation', "implementation='reassociated'"),
     ('fused', 'dot_product', "implementation='fused'.*embedded_gaussian"),
     ('fused', 'concatenation', "implementation='fused'"),
+    ('lean', 'dot_product', "implementation='lean'.*embedded_gaussian"),
+    ('lean', 'concatenation', "implementation='lean'"),
     ('flash', 'gaussian', 'implementation must be one of'),
 ], ids=lambda c: str(c))
 def test_resolve_rejects_what_does_not_apply(implementation, pairwise, message):
