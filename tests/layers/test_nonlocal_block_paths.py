@@ -99,8 +99,9 @@ def _jitted_apply(block):
 # functions by a tiny affinity budget; for the dot product at these sizes it reassociates. The chunk size, 50,
 # does not divide the 72 queries of a group, so the last chunk is padded.
 PATHS = [
-    ('gaussian', 'chunked', {}), ('gaussian', 'fused', {}), ('gaussian', 'auto', {'max_affinity_bytes': 1}),
-    ('embedded_gaussian', 'chunked', {}), ('embedded_gaussian', 'fused', {}),
+    ('gaussian', 'chunked', {}), ('gaussian', 'fused', {}), ('gaussian', 'lean', {}),
+    ('gaussian', 'auto', {'max_affinity_bytes': 1}),
+    ('embedded_gaussian', 'chunked', {}), ('embedded_gaussian', 'fused', {}), ('embedded_gaussian', 'lean', {}),
     ('embedded_gaussian', 'auto', {'max_affinity_bytes': 1}),
     ('dot_product', 'chunked', {}), ('dot_product', 'reassociated', {}), ('dot_product', 'auto', {}),
     ('concatenation', 'chunked', {}), ('concatenation', 'auto', {'max_affinity_bytes': 1}),
