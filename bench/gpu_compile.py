@@ -70,18 +70,22 @@ dnn_version_info { major: 9 minor: 28 }
 runtime_version { major: 13 minor: 0 }
 device_description_str: "NVIDIA H200"
 """}
-# (network, variant of bench.device_plan[, the blocks' attention, else 'auto']): today's defaults on the H200, each
-# change alone and together, the two with BatchNorm differentiated automatically (what the written-out backward pass
-# saves) and frozen (what BN's statistics cost), the blocks' attention 'lean' (what it saves against the path the
-# table picks), and XLA's channels-last 3D convolutions; for I3D (whose 3×1×1 kernels fold into 3×1 convolutions)
-# the same ends.
+# (network, variant of bench.device_plan[, the blocks' attention, else 'auto'[, clips a step, else 8]]): today's
+# defaults on the H200, each change alone and together, the blocks' attention 'lean' (what it saves against the path
+# the table picks) at 8, 32 and 64 clips (what a larger batch amortises: the optimiser, the weights' casts and
+# checks), the two with BatchNorm differentiated automatically (what the written-out backward pass saves) and frozen
+# (what BN's statistics cost), and XLA's channels-last 3D convolutions; for I3D (whose 3×1×1 kernels fold into 3×1
+# convolutions) the same ends.
 PLAN = (('c2d_nl', 'conv=native,pool=window'), ('c2d_nl', 'conv=folded,pool=window'),
         ('c2d_nl', 'conv=native,pool=slices'), ('c2d_nl', 'conv=folded,pool=slices'),
-        ('c2d_nl', 'conv=folded,pool=slices', 'lean'),
+        ('c2d_nl', 'conv=folded,pool=slices', 'lean'), ('c2d_nl', 'conv=folded,pool=slices', 'lean', 32),
+        ('c2d_nl', 'conv=folded,pool=slices', 'lean', 64),
         ('c2d_nl', 'conv=folded,pool=slices,bn=flax'), ('c2d_nl', 'conv=folded,pool=slices,norm=affine'),
         ('c2d_nl', 'conv=native,pool=window,xla=nhwc'), ('c2d_nl', 'conv=native,pool=slices,xla=nhwc'),
         ('i3d_nl', 'conv=native,pool=window'), ('i3d_nl', 'conv=folded,pool=slices'),
         ('i3d_nl', 'conv=native,pool=slices,xla=nhwc'))
+# What a PLAN row or an --only item leaves out: the blocks' attention and the clips a step.
+_DEFAULTS = ('auto', 8)
 # JAX's GPU client lets a process allocate 75 % of the GPU's memory unless told otherwise
 # (XLA_PYTHON_CLIENT_MEM_FRACTION): the ``bytes_limit`` that 'auto' would read on the GPU itself.
 JAX_MEMORY_FRACTION = 0.75
@@ -123,14 +127,16 @@ def measured_rates(target: str):
           if matmul.get('status') == 'ok' else None)
 
 
-def compile_piece(network: str, variant: str, mesh, target: str, rates=None, attention: str = 'auto') -> dict:
-  """The facts of one formulation's compiled train step for the GPU ``target`` (its ``mesh``), its blocks'
-  attention computed by ``attention``, with its floor at the measured ``rates`` (``hlo_roofline``) when given."""
-  config = device_plan.network_config(network, 'bfloat16', tiny=False, implementation=attention, variant=variant)
+def compile_piece(network: str, variant: str, mesh, target: str, rates=None, attention: str = 'auto',
+                  batch: int = 8) -> dict:
+  """The facts of one formulation's compiled train step of ``batch`` clips for the GPU ``target`` (its ``mesh``),
+  its blocks' attention computed by ``attention``, with its floor at the measured ``rates`` (``hlo_roofline``)
+  when given."""
+  config = device_plan.network_config(network, 'bfloat16', False, attention, batch, variant=variant)
   compiled, seconds = aot.compile_train_step(config, mesh, device_plan.compiler_options(variant), memory_bytes(target))
   cost, d, text = aot.xla_cost(compiled), config.data, compiled.as_text()
   xla_bytes = cost.get('bytes accessed')
-  piece = dict(network=network, variant=variant, attention=attention, compile_s=seconds, **hlo_facts.facts(text),
+  piece = dict(network=network, variant=variant, attention=attention, batch=batch, compile_s=seconds, **hlo_facts.facts(text),
                xla_gb=xla_bytes / 1e9 if xla_bytes else None, temp_gib=aot.memory_gib(compiled).get('temp_gib'),
                input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²')
   if rates and xla_bytes:
@@ -147,7 +153,8 @@ def to_markdown(payload: dict) -> str:
   labels = {key: label for key, label, *_ in device_plan.NETWORKS}
   rows = []
   for p in payload['pieces']:
-    variant = p['variant'] + ('' if p.get('attention', 'auto') == 'auto' else f", attention={p['attention']}")
+    variant = (p['variant'] + ('' if p.get('attention', 'auto') == 'auto' else f", attention={p['attention']}")
+               + ('' if p.get('batch', 8) == 8 else f", {p['batch']} clips"))
     if 'error' in p:
       rows.append([labels[p['network']], variant, f"failed: {p['error']}"] + [''] * 7)
       continue
@@ -173,7 +180,7 @@ def to_markdown(payload: dict) -> str:
   return '\n'.join([
       f"Compiled by `python -m bench.gpu_compile` for an {device_name(payload['target'])} (no GPU here: "
       f"{payload['machine']}, jax {payload['jax']}, {payload['date']}), bf16 train step at "
-      f"{payload['pieces'][0].get('input', '')} clips, no autotuning, Triton GEMM off, attention by the H200's "
+      f"{payload['pieces'][0].get('input', '')} clips (where the variant names no other batch), no autotuning, Triton GEMM off, attention by the H200's "
       "table without cuDNN's.",
       '', table, '',
       'Activation transposes: XLA transposes of tensors that are not parameters or optimiser state (those it '
@@ -194,27 +201,30 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument('--target', default='nvidia-h200', choices=sorted(TARGETS), help='the GPU to compile for')
-  parser.add_argument('--only', default='', help="pieces 'network:variant[:attention]' separated by ';' (default: "
-                      'the plan)')
+  parser.add_argument('--only', default='', help="pieces 'network:variant[:attention[:clips]]' separated by ';' "
+                      '(default: the plan)')
   parser.add_argument('--out_dir', default=None, help='default: bench/results/<target>')
   args = parser.parse_args(argv)
-  plan = [tuple(p.split(':', 2)) for p in args.only.split(';') if p] or PLAN
   networks = [n[0] for n in device_plan.NETWORKS]
-  for piece in plan:
-    if len(piece) not in (2, 3) or piece[0] not in networks:
-      raise SystemExit(f"--only: {':'.join(piece)!r} is not 'network:variant[:attention]' with a network of "
-                       f'{networks}.')
+  plan = []
+  for item in [tuple(p.split(':', 3)) for p in args.only.split(';') if p] or PLAN:
+    network, variant, attention, clips = item + _DEFAULTS[len(item) - 2:] if 2 <= len(item) <= 4 else ('',) * 4
+    if network not in networks or not str(clips).isdigit():
+      raise SystemExit(f"--only: {':'.join(map(str, item))!r} is not 'network:variant[:attention[:clips]]' with a "
+                       f'network of {networks} and a whole number of clips.')
+    plan.append((network, variant, attention, int(clips)))
     try:  # The variant's settings, the attention and the model values they name, before anything compiles.
-      config = device_plan.network_config(piece[0], 'bfloat16', False, *piece[2:], variant=piece[1])
+      config = device_plan.network_config(network, 'bfloat16', False, attention, int(clips), variant=variant)
       checks.check_config(config)
       build_model(config.model)
     except ValueError as e:
       raise SystemExit(f'--only: {e}') from None
   mesh, rates = target_mesh(args.target), measured_rates(args.target)
   machine = common.machine_description()
-  pieces = aot.compile_pieces([dict(network=p[0], variant=p[1], attention=(*p[2:], 'auto')[0]) for p in plan],
-                              lambda network, variant, attention: compile_piece(network, variant, mesh, args.target,
-                                                                                rates, attention))
+  pieces = aot.compile_pieces(
+      [dict(network=n, variant=v, attention=a, batch=b) for n, v, a, b in plan],
+      lambda network, variant, attention, batch: compile_piece(network, variant, mesh, args.target, rates, attention,
+                                                               batch))
   payload = dict(target=args.target, machine=machine['cpu'], jax=jax.__version__, date=machine['date'],
                  pieces=pieces, rates=rates)
   common.write_results('compiled', payload, to_markdown(payload),
