@@ -13,8 +13,9 @@ The implementations compute the same function and differ only in what they keep 
 - ``lean`` (softmax functions only): materialises it once too, but keeps only the probabilities, in the compute
   dtype, for a written-out backward pass that never reads the logits again; FlashAttention's identity
   Σ_j p_ij ∂p_ij = ∂y_i · y_i turns the softmax's backward reduction over the affinity into one over y. In bf16
-  it keeps half the bytes of 'naive' between the passes, and the compiled step reads and writes about half as many
-  bytes around the affinity (``bench/nonlocal_block.py``, ``python -m bench.gpu_compile``).
+  it keeps a third of the bytes that 'naive' and 'fused' keep between the passes (they keep float32 and bf16
+  copies of the probabilities), and XLA's fusions around the affinity move about half as many bytes
+  (``python -m bench.gpu_compile``).
 - ``chunked``: query block by query block, with a custom VJP that keeps only q, k, v between the passes and
   recomputes each block's affinity in the backward pass (as FlashAttention does): no (Nq, Nk) array is ever
   alive, forward or backward; the memory beyond the inputs and outputs is O(block·Nk).
