@@ -33,8 +33,8 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # (bench.gpu_compile), the one with the lowest floor first: 2D convolutions over the frames with max pools of strided
 # slices, its profile, it with every block's attention 'lean' (which 'auto' takes only once this run's block table
 # ranks it first), at 32 and 64 clips (does a larger batch fill the device better?), lean at 64 clips (whose compiled
-# floor is 30 % of the matmul rate); the host-to-device feed; the first lease's formulation with the device's budget; BatchNorm differentiated automatically; frozen BatchNorm (what
-# its statistics cost a step); each change alone; I3D; channels-last native convolutions; the other bf16 networks;
+# floor is 30 % of the matmul rate); the host-to-device feed; the first lease's formulation with the device's
+# budget; BatchNorm differentiated automatically; frozen BatchNorm (what its statistics cost a step); each change alone; I3D; channels-last native convolutions; the other bf16 networks;
 # then float32 (what bf16 buys in a step, then in the block).
 # Model settings that a plan entry's variant may change: its short name -> the config.model field ('norm=affine':
 # frozen BatchNorm, which bench.gpu_compile uses to weigh what BatchNorm's statistics cost a step; 'bn=flax':
