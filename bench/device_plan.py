@@ -21,21 +21,21 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
             ('c2d', 'R50 C2D', 'frames=8x8,blocks=none', ('blocks=none', 'c2d')),
             ('i3d_nl', 'R50 I3D + 5 NL', 'arch=i3d,frames=8x8', (None, 'i3d_3x1x1')))
 # What runs, most wanted first, so that a spent budget leaves the least wanted out. ('train', network, dtype, block
-# implementation[, batch[, variant]]) is one train step, at the config's batch of 8 or the batch given, with the
-# model's defaults or the ``VARIANTS`` that ``variant`` names ('conv=folded,pool=slices'); ('profile', ...) a
-# profiler trace of that step; ('block', dtype, pairwise) the block at every shape; ('feed', clips, frames, crop) the
-# training loop's host-to-device call on one uint8 batch (the Kinetics recipe's 64 clips of 32×224² a host). First
-# what the first H200 lease measured (a --resume run keeps it): the issue's goal (bf16 C2D + 5 NL at >= 30 % of the
-# bf16 matmul rate), the bf16 blocks (the 'auto' table and cuDNN), cuDNN attention in the network, 32 clips, the
-# profile. That profile showed cuDNN converting every native 3D convolution between NCDHW and NDHWC (layout
-# transposes 23 % of kernel time) and the max pools' select_and_scatter backward at 14 %, and its 'auto' rows ran
-# res3's blocks chunked (a fixed 32 MiB affinity budget, now the device's). Then the formulations compiled since
-# (bench.gpu_compile), the one with the lowest floor first: 2D convolutions over the frames with max pools of strided
-# slices, its profile, it with every block's attention 'lean' (which 'auto' takes only once this run's block table
-# ranks it first), at 32 and 64 clips (does a larger batch fill the device better?), lean at 64 clips (whose compiled
-# floor is 30 % of the matmul rate); the host-to-device feed; the first lease's formulation with the device's
-# budget; BatchNorm differentiated automatically; frozen BatchNorm (what its statistics cost a step); each change alone; I3D; channels-last native convolutions; the other bf16 networks;
-# then float32 (what bf16 buys in a step, then in the block).
+# implementation[, batch[, variant]]) is one train step, at the config's batch of 8 or the batch given, with the model's
+# defaults or the ``VARIANTS`` that ``variant`` names ('conv=folded,pool=slices'); ('profile', ...) a profiler trace of
+# that step; ('block', dtype, pairwise) the block at every shape; ('feed', clips, frames, crop) the training loop's
+# host-to-device call on one uint8 batch (the Kinetics recipe's 64 clips of 32×224² a host). First what the first H200
+# lease measured (a --resume run keeps it): the issue's goal (bf16 C2D + 5 NL at >= 30 % of the bf16 matmul rate), the
+# bf16 blocks (the 'auto' table and cuDNN), cuDNN attention in the network, 32 clips, the profile. That profile showed
+# cuDNN converting every native 3D convolution between NCDHW and NDHWC (layout transposes 23 % of kernel time) and the
+# max pools' select_and_scatter backward at 14 %, and its 'auto' rows ran res3's blocks chunked (a fixed 32 MiB affinity
+# budget, now the device's). Then the formulations compiled since (bench.gpu_compile), the one with the lowest floor
+# first: 2D convolutions over the frames with max pools of strided slices, its profile, it with every block's attention
+# 'lean' (which 'auto' takes only once this run's block table ranks it first), at 32 and 64 clips (does a larger batch
+# fill the device better?), lean at 64 clips (whose compiled floor is 30 % of the matmul rate); the host-to-device feed;
+# the first lease's formulation with the device's budget; BatchNorm differentiated automatically; frozen BatchNorm (what
+# its statistics cost a step); each change alone; I3D; channels-last native convolutions; the other bf16 networks; then
+# float32 (what bf16 buys in a step, then in the block).
 # Model settings that a plan entry's variant may change: its short name -> the config.model field ('norm=affine':
 # frozen BatchNorm, which bench.gpu_compile uses to weigh what BatchNorm's statistics cost a step; 'bn=flax':
 # BatchNorm differentiated automatically, against the written-out backward pass that 'auto' takes on a GPU).
