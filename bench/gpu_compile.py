@@ -161,7 +161,7 @@ def to_markdown(payload: dict) -> str:
     layouts = ', '.join(f'{n} {k}' for k, n in p['convolution_layouts'].items())
     gb = '-' if p['xla_gb'] is None else f"{p['xla_gb']:.2f}"
     floor = (f"{p['floor_ms']:.2f} ms ({p['library_gb']:.1f} GB, {p['memory_bound_calls']} of "
-             f"{p['library_calls']} bound by bytes), {100 * p['max_of_matmul']:.0f} %" if 'floor_ms' in p else '-')
+             f"{p['library_calls']} bound by bytes), {100 * p['max_of_matmul']:.1f} %" if 'floor_ms' in p else '-')
     rows.append([labels[p['network']], variant, f"{p['convolutions']}: {layouts}",
                  f"{p['activation_transposes']} ({p['activation_transpose_gb']:.2f} GB)",
                  f"{p['max_pool_scatters']} / {p['reduce_windows']}", p['fusions'], gb, floor,
