@@ -10,9 +10,9 @@ never the package's). It measures:
   bfloat16 and float32, on fake data (``Trainer.train_step`` on one batch already on the device, state threaded
   and donated as in training), with the compile time and the fraction of the bfloat16 matmul rate that the step
   reaches (a train step is ~3× the forward multiply-adds of ``nonlocal_jax.models.summary``); C2D + 5 NL in bf16
-  also with the blocks' cuDNN attention, with the model's other convolution and max-pool formulations and at 32
-  and 64 clips (``bench.device_plan``); the fastest formulation per kind of network, C2D or I3D, goes into the
-  table for the models' 'auto' (``device_run.formulations``);
+  also with the blocks' cuDNN and 'lean' attention, with the model's other convolution and max-pool formulations
+  and at 32 and 64 clips (``bench.device_plan``); the fastest formulation per kind of network, C2D or I3D, goes
+  into the table for the models' 'auto' (``device_run.formulations``);
 - the non-local block at the paper's shapes (res3 4×28×28×512, res4 4×14×14×1024, 8×28×28 and 16×28×28 at
   C=512; batch 8) for the embedded Gaussian and the dot product: every exact implementation, cuDNN's where the
   backend takes it, float32 and bfloat16, forward and forward+backward time (median of --repeats after
@@ -227,6 +227,13 @@ def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
   return rows, entry
 
 
+def profile_key(implementation, variant) -> str:
+  """Where the payload keeps a profile: 'profile', with the variant and any attention path but 'auto' after it
+  ('profile conv=folded,pool=slices,attention=lean')."""
+  settings = ','.join(filter(None, [variant, f'attention={implementation}' if implementation != 'auto' else '']))
+  return 'profile' + (f' {settings}' if settings else '')
+
+
 def profile_piece(key, dtype, implementation, batch, variant, steps, tiny, out_dir):
   """A profiler trace of ``steps`` train steps (after a warm-up), summarised by ``bench.device_profile``; the trace
   is kept as ``<out_dir>/profile.xplane.pb``."""
@@ -236,7 +243,7 @@ def profile_piece(key, dtype, implementation, batch, variant, steps, tiny, out_d
   trace_dir = os.path.join(out_dir, 'trace')
   shutil.rmtree(trace_dir, ignore_errors=True)
   _, path = device_profile.trace_steps(compiled, state, batch, steps, trace_dir)
-  suffix = variant.replace('=', '-').replace(',', '_') if variant else ''
+  suffix = profile_key(implementation, variant)[len('profile'):].strip().replace('=', '-').replace(',', '_')
   kept = os.path.join(out_dir, f"profile{'_' + suffix if suffix else ''}.xplane.pb")
   shutil.move(path, kept)
   shutil.rmtree(trace_dir, ignore_errors=True)
@@ -332,7 +339,7 @@ def main(argv=None):
       if kind == 'profile':
         row = run.piece(name, profile_piece, key, dtype, implementation, batch, variant, sizes['profile_steps'],
                         args.tiny, run.dir)
-        run.payload['profile' + (f' {variant}' if variant else '')] = row or dict(run.payload['pieces'][name])
+        run.payload[profile_key(implementation, variant)] = row or dict(run.payload['pieces'][name])
         continue
       row = run.piece(name, train_piece, key, dtype, implementation, batch, variant, sizes['train_steps'],
                       args.tiny, run.payload.get('matmul'))

@@ -24,18 +24,20 @@ NETWORKS = (('c2d_nl', 'R50 C2D + 5 NL', 'frames=8x8', (None, 'c2d')),
 # implementation[, batch[, variant]]) is one train step, at the config's batch of 8 or the batch given, with the model's
 # defaults or the ``VARIANTS`` that ``variant`` names ('conv=folded,pool=slices'); ('profile', ...) a profiler trace of
 # that step; ('block', dtype, pairwise) the block at every shape; ('feed', clips, frames, crop) the training loop's
-# host-to-device call on one uint8 batch (the Kinetics recipe's 64 clips of 32×224² a host). First what the first H200
-# lease measured (a --resume run keeps it): the goal (bf16 C2D + 5 NL at >= 30 % of the bf16 matmul rate), the
-# bf16 blocks (the 'auto' table and cuDNN), cuDNN attention in the network, 32 clips, the profile. That profile showed
-# cuDNN converting every native 3D convolution between NCDHW and NDHWC (layout transposes 23 % of kernel time) and the
-# max pools' select_and_scatter backward at 14 %, and its 'auto' rows ran res3's blocks chunked (a fixed 32 MiB affinity
-# budget, now the device's). Then the formulations compiled since (bench.gpu_compile), the one with the lowest floor
-# first: 2D convolutions over the frames with max pools of strided slices, its profile, it with every block's attention
-# 'lean' (which 'auto' takes only once this run's block table ranks it first), at 32 and 64 clips (does a larger batch
-# fill the device better?), lean at 64 clips (whose compiled floor is 30 % of the matmul rate); the host-to-device feed;
-# the first lease's formulation with the device's budget; BatchNorm differentiated automatically; frozen BatchNorm (what
-# its statistics cost a step); each change alone; I3D; channels-last native convolutions; the other bf16 networks; then
-# float32 (what bf16 buys in a step, then in the block).
+# host-to-device call on one uint8 batch (the Kinetics recipe's 64 clips of 32×224² a host). The first H200 lease
+# measured the goal (bf16 C2D + 5 NL at >= 30 % of the bf16 matmul rate) with the defaults, the bf16 blocks (the
+# 'auto' table and cuDNN), cuDNN attention in the network, 32 clips and a profile (a --resume run keeps them). That
+# profile showed cuDNN converting every native 3D convolution between NCDHW and NDHWC (layout transposes 23 % of kernel
+# time) and the max pools' select_and_scatter backward at 14 %, and its 'auto' rows ran res3's blocks chunked (a fixed
+# 32 MiB affinity budget, now the device's). So next come the formulations compiled since with the lowest floors
+# (bench.gpu_compile): 2D convolutions over the frames with max pools of strided slices, with the table's attention and
+# with every block's attention 'lean', lean at 64 clips (whose compiled floor is 30 % of the matmul rate), and the
+# profile of lean at 8 clips; then the bf16 blocks (their cases run again with 'lean', about two minutes, so that the
+# table can rank it); then the rest of what the first lease ran; both formulations at 32 and 64 clips (does a larger
+# batch fill the device better?); the host-to-device feed; the first lease's formulation with the device's budget;
+# BatchNorm differentiated automatically; frozen BatchNorm (what its statistics cost a step); each change alone; I3D;
+# channels-last native convolutions; the other bf16 networks; then float32 (what bf16 buys in a step, then in the
+# block).
 # Model settings that a plan entry's variant may change: its short name -> the config.model field ('norm=affine':
 # frozen BatchNorm, which bench.gpu_compile uses to weigh what BatchNorm's statistics cost a step; 'bn=flax':
 # BatchNorm differentiated automatically, against the written-out backward pass that 'auto' takes on a GPU).
@@ -45,15 +47,15 @@ VARIANTS = {'conv': 'conv_implementation', 'pool': 'pool_implementation', 'norm'
 # XLA_FLAGS=--xla_gpu_force_conv_nhwc=true), against folding the frames into 2D convolutions.
 XLA_VARIANTS = {'nhwc': {'xla_gpu_force_conv_nhwc': True}}
 _BOTH = 'conv=folded,pool=slices'
-_BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'), ('block', 'bfloat16', 'embedded_gaussian'),
-               ('block', 'bfloat16', 'dot_product'), ('train', 'c2d_nl', 'bfloat16', 'cudnn'),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', 32), ('profile', 'c2d_nl', 'bfloat16', 'auto'),
+_BF16_FIRST = [('train', 'c2d_nl', 'bfloat16', 'auto'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
-               ('profile', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH),
                ('train', 'c2d_nl', 'bfloat16', 'lean', None, _BOTH),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', 32, _BOTH),
-               ('train', 'c2d_nl', 'bfloat16', 'auto', 64, _BOTH), ('train', 'c2d_nl', 'bfloat16', 'lean', 64, _BOTH),
-               ('feed', 64, 32, 224),
+               ('train', 'c2d_nl', 'bfloat16', 'lean', 64, _BOTH),
+               ('profile', 'c2d_nl', 'bfloat16', 'lean', None, _BOTH),
+               ('block', 'bfloat16', 'embedded_gaussian'), ('block', 'bfloat16', 'dot_product'),
+               ('train', 'c2d_nl', 'bfloat16', 'cudnn'), ('train', 'c2d_nl', 'bfloat16', 'auto', 32),
+               ('profile', 'c2d_nl', 'bfloat16', 'auto'), ('train', 'c2d_nl', 'bfloat16', 'auto', 32, _BOTH),
+               ('train', 'c2d_nl', 'bfloat16', 'auto', 64, _BOTH), ('feed', 64, 32, 224),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, 'conv=native,pool=window'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH + ',bn=flax'),
                ('train', 'c2d_nl', 'bfloat16', 'auto', None, _BOTH + ',norm=affine'),

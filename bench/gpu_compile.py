@@ -136,7 +136,8 @@ def compile_piece(network: str, variant: str, mesh, target: str, rates=None, att
   compiled, seconds = aot.compile_train_step(config, mesh, device_plan.compiler_options(variant), memory_bytes(target))
   cost, d, text = aot.xla_cost(compiled), config.data, compiled.as_text()
   xla_bytes = cost.get('bytes accessed')
-  piece = dict(network=network, variant=variant, attention=attention, batch=batch, compile_s=seconds, **hlo_facts.facts(text),
+  piece = dict(network=network, variant=variant, attention=attention, batch=batch, compile_s=seconds,
+               **hlo_facts.facts(text),
                xla_gb=xla_bytes / 1e9 if xla_bytes else None, temp_gib=aot.memory_gib(compiled).get('temp_gib'),
                input=f'{d.global_batch_size}×{d.num_frames}×{d.crop_size}²')
   if rates and xla_bytes:
@@ -180,8 +181,8 @@ def to_markdown(payload: dict) -> str:
   return '\n'.join([
       f"Compiled by `python -m bench.gpu_compile` for an {device_name(payload['target'])} (no GPU here: "
       f"{payload['machine']}, jax {payload['jax']}, {payload['date']}), bf16 train step at "
-      f"{payload['pieces'][0].get('input', '')} clips (where the variant names no other batch), no autotuning, Triton GEMM off, attention by the H200's "
-      "table without cuDNN's.",
+      f"{payload['pieces'][0].get('input', '')} clips (where the variant names no other batch), no autotuning, "
+      "Triton GEMM off, attention by the H200's table without cuDNN's (where the variant names no other path).",
       '', table, '',
       'Activation transposes: XLA transposes of tensors that are not parameters or optimiser state (those it '
       're-lays-out every step are left out); channels-first convolutions also cost cuDNN the transposes inside '

@@ -145,6 +145,10 @@ def test_the_device_networks_are_the_issues_at_8x224(key, temporal, blocks):
   assert {(key, d) for d in device_plan.DTYPES} <= planned  # Every network in both dtypes.
   pieces = [device_plan.piece_name(*p) for p in device_plan.FULL['plan'] if p[0] in ('train', 'profile')]
   assert len(set(pieces)) == len(pieces)  # --resume keeps a piece by its name.
+  # ... and the payload a profile by its settings: one key per planned profile.
+  profiles = [device.profile_key(p[3], (*p, None, None)[5]) for p in device_plan.FULL['plan'] if p[0] == 'profile']
+  assert len(set(profiles)) == len(profiles) and 'profile' in profiles
+  assert device.profile_key('lean', 'pool=slices') == 'profile pool=slices,attention=lean'
 
 
 def test_resume_keeps_the_finished_pieces_and_reruns_the_rest(tiny_run, tmp_path):
