@@ -180,15 +180,20 @@ def block_cases(shapes, dtype, pairwise):
     yield name, (t, h, w, c), impls, refused
 
 
+def attention_sizes(shape):
+  """(queries, keys, C') of the block's attention at T×H×W×C ``shape``: keys subsampled (1, 2, 2), C' = C/2."""
+  t, h, w, c = shape
+  return t * h * w, t * (h // 2) * (w // 2), c // 2
+
+
 def forget_block_case(payload, shape_name, shape, dtype, pairwise, covered) -> bool:
   """After --resume: whether the kept rows of a block case name every implementation in ``covered`` (those timed
   or refused now). If not (an implementation added since), the case's rows and table entry are dropped from
   ``payload`` so that it runs again whole: one run's times are compared with each other, not across leases."""
-  t, h, w, c = shape
   same = lambda r: (r['shape'], r['dtype'], r['pairwise']) == (shape_name, dtype, pairwise)
   if set(covered) <= {r['implementation'] for r in payload['block'] if same(r)}:
     return False
-  entry = (pairwise, attention_auto.dtype_name(jnp.dtype(dtype)), t * h * w, t * (h // 2) * (w // 2), c // 2)
+  entry = (pairwise, attention_auto.dtype_name(jnp.dtype(dtype)), *attention_sizes(shape))
   payload['block'] = [r for r in payload['block'] if not same(r)]
   payload['auto_entries'] = [e for e in payload['auto_entries']
                              if (e['pairwise'], e['dtype'], e['n_query'], e['n_key'], e['inter']) != entry]
@@ -222,7 +227,7 @@ def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
                        device_peak_mib=memory[impl][1]))
   rows += [dict(base, implementation=i, status='refused', error=why) for i, why in refused.items()]
   measured = {r['implementation']: r['fwd_bwd_ms'] for r in rows if r['status'] == 'ok'}
-  entry = attention_auto.make_entry(pairwise, jnp.dtype(dtype), batch, t * h * w, t * (h // 2) * (w // 2), c // 2,
+  entry = attention_auto.make_entry(pairwise, jnp.dtype(dtype), batch, *attention_sizes(shape),
                                     measured) if measured else None
   return rows, entry
 
@@ -230,7 +235,7 @@ def block_piece(name, shape, dtype, pairwise, impls, refused, batch, repeats):
 def profile_key(implementation, variant) -> str:
   """Where the payload keeps a profile: 'profile', with the variant and any attention path but 'auto' after it
   ('profile conv=folded,pool=slices,attention=lean')."""
-  settings = ','.join(filter(None, [variant, f'attention={implementation}' if implementation != 'auto' else '']))
+  settings = device_plan.settings_label(variant, implementation)
   return 'profile' + (f' {settings}' if settings else '')
 
 

@@ -126,6 +126,12 @@ def feed_name(clips, frames, crop):
   return f'feed {clips}×{frames}×{crop}²'
 
 
+def settings_label(variant, attention) -> str:
+  """A step's settings in one label: the variant, then the blocks' attention path unless 'auto'
+  ('conv=folded,pool=slices,attention=lean'; '' for the defaults)."""
+  return ','.join(filter(None, [variant, f'attention={attention}' if attention != 'auto' else '']))
+
+
 def piece_name(kind, key_or_dtype, *rest):
   """A train or profile piece's name: 'train c2d_nl bfloat16 auto' (+ ' batch 32', + ' conv=folded')."""
   dtype, implementation, batch, variant = (*rest, None, None)[:4]

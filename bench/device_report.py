@@ -2,6 +2,7 @@
 'auto' table and what was skipped."""
 
 from bench import common
+from bench import device_plan
 from bench import device_profile
 
 
@@ -36,10 +37,9 @@ def goal_line(train_rows, bf16_macs_per_s) -> list:
   if not rows:
     return []
   def reached(r):
-    settings = ([r['variant']] if r.get('variant') else []) + (
-        [f"attention={r['attention']}"] if r['attention'] != 'auto' else [])
+    settings = device_plan.settings_label(r.get('variant'), r['attention'])
     return (f"{100 * r['train_tflops'] * 1e12 / 2 / bf16_macs_per_s:.0f} % ({r['clips_per_s']:.0f} clips/s) "
-            f"at {r['batch']} clips with {','.join(settings) or 'the defaults'}")
+            f"at {r['batch']} clips with {settings or 'the defaults'}")
   at_8 = [r for r in rows if r['batch'] == 8]
   default = next((r for r in at_8 if not r.get('variant') and r['attention'] == 'auto'), None)
   shown = [r for r in (default, max(at_8, key=lambda r: r['clips_per_s'], default=None),

@@ -154,7 +154,7 @@ def to_markdown(payload: dict) -> str:
   labels = {key: label for key, label, *_ in device_plan.NETWORKS}
   rows = []
   for p in payload['pieces']:
-    variant = (p['variant'] + ('' if p.get('attention', 'auto') == 'auto' else f", attention={p['attention']}")
+    variant = (device_plan.settings_label(p['variant'], p.get('attention', 'auto'))
                + ('' if p.get('batch', 8) == 8 else f", {p['batch']} clips"))
     if 'error' in p:
       rows.append([labels[p['network']], variant, f"failed: {p['error']}"] + [''] * 7)
@@ -213,9 +213,10 @@ def main(argv=None) -> None:
     if network not in networks or not str(clips).isdigit():
       raise SystemExit(f"--only: {':'.join(map(str, item))!r} is not 'network:variant[:attention[:clips]]' with a "
                        f'network of {networks} and a whole number of clips.')
-    plan.append((network, variant, attention, int(clips)))
+    clips = int(clips)
+    plan.append((network, variant, attention, clips))
     try:  # The variant's settings, the attention and the model values they name, before anything compiles.
-      config = device_plan.network_config(network, 'bfloat16', False, attention, int(clips), variant=variant)
+      config = device_plan.network_config(network, 'bfloat16', False, attention, clips, variant=variant)
       checks.check_config(config)
       build_model(config.model)
     except ValueError as e:
