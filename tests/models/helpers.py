@@ -4,6 +4,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nonlocal_jax.models import ResNetImage, ResNetVideo
 
@@ -44,3 +45,18 @@ def run(fn, *args):
   tests/conftest.py sets for every test (XLA:CPU's optimisation passes dominated the tiny networks' compile time:
   ~20 s per init with the defaults, ~2 s without)."""
   return jax.jit(fn)(*args)
+
+
+def without_nonlocal(variables):
+  """The variables of the same network without its non-local blocks (those of the plain network)."""
+  return {c: {k: v for k, v in t.items() if not k.startswith('nonlocal')} for c, t in variables.items()}
+
+
+def assert_same_function(ours, theirs, ulps=8):
+  """ours == theirs up to float32 rounding: at most `ulps` units in the last place of the largest |theirs|.
+  A block that is the identity at init leaves the network's function unchanged exactly, but XLA fuses the ops
+  around it differently from the plain network's, so the two programs may round the same sums differently (1 ulp
+  of the logits seen); a block that is not the identity moves the logits by orders of magnitude more."""
+  ours, theirs = np.asarray(ours), np.asarray(theirs)
+  assert np.all(np.isfinite(ours))
+  np.testing.assert_allclose(ours, theirs, rtol=0, atol=ulps * np.finfo(np.float32).eps * np.abs(theirs).max())
