@@ -47,6 +47,8 @@ def main(argv):
   with console.native_stderr_to_log('Importing TensorFlow and JAX'):
     from nonlocal_jax import training  # pylint: disable=g-import-not-at-top
     from nonlocal_jax import convert, zoo  # pylint: disable=g-import-not-at-top
+    from nonlocal_jax.training import metric_writer  # pylint: disable=g-import-not-at-top
+    metric_writer.clu_writers()  # TensorFlow, where it is installed: its native start-up lines go to the log.
   try:
     if FLAGS.mode == 'train':
       training.train_and_evaluate(FLAGS.config, FLAGS.workdir)

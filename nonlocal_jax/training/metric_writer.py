@@ -7,6 +7,7 @@ scalars, written with TensorBoard's own event-file writer, which needs no Tensor
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Mapping
@@ -16,10 +17,17 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-try:
-  from clu import metric_writers
-except ImportError:  # clu's metric writers import TensorFlow at their top; absent on throughput-only hosts.
-  metric_writers = None
+
+@functools.cache
+def clu_writers():
+  """clu's ``metric_writers`` module, None where it cannot import (it imports TensorFlow at its top, absent on
+  throughput-only hosts); imported at the first writer, so that importing the training package (the sweep's
+  command line printing commands or collecting results) does not load TensorFlow."""
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return metric_writers
 
 
 class EventWriter:
@@ -50,6 +58,6 @@ class EventWriter:
 
 def create(workdir: str, *, just_logging: bool = False):
   """The loop's writer: clu's default writer where it imports, else an ``EventWriter`` (same files, no TF)."""
-  if metric_writers is not None:
-    return metric_writers.create_default_writer(workdir, just_logging=just_logging)
+  if clu_writers() is not None:
+    return clu_writers().create_default_writer(workdir, just_logging=just_logging)
   return EventWriter(None if just_logging else workdir)
