@@ -41,7 +41,9 @@ from matplotlib.patches import ConnectionPatch
 from PIL import Image
 
 from nonlocal_jax import paths
-from nonlocal_jax.data import device_input, eval_pipeline, normalization, sampling, video_io
+from nonlocal_jax.data import device_input, normalization, sampling, video_io
+# Loaded at its first use (it imports TensorFlow): drawing a model's maps from arrays or a video file needs none.
+from nonlocal_jax.data.entry import eval_pipeline
 from nonlocal_jax.layers import PAIRWISE, NonLocalBlock, PositionSets
 from nonlocal_jax.models import build_model
 from nonlocal_jax.training import checkpoint
