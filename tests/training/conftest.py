@@ -1,12 +1,12 @@
-"""Session-wide state of the training tests: the tiny synthetic set of configs/test.py (generated once per worker)
-and the reference run (the compilation cache they share is the root conftest's)."""
+"""Session-wide state of the training tests, made once for all test workers (tests/once.py): the tiny synthetic set
+of configs/test.py and the reference run (the compilation cache they share is the root conftest's)."""
 
 import pytest
 
 
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
-  """A TFDS directory (shared by the test workers) holding configs/test.py's synthetic variant (16 train clips of 4×16×16)."""
+  """A TFDS directory holding configs/test.py's synthetic variant (16 train clips of 4×16×16)."""
   from nonlocal_jax.data import prepare  # pylint: disable=g-import-not-at-top
   from tests.once import once  # pylint: disable=g-import-not-at-top
   from tests.training import helpers  # pylint: disable=g-import-not-at-top
@@ -16,7 +16,7 @@ def data_dir(tmp_path_factory):
     prepare.prepare_synthetic('synthetic_long_range/same_different', str(folder), **dict(synthetic.items()))
     return str(folder)
 
-  return once(tmp_path_factory, 'train_data', make)  # One set for all workers: the shared runs record its path.
+  return once(tmp_path_factory, 'train_data', make)  # One for all workers: the shared run records its path.
 
 
 @pytest.fixture(scope='session')
