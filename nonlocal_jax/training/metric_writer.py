@@ -58,6 +58,7 @@ class EventWriter:
 
 def create(workdir: str, *, just_logging: bool = False):
   """The loop's writer: clu's default writer where it imports, else an ``EventWriter`` (same files, no TF)."""
-  if clu_writers() is not None:
-    return clu_writers().create_default_writer(workdir, just_logging=just_logging)
+  writers = clu_writers()
+  if writers is not None:
+    return writers.create_default_writer(workdir, just_logging=just_logging)
   return EventWriter(None if just_logging else workdir)

@@ -1,6 +1,7 @@
 """Helpers of the training tests: configs, main.py in a subprocess (fake devices, several processes), params."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,6 +69,17 @@ def free_port():
   with socket.socket() as s:
     s.bind(('localhost', 0))
     return s.getsockname()[1]
+
+
+def copy_run(reference_run, folder, steps=None):
+  """A copy of the reference run's workdir in ``folder``/run, holding only the checkpoints ``steps`` (None: all):
+  the reference is shared by the test workers, so a test that writes into a run writes into a copy."""
+  workdir = os.path.join(str(folder), 'run')
+  shutil.copytree(reference_run['workdir'], workdir)
+  for name in os.listdir(os.path.join(workdir, 'checkpoints')):
+    if steps is not None and int(name) not in steps:
+      shutil.rmtree(os.path.join(workdir, 'checkpoints', name))
+  return workdir
 
 
 def final_params(workdir):

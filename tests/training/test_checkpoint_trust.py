@@ -19,16 +19,6 @@ from nonlocal_jax.training import checkpoint, checks, parallel
 from tests.training import helpers
 
 
-def _copy_run(reference_run, tmp_path, steps=None):
-  """A copy of the reference workdir, holding only the checkpoints ``steps`` (None: all)."""
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(reference_run['workdir'], workdir)
-  for name in os.listdir(os.path.join(workdir, 'checkpoints')):
-    if steps is not None and int(name) not in steps:
-      shutil.rmtree(os.path.join(workdir, 'checkpoints', name))
-  return workdir
-
-
 def _largest_data_file(step_dir):
   """The largest file of the arrays' OCDBT store (its ``d/`` folders; not the metadata JSON beside them, which
   can be larger for a tiny model and in which a flipped byte may change nothing that is read)."""
@@ -107,7 +97,7 @@ def _skipped_lines(caplog, step):
 
 @pytest.mark.parametrize('how', ['missing-file', 'truncated', 'flipped-byte', 'no-meta', 'no-manifest'])
 def test_damaged_latest_falls_back_to_the_previous_bit_exactly(reference_run, trainer, tmp_path, caplog, how):
-  workdir = _copy_run(reference_run, tmp_path)
+  workdir = helpers.copy_run(reference_run, tmp_path)
   _damage(os.path.join(workdir, 'checkpoints', '10'), how)
   caplog.set_level(logging.INFO, logger='nonlocal_jax.console')
   manager = checkpoint.create_manager(workdir, asynchronous=False)
@@ -127,7 +117,7 @@ def test_damaged_latest_falls_back_to_the_previous_bit_exactly(reference_run, tr
 
 def test_resume_past_a_damaged_checkpoint_ends_as_the_uninterrupted_run(reference_run, tmp_path, caplog):
   # A run killed after writing step 8, whose step 8 then lost a bit: it resumes from 6 and ends as the reference.
-  workdir = _copy_run(reference_run, tmp_path, steps=(2, 4, 6, 8))
+  workdir = helpers.copy_run(reference_run, tmp_path, steps=(2, 4, 6, 8))
   _flip_byte(os.path.join(workdir, 'checkpoints', '8'))
   config = reference_run['config'].copy_and_resolve_references()
   config.train.keep_checkpoints = 2
@@ -141,7 +131,7 @@ def test_resume_past_a_damaged_checkpoint_ends_as_the_uninterrupted_run(referenc
 
 
 def test_no_intact_checkpoint_refuses_now_and_on_every_rerun(reference_run, trainer, tmp_path):
-  workdir = _copy_run(reference_run, tmp_path, steps=(2,))
+  workdir = helpers.copy_run(reference_run, tmp_path, steps=(2,))
   _flip_byte(os.path.join(workdir, 'checkpoints', '2'))
   sentence = (f'No checkpoint in {workdir}/checkpoints is intact (the damaged ones are in '
               f'{workdir}/checkpoints_damaged): to train from scratch, delete {workdir}/checkpoints_damaged and '
@@ -157,7 +147,7 @@ def test_no_intact_checkpoint_refuses_now_and_on_every_rerun(reference_run, trai
 
 
 def test_load_variables_skips_a_damaged_checkpoint_in_place(reference_run, tmp_path, caplog):
-  workdir = _copy_run(reference_run, tmp_path, steps=(8, 10))
+  workdir = helpers.copy_run(reference_run, tmp_path, steps=(8, 10))
   _flip_byte(os.path.join(workdir, 'checkpoints', '10'))
   caplog.set_level(logging.INFO, logger='nonlocal_jax.console')
   loaded = flax.traverse_util.flatten_dict(checkpoint.load_variables(workdir), sep='/')

@@ -4,7 +4,6 @@ workdir."""
 
 import os
 import re
-import shutil
 
 import flax
 import jax
@@ -117,8 +116,7 @@ def test_no_host_read_between_logging_steps(data_dir, tmp_path, monkeypatch):
 def poisoned_run(reference_run, tmp_path_factory):
   """A copy of the reference run with a checkpoint at step 12 whose first parameter holds one NaN (as a run
   without the guard wrote them); returns (workdir, the NaN parameter's path)."""
-  workdir = str(tmp_path_factory.mktemp('poisoned') / 'run')
-  shutil.copytree(reference_run['workdir'], workdir)
+  workdir = helpers.copy_run(reference_run, tmp_path_factory.mktemp('poisoned'))
   config = reference_run['config']
   trainer = training.Trainer(config, parallel.make_mesh())
   manager = checkpoint.create_manager(workdir, keep=10, asynchronous=False)

@@ -4,7 +4,6 @@ NaN guard and init_checkpoint."""
 import json
 import os
 import re
-import shutil
 
 import flax
 import jax
@@ -28,15 +27,8 @@ def test_run_writes_checkpoints_metrics_config_and_eval(reference_run):
   assert all(np.all(np.isfinite(v)) for v in reference_run['params'].values())
 
 
-def _copy_of_the_reference(reference_run, tmp_path):
-  """The reference run's workdir copied (other workers read the original), for a test that writes into it."""
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(reference_run['workdir'], workdir)
-  return workdir
-
-
 def test_eval_of_a_named_checkpoint(reference_run, tmp_path):
-  workdir = _copy_of_the_reference(reference_run, tmp_path)
+  workdir = helpers.copy_run(reference_run, tmp_path)
   config = reference_run['config'].copy_and_resolve_references()
   config.eval_step = 4
   result = training.evaluate_checkpoint(config, workdir)
@@ -51,7 +43,7 @@ def test_eval_of_a_named_checkpoint(reference_run, tmp_path):
 def test_rerun_of_a_finished_run_does_not_train_again(reference_run, tmp_path):
   config = reference_run['config'].copy_and_resolve_references()
   config.train.eval_at_end = False
-  state = training.train_and_evaluate(config, _copy_of_the_reference(reference_run, tmp_path))
+  state = training.train_and_evaluate(config, helpers.copy_run(reference_run, tmp_path))
   assert int(state.step) == 10
   flat = helpers.params_digest(state)
   for k, v in flat.items():
