@@ -132,10 +132,11 @@ def _compiled_step(key, dtype, implementation, batch, variant, tiny):
   return config, trainer, compiled, state, clips, time.perf_counter() - start, fallbacks
 
 
-def train_piece(key, dtype, implementation, batch, variant, steps, tiny, matmul=None):
+def train_piece(key, dtype, implementation, batch, variant, steps, tiny, matmul=None, keep=None):
   """Compile time, clips/s and step time of ``Trainer.train_step`` on one fake batch kept on the devices, XLA's
   count of the step's flops and memory traffic (what bounds it: the matrix units or the memory), and, given the
-  run's ``matmul`` piece, the least time of the compiled step at its rates (``hlo_roofline.floor``)."""
+  run's ``matmul`` piece, the least time of the compiled step at its rates (``hlo_roofline.floor``). Given a dict
+  ``keep``, leaves the compiled step, its state and batch there for a later profile of the same step."""
   config, trainer, compiled, state, batch, compile_s, fallbacks = _compiled_step(key, dtype, implementation, batch,
                                                                                  variant, tiny)
   d = config.data
@@ -146,6 +147,8 @@ def train_piece(key, dtype, implementation, batch, variant, steps, tiny, matmul=
     state, metrics = compiled(state, batch)
   jax.block_until_ready((state, metrics))
   step_s = (time.perf_counter() - start) / steps
+  if keep is not None:
+    keep.update(config=config, compiled=compiled, state=state, batch=batch)
   macs = analyse(trainer.model, (1, d.num_frames, d.crop_size, d.crop_size, 3)).macs
   kind = formulation_network(config.model.temporal)
   hlo_flops, hlo_bytes = _hlo_cost(compiled)
@@ -239,22 +242,26 @@ def profile_key(implementation, variant) -> str:
   return 'profile' + (f' {settings}' if settings else '')
 
 
-def profile_piece(key, dtype, implementation, batch, variant, steps, tiny, out_dir):
+def profile_piece(key, dtype, implementation, batch, variant, steps, tiny, out_dir, kept=None):
   """A profiler trace of ``steps`` train steps (after a warm-up), summarised by ``bench.device_profile``; the trace
-  is kept as ``<out_dir>/profile.xplane.pb``."""
-  config, _, compiled, state, batch, _, _ = _compiled_step(key, dtype, implementation, batch, variant, tiny)
+  is kept as ``<out_dir>/profile.xplane.pb``. The step is the one a train piece left in ``kept`` (a dict, as
+  ``train_piece``'s ``keep``) if it did, else compiled here."""
+  if kept:
+    config, compiled, state, batch = (kept[k] for k in ('config', 'compiled', 'state', 'batch'))
+  else:
+    config, _, compiled, state, batch, _, _ = _compiled_step(key, dtype, implementation, batch, variant, tiny)
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   trace_dir = os.path.join(out_dir, 'trace')
   shutil.rmtree(trace_dir, ignore_errors=True)
   _, path = device_profile.trace_steps(compiled, state, batch, steps, trace_dir)
   suffix = profile_key(implementation, variant)[len('profile'):].strip().replace('=', '-').replace(',', '_')
-  kept = os.path.join(out_dir, f"profile{'_' + suffix if suffix else ''}.xplane.pb")
-  shutil.move(path, kept)
+  trace = os.path.join(out_dir, f"profile{'_' + suffix if suffix else ''}.xplane.pb")
+  shutil.move(path, trace)
   shutil.rmtree(trace_dir, ignore_errors=True)
-  return dict(device_profile.summarize(kept, steps), network=key, dtype=dtype, attention=implementation,
-              batch=config.data.global_batch_size, variant=variant or '',
-              trace=os.path.basename(kept))
+  return dict(device_profile.summarize(trace, steps), network=key, dtype=dtype, attention=implementation,
+              batch=config.data.global_batch_size, variant=variant or '', trace=os.path.basename(trace),
+              compiled_here=not kept)
 
 
 def feed_piece(clips, frames, crop, repeats):
@@ -332,6 +339,10 @@ def main(argv=None):
     matmul = run.piece('matmul', matmul_piece, sizes['matmul'], sizes['copy_mib'], 3)
     run.payload['matmul'] = dict(matmul, status='ok') if matmul else run.payload['pieces']['matmul']
   train_rows = {}
+  # A train step that a later profile traces is kept compiled, with its state and batch, until that profile: the
+  # first H200 lease spent 15-38 s compiling each R50 step.
+  traced = {device_plan.piece_name('train', *what) for kind, *what in sizes['plan'] if kind == 'profile'}
+  kept_steps = {}
   for kind, *what in sizes['plan']:
     if kind in ('train', 'profile'):
       name = device_plan.piece_name(kind, *what)
@@ -343,11 +354,11 @@ def main(argv=None):
       key, dtype, implementation, batch, variant = (*what, None, None)[:5]
       if kind == 'profile':
         row = run.piece(name, profile_piece, key, dtype, implementation, batch, variant, sizes['profile_steps'],
-                        args.tiny, run.dir)
+                        args.tiny, run.dir, kept_steps.pop(device_plan.piece_name('train', *what), None))
         run.payload[profile_key(implementation, variant)] = row or dict(run.payload['pieces'][name])
         continue
       row = run.piece(name, train_piece, key, dtype, implementation, batch, variant, sizes['train_steps'],
-                      args.tiny, run.payload.get('matmul'))
+                      args.tiny, run.payload.get('matmul'), kept_steps.setdefault(name, {}) if name in traced else None)
       train_rows[name] = dict(row, status='ok', piece=name) if row else dict(
           run.payload['pieces'][name], network=key, dtype=dtype, attention=implementation, variant=variant or '',
           piece=name)

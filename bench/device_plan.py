@@ -75,7 +75,7 @@ FULL = dict(matmul=8192, copy_mib=2048, profile_steps=5,
 TINY = dict(matmul=256, copy_mib=4, profile_steps=2, block_shapes={'res3': (2, 8, 8, 32)}, block_batch=2, train_steps=2,
             plan=[('train', 'c2d_nl', 'bfloat16', 'auto', 4, 'conv=folded,pool=window'),
                   ('block', 'bfloat16', 'embedded_gaussian'), ('block', 'float32', 'dot_product'),
-                  ('profile', 'c2d_nl', 'bfloat16', 'auto', 4), ('feed', 4, 2, 16)])
+                  ('profile', 'c2d_nl', 'bfloat16', 'auto', 4, 'conv=folded,pool=window'), ('feed', 4, 2, 16)])
 # Each network's label in the reports.
 LABELS = {key: label for key, label, *_ in NETWORKS}
 

@@ -64,7 +64,7 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
   assert payload['tiny'] and payload['slug'] == 'cpu'
   assert {k: v['status'] for k, v in payload['pieces'].items() if v['status'] != 'ok'} == {}
   assert payload['matmul']['bfloat16_tflops'] > 0 and payload['matmul']['float32_tflops'] > 0
-  # The tiny plan's step names its settings (the CPU's defaults, so that its compilation is the profile's too).
+  # The tiny plan's step names its settings (the CPU's defaults); its profile traces that step, kept compiled.
   assert [(r['network'], r['dtype'], r['attention'], r['convs'], r['pools']) for r in payload['train']] == [
       ('c2d_nl', 'bfloat16', 'auto', 'folded', 'window')]
   for r in payload['train']:
@@ -83,8 +83,9 @@ def test_tiny_device_benchmark_and_fake_training_run_without_tensorflow(tiny_run
     assert {i for i, r in rows.items() if r['status'] != 'ok'} == ({'cudnn'} if pairwise != 'dot_product' else set())
     assert all(r['fwd_ms'] > 0 and r['fwd_bwd_ms'] > 0 and r['temp_mib'] >= 0 for r in rows.values()
                if r['status'] == 'ok')
-  profile = payload['profile']
+  profile = payload[device.profile_key('auto', 'conv=folded,pool=window')]
   assert profile['status'] == 'ok' and (tiny_run['out'] / profile['trace']).is_file()
+  assert not profile['compiled_here']  # The train piece's compiled step, state and batch.
   assert sum(v['share'] for v in profile['by_kind'].values()) == pytest.approx(1.0)
   assert 0 < profile['busy_ms_per_step'] <= profile['span_ms_per_step']
   feed, = payload['feed']
@@ -161,7 +162,7 @@ def test_resume_keeps_the_finished_pieces_and_reruns_the_rest(tiny_run, tmp_path
   (out / 'cpu' / 'device.json').write_text(json.dumps(payload))
   resumed = device.main(['--tiny', '--resume', f'--out_dir={out}'])
   assert {k: v['status'] for k, v in resumed['pieces'].items()} == {k: 'ok' for k in payload['pieces']}
-  for key in ('train', 'matmul', 'profile', 'feed'):  # Kept, not measured again.
+  for key in ('train', 'matmul', device.profile_key('auto', 'conv=folded,pool=window'), 'feed'):  # Kept, not rerun.
     assert resumed[key] == payload[key], key
   kept = [r for r in resumed['block'] if (r['dtype'], r['pairwise']) == ('bfloat16', 'embedded_gaussian')]
   assert kept == [r for r in payload['block'] if (r['dtype'], r['pairwise']) == ('bfloat16', 'embedded_gaussian')]
