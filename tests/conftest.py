@@ -1,5 +1,5 @@
-"""Shared test set-up: run on the CPU, compile cheaply and once (one persistent compilation cache for the session)
-and keep TensorFlow quiet; a ram:// directory standing in for gs://."""
+"""Shared test set-up: run on the CPU, compile cheaply and once (one persistent compilation cache for the session),
+collect garbage less often and keep TensorFlow quiet; a ram:// directory standing in for gs://."""
 
 import gc
 import os
