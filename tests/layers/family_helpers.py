@@ -84,6 +84,24 @@ def leaves_finite_and_nonzero(grads):
           for path, g in flat}
 
 
+def gradient_flags(block, variables, x, target_seed):
+  """``leaves_finite_and_nonzero`` of the parameters' gradient of Σ block(x)·r, with r random (``target_seed``)."""
+  target = jnp.asarray(random_input(np.shape(x), target_seed))
+  grads = jax.grad(lambda p: jnp.sum(block.apply({**variables, 'params': p}, x) * target))(variables['params'])
+  return leaves_finite_and_nonzero(grads)
+
+
+def assert_bfloat16_compute(block32, x, variables):
+  """``block32`` cloned with dtype bfloat16 keeps float32 parameters and adds to x what the float32 block adds, up
+  to bf16 rounding (8 bits of mantissa: 5e-2 relative)."""
+  block16 = block32.clone(dtype=jnp.bfloat16)
+  assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(
+      jax.eval_shape(block16.init, jax.random.PRNGKey(0), x)))
+  z16, z32 = block16.apply(variables, x), block32.apply(variables, x)
+  assert z16.dtype == jnp.bfloat16
+  assert relative_error(z16.astype(jnp.float32) - x, z32 - x) <= 5e-2
+
+
 def directional_derivatives(grads, variables, x, reference_loss, rng, eps=1e-5) -> tuple[float, float]:
   """(jax.grad's, central differences') derivative of a loss along a random direction of (params, x).
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nonlocal_jax.layers import AsymmetricPyramidBlock
-from tests.layers.family_helpers import (REL_TOL, as64, batch_norm64, branch_error, leaves_finite_and_nonzero,
+from tests.layers.family_helpers import (REL_TOL, as64, batch_norm64, branch_error, gradient_flags,
                                          random_input, randomize, relative_error, seed_of, softmax64)
 
 SHAPES = {'1d': (2, 11, 8), '2d': (2, 7, 5, 8), '3d': (2, 3, 7, 6, 8)}
@@ -141,9 +141,7 @@ def test_identity_at_init_and_gradient_reaches_the_gate(rank, kwargs):
   x = jnp.asarray(random_input(SHAPES[rank], seed_of('apnb-id', rank)))
   variables = block.init(jax.random.PRNGKey(1), x)
   np.testing.assert_allclose(block.apply(variables, x), x, rtol=0, atol=1e-6 if 'fusion' in kwargs else 0)
-  target = jnp.asarray(random_input(SHAPES[rank], 7))
-  grads = jax.grad(lambda p: jnp.sum(block.apply({**variables, 'params': p}, x) * target))(variables['params'])
-  flags = leaves_finite_and_nonzero(grads)
+  flags = gradient_flags(block, variables, x, 7)
   assert all(finite for finite, _ in flags.values())
   gate = 'bn/scale' if kwargs.get('norm', 'batch') == 'batch' else 'out/kernel'
   assert flags[gate][1]
@@ -153,9 +151,7 @@ def test_every_parameter_gets_a_finite_gradient():
   block = AsymmetricPyramidBlock(bins=(1, 2), fusion='concat')
   x = jnp.asarray(random_input(SHAPES['3d'], 61))
   variables = random_variables(block, x, 62)
-  target = jnp.asarray(random_input(SHAPES['3d'], 63))
-  grads = jax.grad(lambda p: jnp.sum(block.apply({**variables, 'params': p}, x) * target))(variables['params'])
-  flags = leaves_finite_and_nonzero(grads)
+  flags = gradient_flags(block, variables, x, 63)
   assert flags and all(finite and nonzero for finite, nonzero in flags.values()), flags
 
 

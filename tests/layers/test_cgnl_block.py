@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from nonlocal_jax.layers.cgnl_block import CGNLBlock
-from tests.layers.family_helpers import (REL_TOL, directional_derivatives, random_input, relative_error,
-                                         seed_of)
+from tests.layers.family_helpers import (REL_TOL, assert_bfloat16_compute, directional_derivatives, random_input,
+                                         relative_error, seed_of)
 
 SHAPES = {'1d': (2, 7, 8), '2d': (2, 3, 4, 8), '3d': (2, 2, 3, 2, 8)}
 
@@ -225,14 +225,8 @@ def test_same_parameters_apply_to_other_sizes(rank, apply_shape):
 @pytest.mark.parametrize('kernel', ['dot_product', 'gaussian'])
 def test_bfloat16_compute(kernel):
   block32 = CGNLBlock(kernel=kernel, groups=2, gamma=0.5)
-  block16 = block32.clone(dtype=jnp.bfloat16)
   x = random_input(SHAPES['3d'], 10)
-  variables = randomize(block32.init(jax.random.PRNGKey(8), x), 11)
-  assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(
-      jax.eval_shape(block16.init, jax.random.PRNGKey(0), x)))
-  z16, z32 = block16.apply(variables, x), block32.apply(variables, x)
-  assert z16.dtype == jnp.bfloat16
-  assert relative_error(z16.astype(jnp.float32) - x, z32 - x) <= 5e-2  # bf16 keeps 8 bits of mantissa
+  assert_bfloat16_compute(block32, x, randomize(block32.init(jax.random.PRNGKey(8), x), 11))
 
 
 # --- Bad arguments ----------------------------------------------------------------------------------------------

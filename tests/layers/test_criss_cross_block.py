@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nonlocal_jax.layers import CrissCrossBlock
-from tests.layers.family_helpers import (REL_TOL, as64, branch_error, leaves_finite_and_nonzero, random_input,
+from tests.layers.family_helpers import (REL_TOL, as64, branch_error, gradient_flags, random_input,
                                          randomize, relative_error, seed_of, softmax64)
 
 SHAPES = {'1d': (2, 7, 8), '2d': (2, 4, 5, 8), '3d': (1, 3, 4, 5, 8)}
@@ -97,9 +97,7 @@ def test_identity_at_init_and_gamma_learns_first(rank, weight_init):
   x = jnp.asarray(random_input(SHAPES[rank], seed_of('cc-id', rank)))
   variables = block.init(jax.random.PRNGKey(1), x)
   np.testing.assert_array_equal(block.apply(variables, x), x)
-  target = jnp.asarray(random_input(SHAPES[rank], 7))
-  grads = jax.grad(lambda v: jnp.sum(block.apply(v, x) * target))(variables)['params']
-  flags = leaves_finite_and_nonzero(grads)
+  flags = gradient_flags(block, variables, x, 7)
   assert all(finite for finite, _ in flags.values())
   assert flags['gamma'][1] and not flags['query/kernel'][1] and not flags['value/kernel'][1]
 
@@ -108,9 +106,7 @@ def test_every_parameter_gets_a_finite_gradient_once_gamma_moves():
   block = CrissCrossBlock(inter_channels=2)
   x = jnp.asarray(random_input(SHAPES['3d'], 11))
   variables = random_variables(block, x, 12)
-  target = jnp.asarray(random_input(SHAPES['3d'], 13))
-  grads = jax.grad(lambda v: jnp.sum(block.apply(v, x) * target))(variables)['params']
-  flags = leaves_finite_and_nonzero(grads)
+  flags = gradient_flags(block, variables, x, 13)
   assert flags and all(finite and nonzero for finite, nonzero in flags.values()), flags
 
 

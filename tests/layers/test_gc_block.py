@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nonlocal_jax.layers import GCBlock
-from tests.layers.family_helpers import (REL_TOL, as64, branch_error, leaves_finite_and_nonzero, random_input,
+from tests.layers.family_helpers import (REL_TOL, as64, branch_error, gradient_flags, random_input,
                                          randomize, relative_error, seed_of, softmax64)
 
 SHAPES = {'1d': (2, 11, 8), '2d': (2, 6, 5, 8), '3d': (2, 3, 5, 4, 8)}
@@ -64,9 +64,7 @@ def test_identity_at_init_and_only_w_v2_learns_first(rank, weight_init):
   x = jnp.asarray(random_input(SHAPES[rank], seed_of('gc-id', rank)))
   variables = block.init(jax.random.PRNGKey(1), x)
   np.testing.assert_array_equal(block.apply(variables, x), x)
-  target = jnp.asarray(random_input(SHAPES[rank], 7))
-  grads = jax.grad(lambda v: jnp.sum(block.apply(v, x) * target))(variables)['params']
-  flags = leaves_finite_and_nonzero(grads)
+  flags = gradient_flags(block, variables, x, 7)
   assert all(finite for finite, _ in flags.values())
   # W_v2 starts at 0: it (and its bias) get a gradient; what lies before it does not until it moves.
   assert flags['expand/kernel'][1] and flags['expand/bias'][1]
@@ -77,9 +75,7 @@ def test_every_parameter_gets_a_finite_gradient_once_w_v2_moves():
   block = GCBlock(reduction=2)
   x = jnp.asarray(random_input(SHAPES['3d'], 11))
   variables = random_variables(block, x, 12)
-  target = jnp.asarray(random_input(SHAPES['3d'], 13))
-  grads = jax.grad(lambda v: jnp.sum(block.apply(v, x) * target))(variables)['params']
-  flags = leaves_finite_and_nonzero(grads)
+  flags = gradient_flags(block, variables, x, 13)
   assert flags and all(finite and nonzero for finite, nonzero in flags.values()), flags
 
 
