@@ -58,10 +58,11 @@ def main_command(workdir, data_dir, overrides=(), config='configs/test.py', mode
               dict(overrides))
 
 
-def run_main(workdir, data_dir, overrides=(), devices=1, timeout=240, **kwargs):
-  """Runs main.py to completion; returns the CompletedProcess (output in .stdout/.stderr)."""
-  return subprocess.run(main_command(workdir, data_dir, overrides, **kwargs), env=env_for(devices), cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout)
+def run_main(workdir, data_dir, overrides=(), devices=1, timeout=240, env=None, **kwargs):
+  """Runs main.py to completion (``env``: variables added to ``env_for(devices)``); returns the CompletedProcess
+  (output in .stdout/.stderr)."""
+  return subprocess.run(main_command(workdir, data_dir, overrides, **kwargs), env={**env_for(devices), **(env or {})},
+                        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def free_port():

@@ -14,11 +14,16 @@ def test_four_devices_match_one_device(reference_run, data_dir, tmp_path):
   # Synchronised BN over the whole batch, no dropout, the same set of clips per step: the split over devices
   # and processes changes only the order of sums.
   four = str(tmp_path / 'four_devices')
-  result = helpers.run_main(four, data_dir, helpers.COMPARABLE, devices=4)
+  result = helpers.run_main(four, data_dir, helpers.COMPARABLE, devices=4, env={'JAX_LOG_COMPILES': '1'})
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'on 4 devices (1 processes)' in result.stderr
   helpers.assert_same(helpers.final_params(four), reference_run['params'])
   _check_console(result.stdout + result.stderr, four)
+  # Each replicated array is written from one replica: orbax's replica-parallel saving would compile a slice
+  # program per shape and device at the first checkpoint (checkpoint.write_each_array_from_one_replica).
+  log = open(os.path.join(four, 'logs', 'main.log'), encoding='utf-8').read()
+  assert 'Compiling jit(per_device_step)' in log  # The compile log is on.
+  assert 'Compiling jit(slice)' not in log
 
 
 def _check_console(output, workdir):
