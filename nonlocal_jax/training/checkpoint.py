@@ -95,8 +95,8 @@ def write_each_array_from_one_replica() -> None:
 
   orbax saves replica-parallel by default (except where ``JAX_PLATFORMS`` names a GPU): an array replicated over D
   devices is cut into D slices, and the first save compiles one slice program per shape and device. On 4 CPU
-  devices the first save of R50 C2D + 5 NL's state held the training loop 5-7 s instead of 0.6 s, and later saves
-  0.9-1.3 s instead of 0.3 s (``bench/checkpoint_save.py``). The state is small, so one replica writes it quickly.
+  devices the first save of R50 C2D + 5 NL's state held the training loop 8.2 s instead of 0.5 s, and later saves
+  1.1 s instead of 0.4 s (``bench/results/checkpoint_save.md``). The state is small: one replica writes it quickly.
   ``StandardCheckpointHandler`` takes no handler registry of its own, so this sets orbax's global one.
   """
   ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
