@@ -19,6 +19,8 @@ operations read fit each other.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -56,13 +58,15 @@ class FrameDecoder:
 
   def __init__(self):
     # Concrete functions, called with tensors: a tf.function's argument binding costs ~1 ms a call, a tenth of
-    # a small clip's decoding.
+    # a small clip's decoding. No autograph: the functions write their control flow as tf.cond and tf.map_fn, and
+    # autograph would write a source file per function into the temporary directory, left there by a killed run.
     frames, window, size = (tf.TensorSpec([None], tf.string), tf.TensorSpec([4], tf.int32),
                             tf.TensorSpec([], tf.int32))
-    self._encoded = tf.function(lambda f, w, s: _shrink(_decode_window(f, w), s)).get_concrete_function(
+    graph = functools.partial(tf.function, autograph=False)
+    self._encoded = graph(lambda f, w, s: _shrink(_decode_window(f, w), s)).get_concrete_function(
         frames, window, size)
-    self._pixels = tf.function(_shrink).get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.uint8), size)
-    self._window = tf.function(_decode_window).get_concrete_function(frames, window)
+    self._pixels = graph(_shrink).get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.uint8), size)
+    self._window = graph(_decode_window).get_concrete_function(frames, window)
 
   def encoded(self, frames, window, size: int) -> np.ndarray:
     """The view of the square ``window`` (top, left, side, side) of each encoded JPEG/PNG frame in ``frames``."""

@@ -3,6 +3,7 @@ the device when it grows) and flipped on the device, and bad settings fail with 
 NumPy float64 bilinear resizing written here, and whole-frame decoding."""
 
 import io
+import tempfile
 
 import numpy as np
 import pytest
@@ -91,6 +92,13 @@ def test_a_jpeg_window_has_the_whole_decodes_pixels_at_its_edges():
     h, w = int(rng.integers(9, 24)), int(rng.integers(9, 36))
     got = decoder.encoded_window(encoded, (top, left, h, w))[0]
     np.testing.assert_array_equal(got, whole[top:top + h, left:left + w])
+
+
+def test_the_decoder_writes_no_autograph_source_files(tmp_path, monkeypatch):
+  # Autograph writes each function it converts to a file in the temporary directory, which a killed run leaves.
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+  transforms.FrameDecoder()
+  assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize('fmt', ['PNG', 'JPEG'])
