@@ -206,4 +206,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = train_config()
   config.multihost = multihost_config()
   field('eval_step', None, integer(0, optional=True))  # --mode=eval: checkpoint step; None: latest.
+  # JAX's persistent compilation cache: a rerun with the same shapes (a resume, --mode=eval, a repeated sweep point)
+  # loads its compiled programs instead of compiling them again. None: JAX's own setting (JAX_COMPILATION_CACHE_DIR,
+  # off when unset). Only a directory that you alone write to: a cached program runs as code.
+  field('compilation_cache_dir', None, text(optional=True))
   return config

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 from jax.experimental import multihost_utils
+from jax.experimental.compilation_cache import compilation_cache
 
 from nonlocal_jax import config_ranges
 from nonlocal_jax import console
@@ -100,6 +101,28 @@ def check_data(config) -> None:
   _barrier('synthetic_prepared')
 
 
+def use_compilation_cache(config) -> None:
+  """Points JAX's persistent compilation cache at ``config.compilation_cache_dir``, created if missing; raises
+  ConfigError if it cannot be written there. None leaves JAX's own setting (``JAX_COMPILATION_CACHE_DIR``)."""
+  directory = config.get('compilation_cache_dir')
+  if directory is None:
+    return
+  try:
+    path = paths.expand(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    _write_probe(path)
+  except ValueError as e:  # A file system this installation cannot reach.
+    raise ConfigError(f'config.compilation_cache_dir: {e}') from None
+  except paths.errors(directory) as e:
+    raise ConfigError(f'config.compilation_cache_dir={directory} cannot be written ({paths.describe_error(e)}): pass '
+                      'a directory you can write to, or leave it unset.') from e
+  if jax.config.jax_compilation_cache_dir != str(path):
+    compilation_cache.set_cache_dir(str(path))
+    # JAX opens its cache once per process: one opened before (an earlier run in this notebook or test process)
+    # would otherwise keep being used.
+    compilation_cache.reset_cache()
+
+
 def _barrier(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
@@ -190,6 +213,7 @@ def startup(config, workdir: str, *, evaluate: bool = False):
   else:
     check_checkpoints(workdir)
   console.log_to_workdir(workdir, jax.process_index())
+  use_compilation_cache(config)  # Before any program is compiled, and before the minutes check_data may take.
   check_config(config)  # Before check_data, which may spend a minute generating a synthetic dataset.
   check_data(config)
   check_classes(config)

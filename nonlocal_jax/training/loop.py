@@ -178,6 +178,9 @@ def _report_start(config, workdir: str, state: TrainState) -> None:
     console.info('Dataset %s (%d classes) in %s: %d clips per step, testing on %r with %s.', d.name,
                  config.model.num_classes, d.data_dir or '~/tensorflow_datasets', d.global_batch_size, d.eval_split,
                  _test_views(config))
+  if config.get('compilation_cache_dir'):
+    console.info('Compiled programs are cached in %s: a rerun with the same shapes loads them.',
+                 config.compilation_cache_dir)
   console.info('Training %s: %d parameters on %d devices (%d processes).', config.model.name,
                sum(x.size for x in jax.tree.leaves(state.params)), jax.device_count(), jax.process_count())
 

@@ -1,8 +1,12 @@
 """The start-up checks: each problem of the config, the data or the workdir named in one sentence."""
 
+import jax
+import jax.numpy as jnp
 import pytest
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 from nonlocal_jax import training
+from nonlocal_jax.training import checks
 from tests.training import helpers
 
 
@@ -17,6 +21,7 @@ from tests.training import helpers
                                    r'kinetics400'),
     ({'train.init_checkpoint': '/nonexistent/run'}, r'init_checkpoint=/nonexistent/run is not a directory'),
     ({'model.nonlocal_block.pairwise': 'cosine'}, r'nonlocal_block.pairwise must be one of'),
+    ({'compilation_cache_dir': '/dev/null/cache'}, r'compilation_cache_dir=/dev/null/cache cannot be written'),
     ({'model.nonlocal_pairwise': 'dot_product'}, r'config.model.nonlocal_pairwise is now '
                                                  r'config.model.nonlocal_block.pairwise'),
 ])
@@ -32,3 +37,15 @@ def test_unwritable_workdir(tmp_path):
   blocker.write_text('')
   with pytest.raises(training.ConfigError, match=r'workdir .*file/run is not writable'):
     training.check_workdir(str(blocker / 'run'))
+
+
+def test_the_compilation_cache_goes_where_the_config_says(compilation_cache, tmp_path):
+  jax.jit(lambda x: x + 1)(jnp.ones(3)).block_until_ready()  # The session's cache is open in this process.
+  config = helpers.load_config(compilation_cache_dir=str(tmp_path / 'cache'))
+  try:
+    checks.use_compilation_cache(config)
+    jax.jit(lambda x: x * 3 - 7)(jnp.ones(5)).block_until_ready()
+    assert [p.name for p in (tmp_path / 'cache').iterdir() if p.name.endswith('-cache')]
+  finally:
+    jax_cache.set_cache_dir(compilation_cache)
+    jax_cache.reset_cache()
