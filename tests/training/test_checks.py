@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import pytest
+from etils import epath
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 from nonlocal_jax import training
@@ -39,13 +40,16 @@ def test_unwritable_workdir(tmp_path):
     training.check_workdir(str(blocker / 'run'))
 
 
-def test_the_compilation_cache_goes_where_the_config_says(compilation_cache, tmp_path):
+@pytest.mark.parametrize('where', ['local', 'remote'])
+def test_the_compilation_cache_goes_where_the_config_says(compilation_cache, tmp_path, request, where):
   jax.jit(lambda x: x + 1)(jnp.ones(3)).block_until_ready()  # The session's cache is open in this process.
-  config = helpers.load_config(compilation_cache_dir=str(tmp_path / 'cache'))
+  # remote: a gs:// stand-in (tests/remote.py), reached the way JAX reaches gs://, through etils.epath.
+  directory = f"{request.getfixturevalue('remote_dir')}/cache" if where == 'remote' else str(tmp_path / 'cache')
+  config = helpers.load_config(compilation_cache_dir=directory)
   try:
     checks.use_compilation_cache(config)
     jax.jit(lambda x: x * 3 - 7)(jnp.ones(5)).block_until_ready()
-    assert [p.name for p in (tmp_path / 'cache').iterdir() if p.name.endswith('-cache')]
+    assert [p.name for p in epath.Path(directory).iterdir() if p.name.endswith('-cache')]
   finally:
     jax_cache.set_cache_dir(compilation_cache)
     jax_cache.reset_cache()
