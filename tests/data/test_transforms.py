@@ -98,7 +98,7 @@ def test_the_decoder_writes_no_autograph_source_files(tmp_path, monkeypatch):
   # Autograph writes each function it converts to a file in the temporary directory, which a killed run leaves.
   monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
   transforms.FrameDecoder()
-  assert not list(tmp_path.iterdir())
+  assert not list(tmp_path.glob('__autograph_generated_file*'))
 
 
 @pytest.mark.parametrize('fmt', ['PNG', 'JPEG'])
