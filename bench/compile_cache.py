@@ -74,8 +74,8 @@ def measure(network: str, rounds: int) -> dict:
         workdir = os.path.join(base, f'{way}{r}')
         runs[way].append(_run(args, workdir, None if way == 'none' else cache))
         shutil.rmtree(workdir)
-      entries = [e for e in os.listdir(cache) if e.endswith('-cache')]
-  return {'network': network, 'runs': runs, 'cached_programs': len(entries),
+    cached = sum(e.endswith('-cache') for e in os.listdir(cache))  # The last round's.
+  return {'network': network, 'runs': runs, 'cached_programs': cached,
           'median': {way: {k: statistics.median(run[k] for run in rs) for k in ('first_step_s', 'total_s')}
                      for way, rs in runs.items()}}
 
